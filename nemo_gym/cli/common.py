@@ -1,0 +1,26 @@
+"""Shared CLI plumbing: turn config errors into one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from nemo_gym.config import ConfigError
+
+
+def run_cli(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = main(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    line = "  ".join("{:<" + str(w) + "}" for w in widths)
+    out = [line.format(*headers), line.format(*("-" * w for w in widths))]
+    out += [line.format(*(str(c) for c in row)) for row in rows]
+    return "\n".join(out)

@@ -1,0 +1,158 @@
+"""`ng_run`: start the head server and every configured server, then supervise them."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from omegaconf import OmegaConf
+
+from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.config import assign_ports, discover_instances, load_config
+from nemo_gym.config.redact import SecretScrubber, secret_values
+from nemo_gym.runner.head_server import HeadServerThread, build_head_app
+from nemo_gym.runner.processes import ChildProcess, stop_all
+from nemo_gym.server.context import write_runtime_file
+
+RUNNER_KEYS = ("startup_timeout", "log_dir", "shutdown_grace")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _wait_ready(children: list[ChildProcess], timeout: float) -> ChildProcess | None:
+    """Poll every child's /health; return the child that failed (died or timed out), else None."""
+    deadline = time.monotonic() + timeout
+    pending = list(children)
+    with httpx.Client(timeout=2.0) as client:
+        while pending:
+            for child in list(pending):
+                if child.poll() is not None:
+                    child.status = f"exited ({child.poll()})"
+                    return child
+                try:
+                    if client.get(child.instance.url + "/health").status_code == 200:
+                        child.status = "ready"
+                        pending.remove(child)
+                except httpx.HTTPError:
+                    pass
+            if pending and time.monotonic() > deadline:
+                for child in pending:
+                    child.status = "timed out"
+                return pending[0]
+            if pending:
+                time.sleep(0.1)
+    return None
+
+
+def main(args: list[str]) -> int:
+    loaded = load_config(args)
+    runner = {k: loaded.config.get(k) for k in RUNNER_KEYS}
+    startup_timeout = float(runner["startup_timeout"] or 180)
+    grace = float(runner["shutdown_grace"] or 10)
+    log_dir = Path(runner["log_dir"]) if runner["log_dir"] else None
+    instances = assign_ports(loaded, discover_instances(loaded))
+    if not instances:
+        print('config error: no server instances found; pass "+config_paths=[...]"', file=sys.stderr)
+        return 2
+
+    session_secret = str(loaded.config.get("session_secret") or secrets.token_hex(32))
+    config_file = write_runtime_file(loaded, session_secret)
+    plain: dict[str, Any] = OmegaConf.to_container(loaded.config, resolve=True)  # type: ignore[assignment]
+    scrubber = SecretScrubber(secret_values(plain))
+    children = [ChildProcess(inst, config_file, log_dir=log_dir) for inst in instances]
+
+    def instance_rows() -> list[dict[str, Any]]:
+        return [
+            {
+                "name": c.name,
+                "server_type": c.instance.server_type,
+                "implementation": c.instance.implementation,
+                "host": c.instance.host,
+                "port": c.instance.port,
+                "url": c.instance.url,
+                "pid": c.pid,
+                "status": c.status,
+            }
+            for c in children
+        ]
+
+    head_cfg = loaded.config.head_server
+    head = HeadServerThread(build_head_app(plain, instance_rows), str(head_cfg.host), int(head_cfg.port))
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    exit_code = 0
+    try:
+        try:
+            head.start()
+        except RuntimeError as exc:
+            print(f"error: {exc} at {head_cfg.host}:{head_cfg.port}", file=sys.stderr)
+            return 1
+        print(f"Head server at http://{head_cfg.host}:{head_cfg.port}", flush=True)
+        for child in children:
+            child.start()
+            if child.log_path:
+                print(f"{child.name}: logging to {child.log_path}", flush=True)
+        failed = _wait_ready(children, startup_timeout)
+        if failed is not None:
+            reason = (
+                "did not become healthy in time"
+                if failed.status == "timed out"
+                else f"exited with code {failed.poll()}"
+            )
+            print(
+                f"\nerror: server '{failed.name}' ({failed.instance.implementation}) {reason} during startup. "
+                f"Last log lines:\n{scrubber.scrub(failed.log_tail())}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+        rows = [
+            [c.name, c.instance.server_type, c.instance.impl_name, c.instance.url, str(c.pid)]
+            for c in children
+        ]
+        print(format_table(["name", "type", "implementation", "url", "pid"], rows), flush=True)
+        print(f"All {len(children)} servers ready", flush=True)
+        while True:
+            for child in children:
+                code = child.poll()
+                if code is not None:
+                    child.status = f"exited ({code})"
+                    print(
+                        f"\nerror: server '{child.name}' ({child.instance.implementation}, pid {child.pid}) exited "
+                        f"with code {code}. Last log lines:\n{scrubber.scrub(child.log_tail())}\nShutting down.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    exit_code = 1
+                    raise _Stop("child exited")
+            time.sleep(0.2)
+    except _Stop as stop:
+        if exit_code == 0:
+            print(f"\nReceived {stop}; stopping {len(children)} servers...", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all(children, grace=grace)
+        head.stop()
+        config_file.unlink(missing_ok=True)
+    print("All servers stopped.", flush=True)
+    return exit_code
+
+
+def cli() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,48 @@
+"""`ng_status`: the running instances and their health, via the head server."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+
+from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.config import load_config
+
+
+def main(args: list[str]) -> int:
+    head = load_config(args).config.head_server
+    base = f"http://{head.host}:{head.port}"
+    try:
+        instances = httpx.get(f"{base}/server_instances", timeout=5).json()
+    except httpx.HTTPError as exc:
+        print(
+            f"error: cannot reach the head server at {base} ({type(exc).__name__}); is ng_run running?",
+            file=sys.stderr,
+        )
+        return 1
+    rows = []
+    unhealthy = 0
+    with httpx.Client(timeout=5) as client:
+        for inst in instances:
+            try:
+                ok = client.get(inst["url"] + "/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            unhealthy += not ok
+            rows.append(
+                [
+                    inst["name"],
+                    inst["implementation"],
+                    inst["url"],
+                    str(inst["pid"]),
+                    "healthy" if ok else "UNHEALTHY",
+                ]
+            )
+    print(format_table(["name", "implementation", "url", "pid", "health"], rows))
+    print(f"{len(rows) - unhealthy}/{len(rows)} healthy")
+    return 0 if unhealthy == 0 else 1
+
+
+def cli() -> None:
+    run_cli(main)

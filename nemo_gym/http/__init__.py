@@ -1,0 +1,1 @@
+"""HTTP clients: the pooled aiohttp-backed httpx client and ServerClient."""

@@ -1,0 +1,1 @@
+"""What `ng_run` does: child processes, their supervision, and the head server."""

@@ -1,0 +1,156 @@
+"""The base every server (model, resources, agent) is built on: FastAPI + uvicorn.
+
+A subclass declares a pydantic `config_class` and adds routes in `add_routes`; this class
+supplies what every server must behave the same on: `/health`, the signed session cookie,
+OpenAI-style errors, secret-scrubbed logging, and startup from `ng_run` or by hand.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.responses import Response
+
+from nemo_gym.config import ConfigError
+from nemo_gym.config.redact import install_scrubber
+from nemo_gym.server.context import RuntimeContext, load_runtime_context
+from nemo_gym.server.errors import install_error_handlers
+from nemo_gym.server.parent_watch import die_with_parent
+from nemo_gym.server.sessions import SessionCookieMiddleware
+
+logger = logging.getLogger("nemo_gym.server")
+_HEALTH_BODY = b'{"status":"ok"}'
+
+
+class BaseServerConfig(BaseModel):
+    """Keys every instance may set. Unknown keys are kept (NeMo Gym configs carry extra metadata)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    entrypoint: str = "app.py"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    access_log: bool = False
+    log_level: str = "info"
+
+
+class BaseServer:
+    config_class: ClassVar[type[BaseServerConfig]] = BaseServerConfig
+
+    def __init__(self, config: BaseServerConfig, context: RuntimeContext | None = None) -> None:
+        self.config = config
+        self.context = context
+        self.instance_name = context.instance_name if context else type(self).__name__
+        self._server_client: Any = None
+
+    # ---- hooks for subclasses -------------------------------------------------------
+    def add_routes(self, app: FastAPI) -> None:
+        """Register this server's endpoints."""
+
+    async def startup(self) -> None:
+        """Create pooled clients etc. inside the running event loop."""
+
+    async def shutdown(self) -> None:
+        """Close what `startup` opened."""
+
+    # ---- shared machinery -----------------------------------------------------------
+    @property
+    def session_cookie_name(self) -> str:
+        return f"{type(self).__name__}___{self.instance_name}"
+
+    @property
+    def server_client(self) -> Any:
+        """ServerClient for calling other instances by name (built lazily from the local config)."""
+        if self._server_client is None:
+            from nemo_gym.http.server_client import ServerClient
+
+            if self.context is None:
+                raise RuntimeError("this server has no global config; start it with ng_run")
+            self._server_client = ServerClient(self.context.global_config)
+        return self._server_client
+
+    def setup_webserver(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.startup()
+            try:
+                yield
+            finally:
+                await self.shutdown()
+                if self._server_client is not None:
+                    await self._server_client.aclose()
+
+        app = FastAPI(title=f"{type(self).__name__} ({self.instance_name})", lifespan=lifespan)
+        install_error_handlers(app)
+
+        async def health() -> Response:
+            return Response(_HEALTH_BODY, media_type="application/json")
+
+        app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/", health, methods=["GET"], include_in_schema=False)
+        self.add_routes(app)
+        secret = self.context.session_secret if self.context else "nemo-gym-local-secret"
+        app.add_middleware(SessionCookieMiddleware, cookie_name=self.session_cookie_name, secret=secret)
+        return app
+
+    @classmethod
+    def from_context(cls, context: RuntimeContext) -> BaseServer:
+        server_type, impl_name, impl = context.instance_location()
+        key_prefix = f"{context.instance_name}.{server_type}.{impl_name}"
+        try:
+            config = cls.config_class.model_validate(impl)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = ".".join(str(p) for p in error["loc"])
+            key = f"{key_prefix}.{loc}" if loc else key_prefix
+            raise ConfigError(error["msg"], key=key, source=context.source_of(key)) from None
+        server = cls(config, context)
+        server.validate_config(key_prefix)
+        return server
+
+    def validate_config(self, key_prefix: str) -> None:
+        """Cross-field checks; raise ConfigError naming `key_prefix.<field>`."""
+
+    @classmethod
+    def run_webserver(cls) -> None:
+        """Entry point of `app.py`: load config, validate, serve until signalled."""
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        die_with_parent()
+        entrypoint = Path(inspect.getfile(cls))
+        try:
+            context = load_runtime_context(entrypoint)
+            server = cls.from_context(context)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        install_scrubber(context.secrets)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is hot-path cost
+        logging.getLogger().setLevel(server.config.log_level.upper())
+        app = server.setup_webserver()
+        server.serve(app)
+
+    def serve(self, app: FastAPI) -> None:
+        config = uvicorn.Config(
+            app,
+            host=self.config.host,
+            port=self.config.port,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=self.config.access_log,
+            timeout_graceful_shutdown=5,
+            backlog=4096,
+        )
+        server = uvicorn.Server(config)
+        server.run()

@@ -1,0 +1,122 @@
+"""OpenAI-style error bodies for every 4xx/5xx a server returns.
+
+Callers (the openai SDK, agents, rollout collectors) parse `{"error": {...}}`; a bare
+FastAPI `{"detail": ...}` or an HTML traceback would break them, so every path that can
+fail ends up here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger("nemo_gym.server")
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type_for(status: int) -> str:
+    if status in _TYPE_BY_STATUS:
+        return _TYPE_BY_STATUS[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(
+    message: str, status: int, *, type: str | None = None, param: str | None = None, code: Any = None
+) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": type or error_type_for(status), "param": param, "code": code}
+    }
+
+
+def error_response(
+    message: str, status: int, *, type: str | None = None, param: str | None = None, code: Any = None
+) -> Response:
+    body = error_body(message, status, type=type, param=param, code=code)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class APIError(Exception):
+    """Raise anywhere in a handler to answer with an OpenAI-style error."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def to_response(self) -> Response:
+        return error_response(self.message, self.status, type=self.type, param=self.param, code=self.code)
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p != "body"]
+    if not parts:
+        return None
+    out = parts[0]
+    for part in parts[1:]:
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request body", None
+    first = errors[0]
+    param = _loc_to_param(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        return "Request body is not valid JSON", None
+    msg = first.get("msg", "invalid value")
+    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+    where = f"'{param}'" if param else "request body"
+    return f"Invalid {where}: {msg}{more}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(_: Request, exc: APIError) -> Response:
+        return exc.to_response()
+
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:
+        message, param = _validation_message(exc)
+        return error_response(message, 400, param=param)
+
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
+        return error_response(message, exc.status_code)
+
+    async def on_unhandled(_: Request, exc: Exception) -> Response:
+        # The traceback is logged by uvicorn (Starlette re-raises after this handler).
+        first_line = (str(exc).splitlines() or [""])[0][:300]
+        return error_response(f"Internal server error: {type(exc).__name__}: {first_line}".rstrip(": "), 500)
+
+    app.add_exception_handler(APIError, on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, on_unhandled)
