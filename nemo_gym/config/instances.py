@@ -85,7 +85,11 @@ def discover_instances(loaded: LoadedConfig) -> list[ServerInstance]:
                 source=loaded.source_of(impl_key),
             )
         # An absolute entrypoint lets tests and out-of-tree servers live anywhere.
-        entrypoint = Path(str(entry)) if Path(str(entry)).is_absolute() else PROJECT_ROOT / server_type / impl_name / str(entry)
+        entrypoint = (
+            Path(str(entry))
+            if Path(str(entry)).is_absolute()
+            else PROJECT_ROOT / server_type / impl_name / str(entry)
+        )
         if not entrypoint.is_file():
             raise ConfigError(
                 f"points to {entrypoint}, which does not exist",

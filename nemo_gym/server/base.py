@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.responses import Response
 
@@ -92,7 +92,9 @@ class BaseServer:
         app = FastAPI(title=f"{type(self).__name__} ({self.instance_name})", lifespan=lifespan)
         install_error_handlers(app)
 
-        async def health() -> Response:
+        async def health(request: Request) -> Response:
+            if request.query_params:
+                return await self.detailed_health(request)
             return Response(_HEALTH_BODY, media_type="application/json")
 
         app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
@@ -116,6 +118,10 @@ class BaseServer:
         server = cls(config, context)
         server.validate_config(key_prefix)
         return server
+
+    async def detailed_health(self, request: Request) -> Response:
+        """`/health?...`: servers with dependencies (upstreams) report on them here."""
+        return Response(_HEALTH_BODY, media_type="application/json")
 
     def validate_config(self, key_prefix: str) -> None:
         """Cross-field checks; raise ConfigError naming `key_prefix.<field>`."""
@@ -149,8 +155,11 @@ class BaseServer:
             http="httptools",
             log_config=None,
             access_log=self.config.access_log,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=3,
             backlog=4096,
         )
         server = uvicorn.Server(config)
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn re-raises SIGINT after a clean shutdown
+            pass

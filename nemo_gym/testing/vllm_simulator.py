@@ -1,0 +1,481 @@
+"""A vLLM-compatible simulator: vLLM's wire format, a deterministic scripted policy, faults.
+
+It stands in for `vllm serve` in tests, the demo and benchmarks. Shapes, field names,
+status codes and error messages follow real captures (shared/vllm_wire). The text is
+scripted, token ids are derived from the text (same text → same ids), and faults can be
+injected by flag or at run time through `POST /sim/faults`.
+
+    python -m nemo_gym.testing.vllm_simulator --port 8000 [--model NAME] [--max-model-len N]
+        [--reasoning-parser] [--latency-ms X] [--per-token-ms Y] [--instance-id ID]
+        [--fail-rate R --fail-status S] [--count N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+_PIECE = re.compile(r"\s+|\w+|[^\w\s]")
+_CITY = re.compile(r"\b(?:in|for|at)\s+([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)")
+VOCAB = 150_000
+SPECIAL = {
+    "<|im_start|>": 1666,
+    "<|im_end|>": 1667,
+    "<think>": 1668,
+    "</think>": 1669,
+    "<tool_call>": 1670,
+    "</tool_call>": 1671,
+}
+_SPECIAL_RE = re.compile("|".join(re.escape(s) for s in SPECIAL))
+
+
+def tokenize_text(text: str) -> tuple[list[int], list[str]]:
+    """Deterministic ids: special tokens get fixed ids, other pieces a crc32 hash."""
+    ids: list[int] = []
+    pieces: list[str] = []
+    pos = 0
+    for match in _SPECIAL_RE.finditer(text):
+        _plain_pieces(text[pos : match.start()], ids, pieces)
+        ids.append(SPECIAL[match.group()])
+        pieces.append(match.group())
+        pos = match.end()
+    _plain_pieces(text[pos:], ids, pieces)
+    return ids, pieces
+
+
+def _plain_pieces(text: str, ids: list[int], pieces: list[str]) -> None:
+    for piece in _PIECE.findall(text):
+        ids.append(2000 + zlib.crc32(piece.encode()) % (VOCAB - 2000))
+        pieces.append(piece)
+
+
+def render_prompt(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, add_generation_prompt: bool = True
+) -> str:
+    """A Qwen/Hermes-style chat template, so prompt token counts grow like a real model's."""
+    out = []
+    if tools:
+        specs = "\n".join(orjson.dumps(t.get("function", t)).decode() for t in tools)
+        out.append(f"<|im_start|>system\n# Tools\n<tools>\n{specs}\n</tools><|im_end|>\n")
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        text = content or ""
+        if message.get("reasoning_content"):
+            text = f"<think>{message['reasoning_content']}</think>{text}"
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function", {})
+            text += f'<tool_call>\n{{"name": "{fn.get("name")}", "arguments": {fn.get("arguments")}}}\n</tool_call>'
+        out.append(f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n")
+    if add_generation_prompt:
+        out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+@dataclass
+class Faults:
+    """Fault injection: `rate` applies to a fraction of requests, `count` to the next N."""
+
+    mode: str | None = None  # status | drop | stall | malformed
+    status: int = 503
+    rate: float = 0.0
+    count: int = 0
+    stall_s: float = 3600.0
+
+    def draw(self) -> str | None:
+        if self.mode is None:
+            return None
+        if self.count > 0:
+            self.count -= 1
+            return self.mode
+        if self.rate and random.random() < self.rate:
+            return self.mode
+        return None
+
+
+@dataclass
+class SimConfig:
+    model: str = "sim-model"
+    max_model_len: int = 4096
+    reasoning_parser: bool = False
+    latency_ms: float = 0.0
+    per_token_ms: float = 0.0
+    instance_id: str = "0"
+    faults: Faults = field(default_factory=Faults)
+
+
+def _error(status: int, message: str, etype: str, param: str | None) -> web.Response:
+    body = {"error": {"message": message, "type": etype, "param": param, "code": status}}
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def scripted_reply(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> tuple[str, str | None, list[dict[str, Any]]]:
+    """(think text or None is folded in), the policy: returns (content, reasoning, tool_calls)."""
+    last = messages[-1] if messages else {}
+    user_texts = [m.get("content") for m in messages if m.get("role") == "user"]
+    question = user_texts[-1] if user_texts else ""
+    if isinstance(question, list):
+        question = " ".join(p.get("text", "") for p in question if isinstance(p, dict))
+    question = question or ""
+    if last.get("role") == "tool":
+        result = last.get("content")
+        if isinstance(result, list):
+            result = "".join(p.get("text", "") for p in result if isinstance(p, dict))
+        return f"Here is what I found: {result}", "The tool answered; I can reply now.", []
+    names = [(t.get("function") or {}).get("name") for t in tools or []]
+    if tools and "get_weather" in names:
+        match = _CITY.search(question)
+        city = match.group(1) if match else "San Francisco"
+        call = {"name": "get_weather", "arguments": orjson.dumps({"city": city}).decode()}
+        return "", f"The user asks about the weather in {city}. I should call get_weather.", [call]
+    if "[[A=B]]" in question and "[[A!=B]]" in question:
+        verdict = "[[A=B]]" if _judge_equal(question) else "[[A!=B]]"
+        return f"Comparing both answers. Verdict: {verdict}", "I compare the two answers.", []
+    snippet = question.strip().replace("\n", " ")[:60]
+    return f"Simulated answer to: {snippet}", None, []
+
+
+def _judge_equal(prompt: str) -> bool:
+    """Judge prompts carry both answers in tags; equal (case/space-insensitively) → [[A=B]]."""
+    a = re.search(r"<expected_answer>(.*?)</expected_answer>", prompt, re.DOTALL)
+    b = re.search(r"<generated_answer>(.*?)</generated_answer>", prompt, re.DOTALL)
+    if not a or not b:
+        return False
+    norm = lambda s: " ".join(s.lower().split()).strip(" .")  # noqa: E731
+    return norm(a.group(1)) == norm(b.group(1)) or norm(a.group(1)) in norm(b.group(1))
+
+
+class Simulator:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.requests = 0
+        self.fingerprint = f"vllm-sim-{config.instance_id}"
+        self.created = int(time.time())
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=256 * 1024**2)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_post("/sim/faults", self.set_faults)
+        app.router.add_get("/sim/stats", self.stats)
+        return app
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-simulator-instance": self.config.instance_id}
+
+    async def health(self, _: web.Request) -> web.Response:
+        return web.Response(status=200, headers=self._headers())
+
+    async def version(self, _: web.Request) -> web.Response:
+        return web.json_response({"version": "0.32.0"})
+
+    async def stats(self, _: web.Request) -> web.Response:
+        return web.json_response({"instance_id": self.config.instance_id, "requests": self.requests})
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.config.faults = Faults(**{k: v for k, v in data.items() if k in Faults.__dataclass_fields__})
+        return web.json_response({"ok": True})
+
+    async def models(self, _: web.Request) -> web.Response:
+        body = {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.config.model,
+                    "object": "model",
+                    "created": self.created,
+                    "owned_by": "vllm",
+                    "root": self.config.model,
+                    "parent": None,
+                    "max_model_len": self.config.max_model_len,
+                    "permission": [],
+                }
+            ],
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        raw = await request.read()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _error(
+                400,
+                "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}",
+                "Bad Request",
+                "body",
+            )
+        if not isinstance(data, dict):
+            return _error(400, "1 validation error: body must be an object", "Bad Request", "body")
+        return data
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        if isinstance(data, web.Response):
+            return data
+        if "messages" in data:
+            text = render_prompt(data["messages"], data.get("tools"), data.get("add_generation_prompt", True))
+        else:
+            text = str(data.get("prompt", ""))
+        ids, pieces = tokenize_text(text)
+        body = {
+            "count": len(ids),
+            "max_model_len": self.config.max_model_len,
+            "tokens": ids,
+            "token_strs": pieces if data.get("return_token_strs") else None,
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self._headers())
+
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        mode = self.config.faults.draw()
+        if mode == "status":
+            status = self.config.faults.status
+            return _error(
+                status,
+                f"simulated fault: HTTP {status}",
+                "ServiceUnavailableError" if status == 503 else "InternalServerError",
+                None,
+            )
+        if mode == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if mode == "stall":
+            await asyncio.sleep(self.config.faults.stall_s)
+        if mode == "malformed":
+            return web.Response(
+                body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+            )
+        return None
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        faulted = await self._fault(request)
+        if faulted is not None:
+            return faulted
+        data = await self._body(request)
+        if isinstance(data, web.Response):
+            return data
+        messages = data.get("messages")
+        if not isinstance(messages, list):
+            loc = "body.messages"
+            kind = "missing" if messages is None else "list_type"
+            return _error(
+                400,
+                f"1 validation error:\n  {{'type': '{kind}', 'loc': '{loc}', 'msg': 'Input should be a valid list'}}",
+                "Bad Request",
+                loc,
+            )
+        if data.get("model") not in (None, self.config.model):
+            return _error(
+                404,
+                f"The model `{data.get('model')}` does not exist. Valid aliases: {self.config.model}.",
+                "NotFoundError",
+                "model",
+            )
+        cfg = self.config
+        tools = data.get("tools")
+        prompt_ids, _ = tokenize_text(render_prompt(messages, tools))
+        n_prompt = len(prompt_ids)
+        max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
+        if max_tokens is not None and max_tokens > cfg.max_model_len:
+            return _error(
+                400,
+                f"max_tokens={max_tokens} cannot be greater than max_model_len={cfg.max_model_len}. Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
+                "BadRequestError",
+                "max_tokens",
+            )
+        if n_prompt > cfg.max_model_len:
+            return _error(
+                400,
+                f"This model's maximum context length is {cfg.max_model_len} tokens. However, your prompt contains at least {n_prompt} input tokens, which exceeds this limit even without any output tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={n_prompt})",
+                "BadRequestError",
+                "input_tokens",
+            )
+        room = cfg.max_model_len - n_prompt
+        if room == 0 and max_tokens is None:
+            return _error(
+                400,
+                "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)",
+                "BadRequestError",
+                "max_tokens",
+            )
+        limit = room if max_tokens is None else min(max_tokens, room)
+
+        content, reasoning, calls = scripted_reply(
+            messages, tools if data.get("tool_choice") != "none" else None
+        )
+        generated = (f"<think>{reasoning}</think>" if reasoning else "") + content
+        for call in calls:
+            generated += (
+                f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {call["arguments"]}}}\n</tool_call>'
+            )
+        gen_ids, gen_pieces = tokenize_text(generated)
+        finish = "tool_calls" if calls else "stop"
+        if len(gen_ids) > limit:
+            gen_ids, gen_pieces = gen_ids[:limit], gen_pieces[:limit]
+            generated = "".join(gen_pieces)
+            finish, calls = "length", []
+            reasoning_text, content_text = (None, generated)
+        else:
+            reasoning_text, content_text = reasoning, content
+        if not cfg.reasoning_parser and reasoning_text is not None:
+            content_text, reasoning_text = f"<think>{reasoning_text}</think>{content_text}", None
+        if cfg.reasoning_parser and finish == "length" and generated.startswith("<think>"):
+            inner = generated[len("<think>") :]
+            reasoning_text, _, content_text = inner.partition("</think>")
+
+        delay = cfg.latency_ms / 1000 + cfg.per_token_ms * len(gen_ids) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": content_text if (content_text or not cfg.reasoning_parser or calls) else None,
+            "refusal": None,
+            "annotations": None,
+            "audio": None,
+            "function_call": None,
+        }
+        if calls:
+            message["tool_calls"] = [
+                {"id": f"chatcmpl-tool-{uuid.uuid4().hex[:16]}", "type": "function", "function": call}
+                for call in calls
+            ]
+        message["reasoning"] = reasoning_text if cfg.reasoning_parser else None
+        logprobs = None
+        if data.get("logprobs"):
+            as_ids = bool(data.get("return_tokens_as_token_ids"))
+            top_n = int(data.get("top_logprobs") or 0)
+            entries = []
+            for tid, piece in zip(gen_ids, gen_pieces, strict=True):
+                token = f"token_id:{tid}" if as_ids else piece
+                lp = -((tid % 997) / 100.0) - 0.001
+                top = [{"token": token, "logprob": lp, "bytes": list(token.encode())}][:top_n]
+                entries.append(
+                    {"token": token, "logprob": lp, "bytes": list(piece.encode()), "top_logprobs": top}
+                )
+            logprobs = {"content": entries}
+        inline = bool(data.get("return_token_ids"))
+        body = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": cfg.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                    "token_ids": gen_ids if inline else None,
+                    "routed_experts": None,
+                }
+            ],
+            "service_tier": None,
+            "system_fingerprint": self.fingerprint,
+            "usage": {
+                "prompt_tokens": n_prompt,
+                "total_tokens": n_prompt + len(gen_ids),
+                "completion_tokens": len(gen_ids),
+                "prompt_tokens_details": None,
+                "completion_tokens_details": {"reasoning_tokens": 0} if cfg.reasoning_parser else None,
+            },
+            "prompt_logprobs": None,
+            "prompt_token_ids": prompt_ids if inline else None,
+            "prompt_text": None,
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self._headers())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="vLLM-compatible simulator (for tests, the demo and benchmarks)"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--count", type=int, default=1, help="start N instances on consecutive ports")
+    parser.add_argument("--model", default="sim-model")
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument(
+        "--reasoning-parser", action="store_true", help="return think text in the 'reasoning' field"
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--per-token-ms", type=float, default=0.0)
+    parser.add_argument("--instance-id", default=None)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--fail-mode", default="status", choices=["status", "drop", "stall", "malformed"])
+    parser.add_argument("--fail-status", type=int, default=503)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.count > 1:
+        base = [a for a in (argv if argv is not None else sys.argv[1:])]
+        procs = []
+        for i in range(args.count):
+            extra = ["--port", str(args.port + i), "--count", "1", "--instance-id", str(i)]
+            procs.append(
+                subprocess.Popen([sys.executable, "-m", "nemo_gym.testing.vllm_simulator", *base, *extra])
+            )
+        try:
+            for proc in procs:
+                proc.wait()
+        except KeyboardInterrupt:
+            for proc in procs:
+                proc.terminate()
+        return
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    faults = Faults(
+        mode=args.fail_mode if args.fail_rate > 0 else None, status=args.fail_status, rate=args.fail_rate
+    )
+    config = SimConfig(
+        model=args.model,
+        max_model_len=args.max_model_len,
+        reasoning_parser=args.reasoning_parser,
+        latency_ms=args.latency_ms,
+        per_token_ms=args.per_token_ms,
+        instance_id=args.instance_id if args.instance_id is not None else str(args.port),
+        faults=faults,
+    )
+    print(
+        f"vLLM simulator {config.instance_id} (model {config.model!r}) on http://{args.host}:{args.port}/v1 pid {os.getpid()}",
+        flush=True,
+    )
+    web.run_app(
+        Simulator(config).app(), host=args.host, port=args.port, access_log=None, print=None, backlog=4096
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Upstream error bodies (three vLLM formats) and the context-length rule."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from nemo_gym.server.errors import APIError
+
+# vLLM ≥ 0.10 wording, and the older one; both start the same way.
+_CONTEXT_LENGTH = re.compile(
+    r"maximum context length is \d+ tokens\. However, (your prompt contains at least \d+ input tokens|you requested \d+ tokens)"
+)
+_PROMPT_FILLS_CONTEXT = "max_tokens must be at least 1, got 0"
+
+
+class UpstreamError(APIError):
+    """An upstream failure, answered to our caller with the upstream's status and message."""
+
+
+class ContextLengthExceeded(UpstreamError):
+    """The prompt does not fit: callers turn this into an empty, incomplete result."""
+
+
+def parse_error_body(content: bytes) -> tuple[str, str | None, str | None, Any]:
+    """(message, type, param, code) from vLLM's nested, flat or `{"error": "Unauthorized"}` bodies."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        text = content.decode("utf-8", "replace").strip()
+        return (text[:2000] or "upstream returned an empty error body"), None, None, None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message", "")), error.get("type"), error.get("param"), error.get("code")
+        if isinstance(error, str):
+            return error, None, None, None
+        if "message" in data:
+            return str(data["message"]), data.get("type"), data.get("param"), data.get("code")
+        if "detail" in data:
+            return str(data["detail"]), None, None, None
+    return orjson.dumps(data).decode()[:2000], None, None, None
+
+
+def is_context_length_error(status: int, message: str, body: dict[str, Any]) -> bool:
+    if status != 400:
+        return False
+    if _CONTEXT_LENGTH.search(message):
+        return True
+    caller_set_max = body.get("max_tokens") is not None or body.get("max_completion_tokens") is not None
+    return _PROMPT_FILLS_CONTEXT in message and not caller_set_max
+
+
+def upstream_http_error(status: int, content: bytes, body: dict[str, Any]) -> UpstreamError:
+    message, etype, param, code = parse_error_body(content)
+    if is_context_length_error(status, message, body):
+        return ContextLengthExceeded(status, message, type=etype, param=param, code=code)
+    if isinstance(etype, str) and etype[:1].isupper() and " " not in etype:
+        etype = None  # vLLM's Python exception names ("BadRequestError") → our OpenAI-style type
+    return UpstreamError(status, message, type=etype, param=param, code=code)

@@ -1,0 +1,194 @@
+"""The upstream pool: one pooled client per vLLM server, retries, failover and health probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from nemo_gym.http.transport import ClientLimits, make_async_client
+from nemo_gym.upstream.errors import UpstreamError, upstream_http_error
+from nemo_gym.upstream.router import SessionRouter
+
+logger = logging.getLogger("nemo_gym.upstream")
+_RETRY_STATUSES = (502, 503, 504)
+_JSON = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    base_urls: tuple[str, ...]
+    api_key: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float | None = None
+    max_connections: int = 4096
+    max_retries: int = 3
+    retry_backoff: float = 0.1
+    routing: str = "round_robin"
+    max_sessions: int = 100_000
+    probe_interval: float = 1.0
+
+
+@dataclass
+class Upstream:
+    index: int
+    base_url: str  # ends with /v1
+    root_url: str  # /tokenize and /health live here
+    client: httpx.AsyncClient
+    probe: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def root_of(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+class UpstreamPool:
+    def __init__(self, settings: UpstreamSettings, client_factory: Any = None) -> None:
+        if not settings.base_urls:
+            raise ValueError("at least one upstream base_url is required")
+        self.settings = settings
+        self.router = SessionRouter(len(settings.base_urls), settings.routing, settings.max_sessions)
+        self._client_factory = client_factory or self._make_client
+        self.upstreams: list[Upstream] = []
+        headers = dict(_JSON)
+        if settings.api_key and settings.api_key != "EMPTY":
+            headers["authorization"] = f"Bearer {settings.api_key}"
+        self._headers = headers
+
+    def _make_client(self) -> httpx.AsyncClient:
+        s = self.settings
+        return make_async_client(
+            ClientLimits(
+                max_connections=s.max_connections,
+                connect_timeout=s.connect_timeout,
+                read_timeout=s.read_timeout,
+            )
+        )
+
+    async def start(self) -> None:
+        self.upstreams = [
+            Upstream(i, url.rstrip("/"), root_of(url), self._client_factory())
+            for i, url in enumerate(self.settings.base_urls)
+        ]
+
+    async def aclose(self) -> None:
+        for upstream in self.upstreams:
+            if upstream.probe:
+                upstream.probe.cancel()
+            await upstream.client.aclose()
+
+    def route(self, session_id: str | None) -> Upstream:
+        return self.upstreams[self.router.route(session_id)]
+
+    # ---- health ---------------------------------------------------------------------
+    def _mark_down(self, upstream: Upstream) -> None:
+        if upstream.index in self.router.down:
+            return
+        logger.warning(
+            "upstream %s is unreachable; routing its sessions elsewhere until it is healthy",
+            upstream.base_url,
+        )
+        self.router.down.add(upstream.index)
+        upstream.probe = asyncio.get_running_loop().create_task(self._probe_until_healthy(upstream))
+
+    async def _probe_until_healthy(self, upstream: Upstream) -> None:
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            if await self.check_health(upstream) is None:
+                self.router.down.discard(upstream.index)
+                logger.warning("upstream %s is healthy again", upstream.base_url)
+                upstream.probe = None
+                return
+
+    async def check_health(self, upstream: Upstream) -> str | None:
+        """None when healthy, else a short reason."""
+        try:
+            response = await upstream.client.get(upstream.root_url + "/health", timeout=5.0)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}"
+        return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+    async def health_report(self) -> list[dict[str, Any]]:
+        reasons = await asyncio.gather(*(self.check_health(u) for u in self.upstreams))
+        report = []
+        for upstream, reason in zip(self.upstreams, reasons, strict=True):
+            entry: dict[str, Any] = {
+                "url": upstream.base_url,
+                "status": "healthy" if reason is None else "unhealthy",
+            }
+            if reason is not None:
+                entry["error"] = reason
+            entry["routed"] = upstream.index not in self.router.down
+            report.append(entry)
+        return report
+
+    # ---- requests -------------------------------------------------------------------
+    def _backoff(self, attempt: int) -> float:
+        base = self.settings.retry_backoff * (2**attempt)
+        return base + random.uniform(0, base)
+
+    async def post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        upstream: Upstream | None = None,
+        at_root: bool = False,
+    ) -> tuple[dict[str, Any], Upstream]:
+        """POST JSON, retrying what is safe to retry; returns (parsed body, the upstream that answered).
+
+        Safe to retry: failures before the request reached a server (connection refused/reset
+        on connect, pool timeout) — then the session moves to another upstream — and 502/503/504.
+        A read timeout or a connection lost mid-response is NOT retried: the generation may be
+        running, and sending it twice would double GPU work and could duplicate rollouts.
+        """
+        upstream = upstream or self.route(session_id)
+        content = orjson.dumps(body)
+        attempts = self.settings.max_retries + 1
+        for attempt in range(attempts):
+            url = (upstream.root_url if at_root else upstream.base_url) + path
+            last = attempt == attempts - 1
+            try:
+                response = await upstream.client.post(url, content=content, headers=self._headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._mark_down(upstream)
+                if last:
+                    raise UpstreamError(
+                        503,
+                        f"cannot connect to upstream {upstream.base_url} ({type(exc).__name__}) after {attempts} attempts",
+                    ) from None
+                await asyncio.sleep(self._backoff(attempt))
+                upstream = self.route(session_id)  # skips upstreams marked down
+                continue
+            except httpx.TimeoutException:
+                raise UpstreamError(
+                    504,
+                    f"upstream {upstream.base_url} did not answer within the read timeout ({self.settings.read_timeout}s)",
+                ) from None
+            except httpx.HTTPError as exc:
+                raise UpstreamError(
+                    502, f"upstream {upstream.base_url} failed mid-response ({type(exc).__name__}: {exc})"
+                ) from None
+            status = response.status_code
+            if status in _RETRY_STATUSES and not last:
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            if status >= 400:
+                error = upstream_http_error(status, response.content, body)
+                if status >= 500:
+                    error.message = f"upstream {upstream.base_url} returned {status}: {error.message}"
+                raise error
+            try:
+                return orjson.loads(response.content), upstream
+            except orjson.JSONDecodeError:
+                raise UpstreamError(
+                    502, f"upstream {upstream.base_url} returned malformed JSON (HTTP {status})"
+                ) from None
+        raise AssertionError("unreachable")

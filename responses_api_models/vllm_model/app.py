@@ -1,0 +1,68 @@
+"""The vLLM adapter server: `/v1/responses`, `/v1/chat/completions`, `/health[?upstream=true]`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from nemo_gym.server.base import BaseServer
+from nemo_gym.server.json_io import json_response, read_json_object
+from nemo_gym.server.sessions import SESSION_ID_KEY
+from nemo_gym.upstream import UpstreamPool, UpstreamSettings
+from responses_api_models.vllm_model.config import VLLMModelConfig
+from responses_api_models.vllm_model.serving import VLLMServing
+
+
+class VLLMModel(BaseServer):
+    config_class = VLLMModelConfig
+    config: VLLMModelConfig
+
+    def __init__(self, config: VLLMModelConfig, context=None, client_factory=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config, context)
+        settings = UpstreamSettings(
+            base_urls=tuple(config.base_url),
+            api_key=config.api_key,
+            connect_timeout=config.timeouts.connect,
+            read_timeout=config.timeouts.read,
+            max_connections=config.max_connections,
+            max_retries=config.max_retries,
+            retry_backoff=config.retry_backoff,
+            routing=config.routing,
+            max_sessions=config.max_sessions,
+        )
+        self.pool = UpstreamPool(settings, client_factory=client_factory)
+        self.serving = VLLMServing(config, self.pool)
+
+    async def startup(self) -> None:
+        await self.pool.start()
+
+    async def shutdown(self) -> None:
+        await self.pool.aclose()
+
+    async def detailed_health(self, request: Request) -> Response:
+        if request.query_params.get("upstream", "").lower() not in ("1", "true", "yes"):
+            return await super().detailed_health(request)
+        report = await self.pool.health_report()
+        healthy = sum(entry["status"] == "healthy" for entry in report)
+        status = "ok" if healthy == len(report) else ("degraded" if healthy else "unavailable")
+        return json_response({"status": status, "upstreams": report}, status_code=200 if healthy else 503)
+
+    def add_routes(self, app: FastAPI) -> None:
+        serving = self.serving
+
+        async def responses(request: Request) -> Response:
+            params = await read_json_object(request)
+            return json_response(await serving.responses(params, request.scope["session"][SESSION_ID_KEY]))
+
+        async def chat_completions(request: Request) -> Response:
+            body = await read_json_object(request)
+            return json_response(
+                await serving.chat_completions(body, request.scope["session"][SESSION_ID_KEY])
+            )
+
+        app.add_api_route("/v1/responses", responses, methods=["POST"])
+        app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+
+
+if __name__ == "__main__":
+    VLLMModel.run_webserver()

@@ -1,0 +1,51 @@
+"""Config of the vLLM adapter (SPEC §6.1). Every key is documented in README.md beside this file."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nemo_gym.server.base import BaseServerConfig
+
+
+class Timeouts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connect: float = 10.0
+    read: float | None = None  # None: a generation may take as long as it takes
+
+
+class VLLMModelConfig(BaseServerConfig):
+    base_url: list[str]
+    api_key: str
+    model: str
+    return_token_id_information: bool = False
+    uses_reasoning_parser: bool = True
+    replace_developer_role_with_system: bool = False
+    extra_body: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    sampling_overrides: dict[str, Any] | None = None
+    request_prompt_and_generation_token_ids: bool = False
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    retry_backoff: float = Field(default=0.1, ge=0)
+    routing: Literal["round_robin", "hash"] = "round_robin"
+    max_sessions: int = Field(default=100_000, ge=1)
+    max_connections: int = Field(default=4096, ge=1)
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _split_base_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("needs at least one upstream URL")
+            for url in value:
+                if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                    raise ValueError(
+                        f"{url!r} is not an http(s) URL (expected e.g. http://127.0.0.1:8000/v1)"
+                    )
+            return [u.rstrip("/") for u in value]
+        return value
