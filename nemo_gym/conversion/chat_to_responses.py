@@ -63,7 +63,10 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     completion_details = chat_usage.get("completion_tokens_details") or {}
     return {
         "input_tokens": chat_usage.get("prompt_tokens", 0),
-        "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens") or 0},
+        "input_tokens_details": {
+            "cached_tokens": prompt_details.get("cached_tokens") or 0,
+            "cache_write_tokens": 0,
+        },
         "output_tokens": chat_usage.get("completion_tokens", 0),
         "output_tokens_details": {"reasoning_tokens": completion_details.get("reasoning_tokens") or 0},
         "total_tokens": chat_usage.get("total_tokens", 0),
@@ -158,7 +161,7 @@ def empty_response(request: dict[str, Any], model: str) -> dict[str, Any]:
     response["output"] = [_message_item("", "incomplete")]
     response["usage"] = {
         "input_tokens": 0,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": 0,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 0,
