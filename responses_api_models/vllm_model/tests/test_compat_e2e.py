@@ -1,0 +1,112 @@
+"""The adapter as a real process (via ng_run) in front of two simulators, driven by the openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response, ResponseFunctionToolCall, ResponseReasoningItem
+
+from nemo_gym.http.transport import make_async_client
+from nemo_gym.testing.processes import NgRun, ng_run, simulator
+
+pytestmark = pytest.mark.e2e
+TOOLS = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[tuple[NgRun, str, list[str]]]:
+    with simulator("--instance-id", "A") as (url_a, _), simulator("--instance-id", "B") as (url_b, _):
+        with ng_run(
+            "+config_paths=[responses_api_models/vllm_model/configs/vllm_model_for_training.yaml]",
+            f"+policy_base_url={url_a},{url_b}",
+            "+policy_api_key=sk-compat-test",
+            "+policy_model_name=sim-model",
+        ) as run:
+            yield run, run.url_of("policy_model"), [url_a, url_b]
+
+
+async def test_openai_responses_multi_turn_tool_call(stack: tuple[NgRun, str, list[str]]) -> None:
+    _, url, _ = stack
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+    first = await client.responses.create(
+        model="anything", input="What is the weather in Paris?", tools=TOOLS
+    )
+    assert isinstance(first, Response) and first.status == "completed" and first.model == "sim-model"
+    reasoning, call = first.output
+    assert isinstance(reasoning, ResponseReasoningItem) and isinstance(call, ResponseFunctionToolCall)
+    assert reasoning.summary[0].text == "The user asks about the weather in Paris. I should call get_weather."
+    assert (call.name, call.arguments) == ("get_weather", '{"city":"Paris"}')
+    extra = call.model_extra or {}
+    assert len(extra["generation_token_ids"]) == len(extra["generation_log_probs"]) > 0
+    assert all(isinstance(t, int) for t in extra["prompt_token_ids"])
+
+    history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        *[item.model_dump(exclude_none=True) for item in first.output],
+    ]
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": "cold"})
+    second = await client.responses.create(model="anything", input=history, tools=TOOLS)
+    assert second.output_text == "Here is what I found: cold"
+    await client.close()
+
+
+async def test_openai_chat_completions(stack: tuple[NgRun, str, list[str]]) -> None:
+    _, url, _ = stack
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+    completion = await client.chat.completions.create(
+        model="x", messages=[{"role": "user", "content": "Say hi"}], extra_body={"top_k": 5}
+    )
+    assert isinstance(completion, ChatCompletion)
+    assert completion.choices[0].message.content == "Simulated answer to: Say hi"
+    extra = completion.choices[0].message.model_extra or {}
+    assert len(extra["generation_token_ids"]) == completion.usage.completion_tokens
+    await client.close()
+
+
+async def test_sessions_spread_over_both_upstreams(stack: tuple[NgRun, str, list[str]]) -> None:
+    _, url, upstreams = stack
+    before = [httpx.get(u.removesuffix("/v1") + "/sim/stats").json()["requests"] for u in upstreams]
+    for _ in range(4):
+        async with httpx.AsyncClient() as c:  # a new client = a new session
+            assert (await c.post(f"{url}/v1/responses", json={"input": "hi"})).status_code == 200
+    after = [httpx.get(u.removesuffix("/v1") + "/sim/stats").json()["requests"] for u in upstreams]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2]
+    health = httpx.get(f"{url}/health?upstream=true").json()
+    assert health["status"] == "ok" and [u["status"] for u in health["upstreams"]] == ["healthy", "healthy"]
+
+
+async def test_1024_concurrent_responses_all_succeed(stack: tuple[NgRun, str, list[str]]) -> None:
+    _, url, _ = stack
+    client = make_async_client()
+    try:
+
+        async def one(i: int) -> int:
+            response = await client.post(f"{url}/v1/responses", json={"input": f"request {i}"}, timeout=120)
+            assert response.json()["output"][0]["content"][0]["text"] == f"Simulated answer to: request {i}"
+            return response.status_code
+
+        statuses = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1024))), timeout=180)
+    finally:
+        await client.aclose()
+    assert statuses == [200] * 1024
+
+
+async def test_context_length_overflow_is_empty_incomplete(stack: tuple[NgRun, str, list[str]]) -> None:
+    _, url, _ = stack
+    async with httpx.AsyncClient() as c:
+        r = await c.post(f"{url}/v1/responses", json={"input": "word " * 5000})
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "incomplete"
+    assert body["output"][0]["content"][0]["text"] == "" and "prompt_token_ids" not in body["output"][0]
