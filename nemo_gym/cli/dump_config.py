@@ -19,3 +19,7 @@ def main(args: list[str]) -> int:
 
 def cli() -> None:
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

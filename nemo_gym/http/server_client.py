@@ -51,6 +51,15 @@ def shared_client() -> httpx.AsyncClient:
     return _shared[1]
 
 
+async def close_shared_client() -> None:
+    """Close this process's pooled client (end of a CLI run), so no connection is left dangling."""
+    global _shared
+    if _shared is not None:
+        client = _shared[1]
+        _shared = None
+        await client.aclose()
+
+
 def _encode(json: Any) -> bytes:
     if isinstance(json, BaseModel):
         return orjson.dumps(json.model_dump(mode="json", exclude_unset=True))

@@ -152,13 +152,13 @@ def scripted_reply(
 
 
 def _judge_equal(prompt: str) -> bool:
-    """Judge prompts carry both answers in tags; equal (case/space-insensitively) → [[A=B]]."""
-    a = re.search(r"<expected_answer>(.*?)</expected_answer>", prompt, re.DOTALL)
-    b = re.search(r"<generated_answer>(.*?)</generated_answer>", prompt, re.DOTALL)
+    """Judge prompts carry both answers in <answer_a>/<answer_b> tags; equal if one contains the other."""
+    a = re.search(r"<answer_a>(.*?)</answer_a>", prompt, re.DOTALL)
+    b = re.search(r"<answer_b>(.*?)</answer_b>", prompt, re.DOTALL)
     if not a or not b:
         return False
-    norm = lambda s: " ".join(s.lower().split()).strip(" .")  # noqa: E731
-    return norm(a.group(1)) == norm(b.group(1)) or norm(a.group(1)) in norm(b.group(1))
+    x, y = (" ".join(m.group(1).lower().split()).strip(" .") for m in (a, b))
+    return bool(x and y) and (x in y or y in x)
 
 
 class Simulator:

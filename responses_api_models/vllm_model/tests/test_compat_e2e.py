@@ -77,13 +77,19 @@ async def test_openai_chat_completions(stack: tuple[NgRun, str, list[str]]) -> N
 
 async def test_sessions_spread_over_both_upstreams(stack: tuple[NgRun, str, list[str]]) -> None:
     _, url, upstreams = stack
-    before = [httpx.get(u.removesuffix("/v1") + "/sim/stats").json()["requests"] for u in upstreams]
+
+    async def counts() -> list[int]:
+        async with httpx.AsyncClient() as c:
+            return [(await c.get(u.removesuffix("/v1") + "/sim/stats")).json()["requests"] for u in upstreams]
+
+    before = await counts()
     for _ in range(4):
         async with httpx.AsyncClient() as c:  # a new client = a new session
             assert (await c.post(f"{url}/v1/responses", json={"input": "hi"})).status_code == 200
-    after = [httpx.get(u.removesuffix("/v1") + "/sim/stats").json()["requests"] for u in upstreams]
+    after = await counts()
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2]
-    health = httpx.get(f"{url}/health?upstream=true").json()
+    async with httpx.AsyncClient() as c:
+        health = (await c.get(f"{url}/health?upstream=true")).json()
     assert health["status"] == "ok" and [u["status"] for u in health["upstreams"]] == ["healthy", "healthy"]
 
 

@@ -1,0 +1,80 @@
+"""Pass-through model server for any OpenAI-compatible endpoint (OpenAI itself, or a proxy).
+
+Same endpoints as vllm_model, so switching a config between the two changes nothing for
+agents. The configured model always replaces the caller's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import Field
+from starlette.responses import Response
+
+from nemo_gym.server.base import BaseServer, BaseServerConfig
+from nemo_gym.server.errors import APIError
+from nemo_gym.server.json_io import json_response, read_json_object
+from nemo_gym.server.sessions import SESSION_ID_KEY
+from nemo_gym.upstream import UpstreamPool, UpstreamSettings
+
+
+class OpenAIModelConfig(BaseServerConfig):
+    openai_base_url: str
+    openai_api_key: str
+    openai_model: str
+    max_retries: int = Field(default=3, ge=0)
+    connect_timeout: float = 10.0
+    read_timeout: float | None = None
+
+
+class OpenAIModel(BaseServer):
+    config_class = OpenAIModelConfig
+    config: OpenAIModelConfig
+
+    def __init__(self, config: OpenAIModelConfig, context: Any = None, client_factory: Any = None) -> None:
+        super().__init__(config, context)
+        settings = UpstreamSettings(
+            base_urls=(config.openai_base_url,),
+            api_key=config.openai_api_key,
+            max_retries=config.max_retries,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+        )
+        self.pool = UpstreamPool(settings, client_factory=client_factory)
+
+    async def startup(self) -> None:
+        await self.pool.start()
+
+    async def shutdown(self) -> None:
+        await self.pool.aclose()
+
+    async def forward(self, path: str, body: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+        if body.get("stream"):
+            raise APIError(
+                400, "streaming is not supported by this server; send stream=false", param="stream"
+            )
+        data, _ = await self.pool.post(
+            path, {**body, "model": self.config.openai_model}, session_id=session_id
+        )
+        return data
+
+    def add_routes(self, app: FastAPI) -> None:
+        async def responses(request: Request) -> Response:
+            body = await read_json_object(request)
+            return json_response(
+                await self.forward("/responses", body, request.scope["session"][SESSION_ID_KEY])
+            )
+
+        async def chat_completions(request: Request) -> Response:
+            body = await read_json_object(request)
+            return json_response(
+                await self.forward("/chat/completions", body, request.scope["session"][SESSION_ID_KEY])
+            )
+
+        app.add_api_route("/v1/responses", responses, methods=["POST"])
+        app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+
+
+if __name__ == "__main__":
+    OpenAIModel.run_webserver()
