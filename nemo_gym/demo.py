@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from nemo_gym.config import PROJECT_ROOT, free_port
 from nemo_gym.testing.processes import stop_process, wait_healthy
