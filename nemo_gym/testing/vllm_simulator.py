@@ -165,6 +165,8 @@ class Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.fingerprint = f"vllm-sim-{config.instance_id}"
         self.created = int(time.time())
 
@@ -189,7 +191,14 @@ class Simulator:
         return web.json_response({"version": "0.32.0"})
 
     async def stats(self, _: web.Request) -> web.Response:
-        return web.json_response({"instance_id": self.config.instance_id, "requests": self.requests})
+        return web.json_response(
+            {
+                "instance_id": self.config.instance_id,
+                "requests": self.requests,
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+            }
+        )
 
     async def set_faults(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -270,6 +279,14 @@ class Simulator:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         faulted = await self._fault(request)
         if faulted is not None:
             return faulted

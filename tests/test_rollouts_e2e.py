@@ -1,0 +1,257 @@
+"""ng_collect_rollouts end to end: simulator → ng_run (adapter, environment, agent) → collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nemo_gym.config import PROJECT_ROOT
+from nemo_gym.testing.processes import NgRun, ng_run, simulator
+
+pytestmark = pytest.mark.e2e
+WEATHER = "resources_servers/simple_weather/data/example.jsonl"
+CONFIGS = "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml,resources_servers/simple_weather/configs/simple_weather.yaml]"
+
+
+@pytest.fixture(scope="module")
+def weather_stack() -> Iterator[tuple[NgRun, str]]:
+    with simulator("--latency-ms", "30") as (sim_url, _):
+        with ng_run(
+            CONFIGS, f"+policy_base_url={sim_url}", "+policy_api_key=EMPTY", "+policy_model_name=sim-model"
+        ) as run:
+            yield run, sim_url
+
+
+def collect(run: NgRun, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+    return subprocess.run(
+        [sys.executable, "-m", "nemo_gym.cli.collect_rollouts", f"+head_server.port={run.head_port}", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def sim_stats(sim_url: str) -> dict:
+    return httpx.get(sim_url.removesuffix("/v1") + "/sim/stats").json()
+
+
+def test_limit_repeats_concurrency_overrides_metrics(
+    weather_stack: tuple[NgRun, str], tmp_path: Path
+) -> None:
+    run, sim_url = weather_stack
+    out = tmp_path / "roll.jsonl"
+    before = sim_stats(sim_url)["max_in_flight"]
+    assert before <= 1
+    result = collect(
+        run,
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={WEATHER}",
+        f"+output_jsonl_fpath={out}",
+        "+limit=3",
+        "+num_repeats=4",
+        "+num_samples_in_parallel=5",
+        "+responses_create_params.temperature=0.25",
+        "+responses_create_params.max_output_tokens=200",
+    )
+    assert result.returncode == 0, result.stderr
+    got = rows(out)
+    assert sorted((r["_ng_row_index"], r["_ng_repeat_index"]) for r in got) == [
+        (i, k) for i in range(3) for k in range(4)
+    ]
+    assert all(r["reward"] == 1.0 for r in got)
+    assert all(
+        r["responses_create_params"]["temperature"] == 0.25
+        and r["responses_create_params"]["max_output_tokens"] == 200
+        for r in got
+    )
+    assert all(r["response"]["temperature"] == 0.25 for r in got)
+    assert all(
+        [i["type"] for i in r["response"]["output"]]
+        == ["reasoning", "function_call", "function_call_output", "reasoning", "message"]
+        for r in got
+    )
+    assert 1 < sim_stats(sim_url)["max_in_flight"] <= 5
+    metrics = json.loads((tmp_path / "roll_metrics.json").read_text())
+    assert metrics["reward"] == 1.0 and metrics["num_rollouts"] == 12 and metrics["num_failed"] == 0
+    assert (tmp_path / "roll_failures.jsonl").read_text() == ""
+    assert str(out) in result.stdout
+
+
+def test_bad_rows_go_to_failures_and_the_run_continues(
+    weather_stack: tuple[NgRun, str], tmp_path: Path
+) -> None:
+    run, _ = weather_stack
+    source = tmp_path / "in.jsonl"
+    good = (PROJECT_ROOT / WEATHER).read_text().splitlines()[0]
+    source.write_text(
+        "\n".join([good, "{not json", '{"no_params": 1}', '{"responses_create_params": {"input": 42}}', good])
+        + "\n"
+    )
+    out = tmp_path / "o.jsonl"
+    result = collect(
+        run,
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={source}",
+        f"+output_jsonl_fpath={out}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(r["_ng_row_index"] for r in rows(out)) == [0, 4]
+    failures = {f["_ng_row_index"]: f["error"] for f in rows(tmp_path / "o_failures.jsonl")}
+    assert sorted(failures) == [1, 2, 3]
+    assert failures[1].startswith(f"{source}:2: invalid JSON")
+    assert failures[2] == f"{source}:3: row has no 'responses_create_params' object"
+    assert "returned HTTP 400" in failures[3] and "'input'" in failures[3]
+    assert json.loads((tmp_path / "o_metrics.json").read_text())["num_failed"] == 3
+
+
+def test_resume_after_sigkill_completes_exactly_once(tmp_path: Path) -> None:
+    with simulator("--latency-ms", "150") as (sim_url, _):
+        with ng_run(
+            CONFIGS, f"+policy_base_url={sim_url}", "+policy_api_key=EMPTY", "+policy_model_name=sim-model"
+        ) as run:
+            out = tmp_path / "r.jsonl"
+            args = [
+                "+agent_name=simple_weather_simple_agent",
+                f"+input_jsonl_fpath={WEATHER}",
+                f"+output_jsonl_fpath={out}",
+                "+num_repeats=8",
+                "+concurrency=4",
+            ]
+            env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nemo_gym.cli.collect_rollouts",
+                    f"+head_server.port={run.head_port}",
+                    *args,
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 60
+            while (not out.exists() or len(out.read_text().splitlines()) < 6) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            partial = rows(out)
+            assert 6 <= len(partial) < 40
+            result = collect(run, *args, "+resume=true")
+            assert result.returncode == 0, result.stderr
+            final = Counter((r["_ng_row_index"], r["_ng_repeat_index"]) for r in rows(out))
+            assert set(final) == {(i, k) for i in range(5) for k in range(8)}
+            assert max(final.values()) == 1
+            metrics = json.loads((tmp_path / "r_metrics.json").read_text())
+            assert metrics["num_rollouts"] == 40 and metrics["num_skipped_already_done"] == len(partial)
+            assert metrics["num_attempted_this_run"] == 40 - len(partial)
+
+
+def test_ctrl_c_leaves_only_whole_rows(tmp_path: Path) -> None:
+    with simulator("--latency-ms", "100") as (sim_url, _):
+        with ng_run(
+            CONFIGS, f"+policy_base_url={sim_url}", "+policy_api_key=EMPTY", "+policy_model_name=sim-model"
+        ) as run:
+            out = tmp_path / "c.jsonl"
+            env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nemo_gym.cli.collect_rollouts",
+                    f"+head_server.port={run.head_port}",
+                    "+agent_name=simple_weather_simple_agent",
+                    f"+input_jsonl_fpath={WEATHER}",
+                    f"+output_jsonl_fpath={out}",
+                    "+num_repeats=10",
+                    "+concurrency=8",
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 60
+            while (not out.exists() or len(out.read_text().splitlines()) < 3) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 130
+            assert "rerun with +resume=true" in err
+            text = out.read_text()
+            assert text.endswith("\n") and all(
+                json.loads(line)["reward"] == 1.0 for line in text.splitlines()
+            )
+
+
+def test_equivalence_judge_with_separate_policy_and_judge(tmp_path: Path) -> None:
+    with (
+        simulator("--instance-id", "policy") as (policy_url, _),
+        simulator("--instance-id", "judge", "--model", "judge-model") as (judge_url, _),
+    ):
+        configs = (
+            "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml,responses_api_models/vllm_model/configs/vllm_judge_model.yaml,"
+            "resources_servers/equivalence_llm_judge/configs/equivalence_llm_judge.yaml]"
+        )
+        with ng_run(
+            configs,
+            f"+policy_base_url={policy_url}",
+            "+policy_api_key=EMPTY",
+            "+policy_model_name=sim-model",
+            f"+judge_base_url={judge_url}",
+            "+judge_api_key=EMPTY",
+            "+judge_model_name=judge-model",
+            "+equivalence_llm_judge.resources_servers.equivalence_llm_judge.check_twice_swap=true",
+        ) as run:
+            source = tmp_path / "q.jsonl"
+            source.write_text(
+                json.dumps(
+                    {
+                        "responses_create_params": {"input": "What is 2+2?"},
+                        "expected_answer": "Simulated answer to: What is 2+2?",
+                    }
+                )
+                + "\n"
+                + json.dumps(
+                    {"responses_create_params": {"input": "Capital of France?"}, "expected_answer": "Paris"}
+                )
+                + "\n"
+            )
+            out = tmp_path / "j.jsonl"
+            result = collect(
+                run,
+                "+agent_name=equivalence_llm_judge_simple_agent",
+                f"+input_jsonl_fpath={source}",
+                f"+output_jsonl_fpath={out}",
+            )
+            assert result.returncode == 0, result.stderr
+            by_row = {r["_ng_row_index"]: r for r in rows(out)}
+            assert by_row[0]["reward"] == 1.0 and [e["verdict"] for e in by_row[0]["judge_evaluations"]] == [
+                "equal",
+                "equal",
+            ]
+            assert by_row[1]["reward"] == 0.0 and [e["verdict"] for e in by_row[1]["judge_evaluations"]] == [
+                "not_equal"
+            ]
+            assert by_row[0]["judge_evaluations"][0]["response"]["model"] == "judge-model"
+            assert httpx.get(judge_url.removesuffix("/v1") + "/sim/stats").json()["requests"] == 3
+            assert httpx.get(policy_url.removesuffix("/v1") + "/sim/stats").json()["requests"] == 2
