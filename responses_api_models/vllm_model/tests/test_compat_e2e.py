@@ -116,3 +116,70 @@ async def test_context_length_overflow_is_empty_incomplete(stack: tuple[NgRun, s
     body = r.json()
     assert r.status_code == 200 and body["status"] == "incomplete"
     assert body["output"][0]["content"][0]["text"] == "" and "prompt_token_ids" not in body["output"][0]
+
+
+async def test_training_mode_ids_equal_the_simulators(stack: tuple[NgRun, str, list[str]]) -> None:
+    """Token ids the adapter returns are exactly what the upstream generated and tokenized."""
+    from nemo_gym.conversion import ConversionOptions, responses_to_chat
+
+    _, url, upstreams = stack
+    history: list[dict] = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    async with httpx.AsyncClient(base_url=url) as client:
+        for turn in range(2):
+            out = (await client.post("/v1/responses", json={"input": history, "tools": TOOLS})).json()
+            last = out["output"][-1]
+            chat = responses_to_chat(
+                {"input": history, "tools": TOOLS},
+                ConversionOptions(model="sim-model", return_token_id_information=True),
+            )
+            async with httpx.AsyncClient() as direct:
+                truth = (
+                    await direct.post(
+                        f"{upstreams[0]}/chat/completions", json={**chat, "return_token_ids": True}
+                    )
+                ).json()
+            assert last["generation_token_ids"] == truth["choices"][0]["token_ids"]
+            assert last["prompt_token_ids"] == truth["prompt_token_ids"]
+            history += out["output"]
+            if turn == 0:
+                history.append({"type": "function_call_output", "call_id": last["call_id"], "output": "cold"})
+    assert history[-1]["content"][0]["text"] == "Here is what I found: cold"
+
+
+def test_upstream_killed_mid_run_sessions_move_to_survivor() -> None:
+    import signal
+
+    with simulator("--instance-id", "A") as (url_a, _), simulator("--instance-id", "B") as (url_b, proc_b):
+        with ng_run(
+            "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml]",
+            f"+policy_base_url=[{url_a},{url_b}]",
+            "+policy_api_key=EMPTY",
+            "+policy_model_name=sim-model",
+            "+policy_model.responses_api_models.vllm_model.retry_backoff=0.01",
+        ) as run:
+            url = run.url_of("policy_model")
+            sessions = [httpx.Client(base_url=url) for _ in range(4)]
+            try:
+                for s in sessions:
+                    assert s.post("/v1/responses", json={"input": "hi"}).status_code == 200
+                proc_b.send_signal(signal.SIGKILL)
+                proc_b.wait()
+                for s in sessions:  # sessions pinned to B re-pin to A
+                    for _ in range(2):
+                        r = s.post("/v1/responses", json={"input": "hi"})
+                        assert (
+                            r.status_code == 200
+                            and r.json()["output"][0]["content"][0]["text"] == "Simulated answer to: hi"
+                        )
+                for _ in range(4):  # new sessions avoid the dead upstream
+                    assert httpx.post(f"{url}/v1/responses", json={"input": "hi"}).status_code == 200
+                health = httpx.get(f"{url}/health?upstream=true")
+                assert health.status_code == 200
+                assert [(u["url"], u["status"]) for u in health.json()["upstreams"]] == [
+                    (url_a, "healthy"),
+                    (url_b, "unhealthy"),
+                ]
+                assert health.json()["status"] == "degraded"
+            finally:
+                for s in sessions:
+                    s.close()
