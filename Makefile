@@ -24,5 +24,14 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(BIN)/python -m nemo_gym.demo
 
+# Opt-in tier against a real `vllm serve` (CPU, tiny model; first run builds a ~6 GB venv). Not part of `make test`.
+REAL_VLLM_DIR ?= ../shared/real_vllm
+test-real-vllm: $(STAMP)
+	bash $(REAL_VLLM_DIR)/start_real_vllm.sh 18300 --max-model-len 1024
+	bash $(REAL_VLLM_DIR)/start_real_vllm.sh 18301 --reasoning-parser deepseek_r1
+	REAL_VLLM_URL=http://127.0.0.1:18300 REAL_VLLM_R1_URL=http://127.0.0.1:18301 \
+		$(BIN)/python -m pytest -m real_vllm tests/real_vllm -v; status=$$?; \
+		bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop 18300; bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop 18301; exit $$status
+
 clean:
 	rm -rf $(VENV) results

@@ -1,0 +1,211 @@
+"""Opt-in tier against a REAL `vllm serve` (CPU build, tiny random model): `make test-real-vllm`.
+
+Two servers: REAL_VLLM_URL (max-model-len 1024, hermes tool parser) and REAL_VLLM_R1_URL
+(max-model-len 256, deepseek_r1 reasoning parser). The model's text is random, so these tests
+check shapes, token ids, log-probs, routing of errors and round trips, not content.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+from openai import OpenAI
+
+from nemo_gym.conversion import ConversionOptions, responses_to_chat
+from nemo_gym.testing.processes import NgRun, ng_run
+
+pytestmark = pytest.mark.real_vllm
+URL = os.environ.get("REAL_VLLM_URL", "http://127.0.0.1:18300")
+R1_URL = os.environ.get("REAL_VLLM_R1_URL", "http://127.0.0.1:18301")
+TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {
+        "type": "object",
+        "properties": {"unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["unit"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+GREEDY = {"temperature": 0.0, "seed": 1}
+
+
+def model_of(url: str) -> str:
+    try:
+        return httpx.get(f"{url}/v1/models", timeout=5).json()["data"][0]["id"]
+    except httpx.HTTPError:
+        pytest.skip(f"no real vLLM at {url}; run `make test-real-vllm`")
+
+
+def adapter(url: str, *overrides: str) -> Iterator[tuple[NgRun, str]]:
+    with ng_run(
+        "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml]",
+        f"+policy_base_url={url}/v1",
+        "+policy_api_key=EMPTY",
+        f"+policy_model_name={model_of(url)}",
+        *overrides,
+    ) as run:
+        yield run, run.url_of("policy_model")
+
+
+@pytest.fixture(scope="module")
+def plain() -> Iterator[str]:
+    yield from (u for _, u in adapter(URL))
+
+
+@pytest.fixture(scope="module")
+def training() -> Iterator[str]:
+    yield from (
+        u
+        for _, u in adapter(
+            URL, "+policy_model.responses_api_models.vllm_model.return_token_id_information=true"
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def training_inline() -> Iterator[str]:
+    yield from (
+        u
+        for _, u in adapter(
+            URL,
+            "+policy_model.responses_api_models.vllm_model.return_token_id_information=true",
+            "+policy_model.responses_api_models.vllm_model.request_prompt_and_generation_token_ids=true",
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def r1() -> Iterator[str]:
+    yield from (u for _, u in adapter(R1_URL))
+
+
+def test_plain_chat_through_both_endpoints(plain: str) -> None:
+    client = OpenAI(base_url=f"{plain}/v1", api_key="x")
+    response = client.responses.create(
+        model="x", input="Hello, what is the weather in Paris?", max_output_tokens=8
+    )
+    assert response.status in ("completed", "incomplete") and response.usage.output_tokens <= 8
+    assert response.output[-1].type == "message" and response.model == model_of(URL)
+    chat = client.chat.completions.create(
+        model="x", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+    )
+    assert chat.choices[0].finish_reason in ("stop", "length") and chat.usage.completion_tokens <= 5
+
+
+def test_forced_tool_call_and_round_trip(plain: str) -> None:
+    with httpx.Client(base_url=plain, timeout=120) as client:
+        first = client.post(
+            "/v1/responses", json={"input": "Weather?", "tools": [TOOL], "tool_choice": "required", **GREEDY}
+        ).json()
+        calls = [i for i in first["output"] if i["type"] == "function_call"]
+        assert calls and all(
+            c["name"] == "get_weather" and orjson.loads(c["arguments"])["unit"] in ("celsius", "fahrenheit")
+            for c in calls
+        )
+        assert all(c["call_id"].startswith("chatcmpl-tool-") for c in calls)
+        history = [{"role": "user", "content": "Weather?"}, *first["output"]]
+        history += [
+            {"type": "function_call_output", "call_id": c["call_id"], "output": "cold"} for c in calls
+        ]
+        second = client.post(
+            "/v1/responses", json={"input": history, "tools": [TOOL], "max_output_tokens": 8}
+        )
+        assert second.status_code == 200, second.text
+
+
+@pytest.mark.parametrize("mode", ["tokenize", "inline"])
+def test_token_ids_match_upstream(mode: str, request: pytest.FixtureRequest) -> None:
+    base = request.getfixturevalue("training" if mode == "tokenize" else "training_inline")
+    params = {
+        "input": [{"role": "user", "content": "Hello, what is the weather in Paris?"}],
+        "tools": [TOOL],
+        "max_output_tokens": 12,
+        **GREEDY,
+    }
+    out = httpx.post(f"{base}/v1/responses", json=params, timeout=120).json()
+    last = out["output"][-1]
+    chat = responses_to_chat(params, ConversionOptions(model=model_of(URL)))
+    tokenized = httpx.post(
+        f"{URL}/tokenize", json={"model": chat["model"], "messages": chat["messages"], "tools": chat["tools"]}
+    ).json()
+    assert last["prompt_token_ids"] == tokenized["tokens"]
+    direct = httpx.post(
+        f"{URL}/v1/chat/completions",
+        json={
+            **chat,
+            "return_token_ids": True,
+            "logprobs": True,
+            "top_logprobs": 0,
+            "return_tokens_as_token_ids": True,
+        },
+        timeout=120,
+    ).json()
+    assert last["generation_token_ids"] == direct["choices"][0]["token_ids"]
+    assert (
+        len(last["generation_log_probs"])
+        == len(last["generation_token_ids"])
+        == out["usage"]["output_tokens"]
+    )
+    assert all(isinstance(x, float) and x <= 0 for x in last["generation_log_probs"])
+    assert last["generation_log_probs"] == pytest.approx(
+        [e["logprob"] for e in direct["choices"][0]["logprobs"]["content"]], abs=1e-3
+    )
+
+
+def test_context_length_overflow_is_empty_result(r1: str) -> None:
+    r = httpx.post(f"{r1}/v1/responses", json={"input": "weather " * 400}, timeout=60)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert [i["type"] for i in body["output"]] == ["message"] and body["output"][0]["content"][0][
+        "text"
+    ] == ""
+    chat = httpx.post(
+        f"{r1}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "weather " * 400}]},
+        timeout=60,
+    ).json()
+    assert (
+        chat["choices"][0]["finish_reason"] == "length" and chat["choices"][0]["message"]["content"] is None
+    )
+    too_many = httpx.post(f"{r1}/v1/responses", json={"input": "hi", "max_output_tokens": 1000}, timeout=60)
+    assert (
+        too_many.status_code == 400
+        and "cannot be greater than max_model_len=256" in too_many.json()["error"]["message"]
+    )
+
+
+def test_reasoning_parser_mode(r1: str) -> None:
+    params = {"input": "Hello, what is the weather in Paris?", "max_output_tokens": 8, **GREEDY}
+    out = httpx.post(f"{r1}/v1/responses", json=params, timeout=60).json()
+    direct = httpx.post(
+        f"{R1_URL}/v1/chat/completions",
+        json={
+            "model": model_of(R1_URL),
+            "messages": [{"role": "user", "content": params["input"]}],
+            "max_tokens": 8,
+            **GREEDY,
+        },
+        timeout=60,
+    ).json()["choices"][0]["message"]
+    assert direct["reasoning"]  # vLLM put the (untagged) text in its reasoning field
+    assert out["output"][0]["type"] == "reasoning"
+    assert out["output"][0]["summary"][0]["text"] == direct["reasoning"]
+    assert "".join(i["content"][0]["text"] for i in out["output"] if i["type"] == "message") == (
+        direct["content"] or ""
+    )
+
+
+def test_reasoning_field_with_parser_off_is_a_clear_error() -> None:
+    for run, url in adapter(
+        R1_URL, "+policy_model.responses_api_models.vllm_model.uses_reasoning_parser=false"
+    ):
+        r = httpx.post(f"{url}/v1/responses", json={"input": "Hi", "max_output_tokens": 4}, timeout=60)
+        assert r.status_code == 502 and "drop --reasoning-parser" in r.json()["error"]["message"]
+        assert run.proc.poll() is None
