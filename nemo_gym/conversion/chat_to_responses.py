@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 from nemo_gym.conversion.errors import UpstreamFormatError
@@ -36,6 +36,11 @@ _ECHO_IF_SET = (
     "background",
     "max_tool_calls",
 )
+
+
+def _random_hex() -> str:
+    """128 random bits as hex, like uuid4().hex without building a UUID object (hot path)."""
+    return os.urandom(16).hex()
 
 
 def reasoning_of(message: dict[str, Any], uses_reasoning_parser: bool) -> str | None:
@@ -75,7 +80,7 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _response_shell(request: dict[str, Any], model: str, created_at: float, status: str) -> dict[str, Any]:
     response: dict[str, Any] = {
-        "id": f"resp_{uuid.uuid4().hex}",
+        "id": f"resp_{_random_hex()}",
         "object": "response",
         "created_at": created_at,
         "model": model,
@@ -94,7 +99,7 @@ def _response_shell(request: dict[str, Any], model: str, created_at: float, stat
 
 def _message_item(text: str, status: str) -> dict[str, Any]:
     return {
-        "id": f"msg_{uuid.uuid4().hex}",
+        "id": f"msg_{_random_hex()}",
         "type": "message",
         "role": "assistant",
         "status": status,
@@ -125,7 +130,7 @@ def chat_to_response(
     if summaries:
         output.append(
             {
-                "id": f"rs_{uuid.uuid4().hex}",
+                "id": f"rs_{_random_hex()}",
                 "type": "reasoning",
                 "summary": [{"type": "summary_text", "text": s} for s in summaries],
             }
@@ -171,7 +176,7 @@ def empty_response(request: dict[str, Any], model: str) -> dict[str, Any]:
 
 def empty_chat_completion(model: str) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": f"chatcmpl-{_random_hex()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,11 +25,23 @@ from nemo_gym.config import ConfigError
 from nemo_gym.config.redact import install_scrubber
 from nemo_gym.server.context import RuntimeContext, load_runtime_context
 from nemo_gym.server.errors import install_error_handlers
+from nemo_gym.server.fast_routes import FastHandler, FastRoutes
+from nemo_gym.server.json_io import json_response
 from nemo_gym.server.parent_watch import die_with_parent
-from nemo_gym.server.sessions import SessionCookieMiddleware
+from nemo_gym.server.sessions import SESSION_ID_KEY, SessionCookieMiddleware, SessionSigner
 
 logger = logging.getLogger("nemo_gym.server")
 _HEALTH_BODY = b'{"status":"ok"}'
+
+
+def _as_fastapi_route(handler: FastHandler) -> Any:
+    """The same handler behind FastAPI (reached only if the fast layer is bypassed)."""
+
+    async def route(request: Request) -> Response:
+        result = await handler(await request.body(), request.scope["session"][SESSION_ID_KEY])
+        return json_response(result)
+
+    return route
 
 
 class BaseServerConfig(BaseModel):
@@ -41,6 +54,7 @@ class BaseServerConfig(BaseModel):
     port: int = 8000
     access_log: bool = False
     log_level: str = "info"
+    max_body_bytes: int = 64 * 1024 * 1024
 
 
 class BaseServer:
@@ -55,6 +69,10 @@ class BaseServer:
     # ---- hooks for subclasses -------------------------------------------------------
     def add_routes(self, app: FastAPI) -> None:
         """Register this server's endpoints."""
+
+    def fast_routes(self) -> dict[str, FastHandler]:
+        """Hot POST endpoints served without the FastAPI stack: path → (raw body, session id) → result."""
+        return {}
 
     async def startup(self) -> None:
         """Create pooled clients etc. inside the running event loop."""
@@ -78,7 +96,9 @@ class BaseServer:
             self._server_client = ServerClient(self.context.global_config)
         return self._server_client
 
-    def setup_webserver(self) -> FastAPI:
+    def setup_webserver(self) -> Any:
+        """The ASGI app: hot routes first (if any), then FastAPI."""
+
         @asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             await self.startup()
@@ -100,9 +120,15 @@ class BaseServer:
         app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
         app.add_api_route("/", health, methods=["GET"], include_in_schema=False)
         self.add_routes(app)
-        secret = self.context.session_secret if self.context else "nemo-gym-local-secret"
-        app.add_middleware(SessionCookieMiddleware, cookie_name=self.session_cookie_name, secret=secret)
-        return app
+        secret = self.context.session_secret if self.context else secrets.token_hex(32)
+        signer = SessionSigner(self.session_cookie_name, secret)
+        app.add_middleware(SessionCookieMiddleware, signer=signer)
+        fast = self.fast_routes()
+        if not fast:
+            return app
+        for path, handler in fast.items():
+            app.add_api_route(path, _as_fastapi_route(handler), methods=["POST"])  # documents them in OpenAPI
+        return FastRoutes(app, signer, fast, self.config.max_body_bytes)
 
     @classmethod
     def from_context(cls, context: RuntimeContext) -> BaseServer:

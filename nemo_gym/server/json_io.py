@@ -12,7 +12,10 @@ from nemo_gym.server.errors import APIError
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    return parse_json_object(await request.body())
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -1,4 +1,4 @@
-"""Signed session cookie, as a pure ASGI middleware (no per-request Python middleware stack).
+"""Signed session cookies: the signer, and a pure ASGI middleware for the FastAPI routes.
 
 The cookie holds only `<session_id>.<hmac>`; the session dict lives in `scope["session"]`
 so `request.session[SESSION_ID_KEY]` works as in Starlette. A missing, forged or tampered
@@ -17,32 +17,30 @@ SESSION_ID_KEY = "session_id"
 _SIG_LEN = 32
 
 
-class SessionCookieMiddleware:
-    def __init__(
-        self, app: Any, cookie_name: str, secret: str | bytes, max_age: int = 14 * 24 * 3600
-    ) -> None:
-        self.app = app
+class SessionSigner:
+    def __init__(self, cookie_name: str, secret: str | bytes, max_age: int = 14 * 24 * 3600) -> None:
         self.cookie_name = cookie_name
         key = secret.encode() if isinstance(secret, str) else secret
         # Bind the key to the cookie name so one instance's cookie is meaningless to another.
         self._key = hmac.new(key, cookie_name.encode(), hashlib.sha256).digest()
-        self._prefix = cookie_name.encode() + b"="
-        self._set_cookie_suffix = f"; path=/; Max-Age={max_age}; httponly; samesite=lax".encode()
+        self._marker = cookie_name.encode() + b"="
+        self._suffix = f"; path=/; Max-Age={max_age}; httponly; samesite=lax".encode()
+
+    def _signature(self, session_id: str) -> str:
+        return hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:_SIG_LEN]
 
     def sign(self, session_id: str) -> str:
-        digest = hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:_SIG_LEN]
-        return f"{session_id}.{digest}"
+        return f"{session_id}.{self._signature(session_id)}"
 
     def verify(self, value: str) -> str | None:
         session_id, _, signature = value.rpartition(".")
         if not session_id or len(signature) != _SIG_LEN:
             return None
-        expected = hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:_SIG_LEN]
-        return session_id if hmac.compare_digest(expected, signature) else None
+        return session_id if hmac.compare_digest(self._signature(session_id), signature) else None
 
-    def _session_from_headers(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+    def session_from_headers(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         for name, value in headers:
-            if name == b"cookie" and self._prefix in value:
+            if name == b"cookie" and self._marker in value:
                 cookie: SimpleCookie = SimpleCookie()
                 try:
                     cookie.load(value.decode("latin-1"))
@@ -52,23 +50,33 @@ class SessionCookieMiddleware:
                 return self.verify(morsel.value) if morsel else None
         return None
 
+    def new_session(self) -> tuple[str, tuple[bytes, bytes]]:
+        """A fresh session id and the Set-Cookie header that carries it."""
+        session_id = str(uuid.uuid4())
+        return session_id, (b"set-cookie", self._marker + self.sign(session_id).encode() + self._suffix)
+
+
+class SessionCookieMiddleware:
+    def __init__(self, app: Any, signer: SessionSigner) -> None:
+        self.app = app
+        self.signer = signer
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        session_id = self._session_from_headers(scope["headers"])
+        session_id = self.signer.session_from_headers(scope["headers"])
         if session_id is not None:
             scope["session"] = {SESSION_ID_KEY: session_id}
             await self.app(scope, receive, send)
             return
 
-        session_id = str(uuid.uuid4())
+        session_id, header = self.signer.new_session()
         scope["session"] = {SESSION_ID_KEY: session_id}
-        header = self.cookie_name.encode() + b"=" + self.sign(session_id).encode() + self._set_cookie_suffix
 
         async def send_with_cookie(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"set-cookie", header)]
+                message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)

@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import orjson
 
-from nemo_gym.http.transport import ClientLimits, make_async_client
+from nemo_gym.upstream.client import (
+    AiohttpUpstreamClient,
+    HttpxUpstreamClient,
+    UpstreamBrokenResponse,
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamReadTimeout,
+)
 from nemo_gym.upstream.errors import UpstreamError, upstream_http_error
 from nemo_gym.upstream.router import SessionRouter
 
@@ -39,7 +46,7 @@ class Upstream:
     index: int
     base_url: str  # ends with /v1
     root_url: str  # /tokenize and /health live here
-    client: httpx.AsyncClient
+    client: UpstreamClient
     probe: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -49,6 +56,8 @@ def root_of(base_url: str) -> str:
 
 
 class UpstreamPool:
+    """`client_factory` (tests) returns an httpx.AsyncClient per upstream; default: aiohttp."""
+
     def __init__(self, settings: UpstreamSettings, client_factory: Any = None) -> None:
         if not settings.base_urls:
             raise ValueError("at least one upstream base_url is required")
@@ -61,21 +70,17 @@ class UpstreamPool:
             headers["authorization"] = f"Bearer {settings.api_key}"
         self._headers = headers
 
-    def _make_client(self) -> httpx.AsyncClient:
+    def _make_client(self) -> UpstreamClient:
         s = self.settings
-        return make_async_client(
-            ClientLimits(
-                max_connections=s.max_connections,
-                connect_timeout=s.connect_timeout,
-                read_timeout=s.read_timeout,
-            )
-        )
+        return AiohttpUpstreamClient(s.max_connections, s.connect_timeout, s.read_timeout)
 
     async def start(self) -> None:
-        self.upstreams = [
-            Upstream(i, url.rstrip("/"), root_of(url), self._client_factory())
-            for i, url in enumerate(self.settings.base_urls)
-        ]
+        self.upstreams = []
+        for i, url in enumerate(self.settings.base_urls):
+            client = self._client_factory()
+            if isinstance(client, httpx.AsyncClient):
+                client = HttpxUpstreamClient(client)
+            self.upstreams.append(Upstream(i, url.rstrip("/"), root_of(url), client))
 
     async def aclose(self) -> None:
         for upstream in self.upstreams:
@@ -109,10 +114,10 @@ class UpstreamPool:
     async def check_health(self, upstream: Upstream) -> str | None:
         """None when healthy, else a short reason."""
         try:
-            response = await upstream.client.get(upstream.root_url + "/health", timeout=5.0)
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}"
-        return None if response.status_code == 200 else f"HTTP {response.status_code}"
+            status = await upstream.client.get_status(upstream.root_url + "/health", timeout_s=5.0)
+        except UpstreamConnectError as exc:
+            return str(exc)
+        return None if status == 200 else f"HTTP {status}"
 
     async def health_report(self) -> list[dict[str, Any]]:
         reasons = await asyncio.gather(*(self.check_health(u) for u in self.upstreams))
@@ -156,37 +161,36 @@ class UpstreamPool:
             url = (upstream.root_url if at_root else upstream.base_url) + path
             last = attempt == attempts - 1
             try:
-                response = await upstream.client.post(url, content=content, headers=self._headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                status, payload = await upstream.client.post(url, content, self._headers)
+            except UpstreamConnectError as exc:
                 self._mark_down(upstream)
                 if last:
                     raise UpstreamError(
                         503,
-                        f"cannot connect to upstream {upstream.base_url} ({type(exc).__name__}) after {attempts} attempts",
+                        f"cannot connect to upstream {upstream.base_url} ({exc}) after {attempts} attempts",
                     ) from None
                 await asyncio.sleep(self._backoff(attempt))
                 upstream = self.route(session_id)  # skips upstreams marked down
                 continue
-            except httpx.TimeoutException:
+            except UpstreamReadTimeout:
                 raise UpstreamError(
                     504,
                     f"upstream {upstream.base_url} did not answer within the read timeout ({self.settings.read_timeout}s)",
                 ) from None
-            except httpx.HTTPError as exc:
+            except UpstreamBrokenResponse as exc:
                 raise UpstreamError(
-                    502, f"upstream {upstream.base_url} failed mid-response ({type(exc).__name__}: {exc})"
+                    502, f"upstream {upstream.base_url} failed mid-response ({exc})"
                 ) from None
-            status = response.status_code
             if status in _RETRY_STATUSES and not last:
                 await asyncio.sleep(self._backoff(attempt))
                 continue
             if status >= 400:
-                error = upstream_http_error(status, response.content, body)
+                error = upstream_http_error(status, payload, body)
                 if status >= 500:
                     error.message = f"upstream {upstream.base_url} returned {status}: {error.message}"
                 raise error
             try:
-                return orjson.loads(response.content), upstream
+                return orjson.loads(payload), upstream
             except orjson.JSONDecodeError:
                 raise UpstreamError(
                     502, f"upstream {upstream.base_url} returned malformed JSON (HTTP {status})"

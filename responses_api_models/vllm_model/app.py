@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from typing import Any
+
+from fastapi import Request
 from starlette.responses import Response
 
 from nemo_gym.server.base import BaseServer
-from nemo_gym.server.json_io import json_response, read_json_object
-from nemo_gym.server.sessions import SESSION_ID_KEY
+from nemo_gym.server.fast_routes import FastHandler
+from nemo_gym.server.json_io import json_response, parse_json_object
 from nemo_gym.upstream import UpstreamPool, UpstreamSettings
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.serving import VLLMServing
@@ -47,21 +49,16 @@ class VLLMModel(BaseServer):
         status = "ok" if healthy == len(report) else ("degraded" if healthy else "unavailable")
         return json_response({"status": status, "upstreams": report}, status_code=200 if healthy else 503)
 
-    def add_routes(self, app: FastAPI) -> None:
+    def fast_routes(self) -> dict[str, FastHandler]:
         serving = self.serving
 
-        async def responses(request: Request) -> Response:
-            params = await read_json_object(request)
-            return json_response(await serving.responses(params, request.scope["session"][SESSION_ID_KEY]))
+        async def responses(body: bytes, session_id: str) -> dict[str, Any]:
+            return await serving.responses(parse_json_object(body), session_id)
 
-        async def chat_completions(request: Request) -> Response:
-            body = await read_json_object(request)
-            return json_response(
-                await serving.chat_completions(body, request.scope["session"][SESSION_ID_KEY])
-            )
+        async def chat_completions(body: bytes, session_id: str) -> dict[str, Any]:
+            return await serving.chat_completions(parse_json_object(body), session_id)
 
-        app.add_api_route("/v1/responses", responses, methods=["POST"])
-        app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+        return {"/v1/responses": responses, "/v1/chat/completions": chat_completions}
 
 
 if __name__ == "__main__":

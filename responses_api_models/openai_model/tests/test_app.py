@@ -13,7 +13,8 @@ BASE = "https://api.example.test/v1"
 
 async def test_forwards_responses_and_chat_with_configured_model() -> None:
     server = OpenAIModel(
-        OpenAIModelConfig(openai_base_url=BASE, openai_api_key="sk-openai-xyz", openai_model="gpt-test")
+        OpenAIModelConfig(openai_base_url=BASE, openai_api_key="sk-openai-xyz", openai_model="gpt-test"),
+        client_factory=httpx.AsyncClient,
     )
     app = server.setup_webserver()
     await server.startup()

@@ -26,7 +26,7 @@ def make_server(**overrides: Any) -> VLLMModel:
         "retry_backoff": 0.0,
     }
     cfg.update(overrides)
-    return VLLMModel(VLLMModelConfig.model_validate(cfg))
+    return VLLMModel(VLLMModelConfig.model_validate(cfg), client_factory=httpx.AsyncClient)
 
 
 @asynccontextmanager

@@ -1,0 +1,1 @@
+"""`make bench`: how much the adapter costs per request, measured against a fast local upstream."""

@@ -1,0 +1,239 @@
+"""`python -m nemo_gym.bench` (`make bench`): the adapter's cost per request, on 127.0.0.1 only.
+
+Starts a canned vLLM-shaped upstream, then adapters exactly as ng_run starts them (one per
+config: plain, token mode with /tokenize, token mode with inline ids), drives each scenario at
+several concurrencies with the bundled load generator, and reads each adapter's own CPU time
+from /proc. Prints one JSON line per scenario and writes docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import orjson
+from omegaconf import OmegaConf
+
+from nemo_gym.bench.loadgen import run_load
+from nemo_gym.config import PROJECT_ROOT, free_port
+from nemo_gym.config.loader import LoadedConfig
+from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR, write_runtime_file
+from nemo_gym.testing.processes import stop_process, wait_healthy
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+RESPONSES_BODY = orjson.dumps(
+    {
+        "input": [
+            {"role": "developer", "content": "Use the get_weather tool, then answer briefly."},
+            {"role": "user", "content": "What is the weather in Paris?"},
+        ],
+        "tools": [WEATHER_TOOL],
+    }
+)
+CHAT_BODY = orjson.dumps(
+    {
+        "model": "bench-model",
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [{"type": "function", "function": WEATHER_TOOL}],
+    }
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its live threads (children excluded)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Adapter:
+    name: str
+    port: int
+    proc: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_adapter(name: str, upstream: str, overrides: dict[str, Any], workers: int = 1) -> Adapter:
+    port = free_port()
+    impl = {
+        "entrypoint": "app.py",
+        "host": "127.0.0.1",
+        "port": port,
+        "base_url": upstream,
+        "api_key": "EMPTY",
+        "model": "bench-model",
+        **overrides,
+    }
+    if workers > 1:
+        impl["workers"] = workers
+    loaded = LoadedConfig(
+        config=OmegaConf.create({name: {"responses_api_models": {"vllm_model": impl}}}), origins={}
+    )
+    config_file = write_runtime_file(loaded, "bench-secret")
+    env = dict(
+        os.environ, **{CONFIG_FILE_VAR: str(config_file), INSTANCE_VAR: name}, PYTHONPATH=str(PROJECT_ROOT)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "responses_api_models" / "vllm_model" / "app.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=PROJECT_ROOT,
+    )
+    wait_healthy(f"http://127.0.0.1:{port}/health", proc=proc)
+    return Adapter(name, port, proc)
+
+
+def tree_cpu(pid: int) -> float:
+    from nemo_gym.testing.processes import children_of
+
+    total = cpu_seconds(pid)
+    for child in children_of(pid):
+        try:
+            total += cpu_seconds(child)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def measure(url: str, body: bytes, concurrency: int, duration: float, pid: int | None) -> dict[str, Any]:
+    before = tree_cpu(pid) if pid else 0.0
+    wall0 = time.perf_counter()
+    result = asyncio.run(run_load(url, body, concurrency, duration))
+    wall = time.perf_counter() - wall0
+    cpu = (tree_cpu(pid) - before) if pid else None
+    sent_total = result.requests  # measured window only; CPU covers warmup too, so scale:
+    out: dict[str, Any] = {
+        "rps": round(result.rps, 1),
+        "p50_ms": round(result.percentile(0.50), 3),
+        "p99_ms": round(result.percentile(0.99), 3),
+        "errors": result.errors,
+        "requests": sent_total,
+    }
+    if cpu is not None and result.requests:
+        # CPU was read over warmup + window; requests over the window only: scale by time.
+        out["adapter_cpu_ms_per_req"] = round(cpu * 1000 / (result.rps * wall), 4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="benchmark the vLLM adapter")
+    parser.add_argument("--duration", type=float, default=2.5, help="measured seconds per scenario")
+    parser.add_argument("--concurrency", default="1,32,256,1024")
+    parser.add_argument("--scenarios", default="direct,responses,chat,token_tokenize,token_inline,workers2")
+    parser.add_argument("--output", default=str(PROJECT_ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    wanted = args.scenarios.split(",")
+
+    up_port = free_port()
+    upstream_proc = subprocess.Popen(
+        [sys.executable, "-m", "nemo_gym.bench.fast_upstream", "--port", str(up_port)], cwd=PROJECT_ROOT
+    )
+    upstream = f"http://127.0.0.1:{up_port}/v1"
+    adapters: list[Adapter] = []
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    try:
+        wait_healthy(f"http://127.0.0.1:{up_port}/health", proc=upstream_proc)
+        plan: list[tuple[str, str, bytes, int | None]] = []
+        if "direct" in wanted:
+            plan.append(
+                ("direct upstream (loadgen ceiling)", f"{upstream}/chat/completions", CHAT_BODY, None)
+            )
+        configs = {
+            "responses": ("plain", {}, "/v1/responses", RESPONSES_BODY),
+            "chat": ("plain", {}, "/v1/chat/completions", CHAT_BODY),
+            "token_tokenize": (
+                "token",
+                {"return_token_id_information": True},
+                "/v1/responses",
+                RESPONSES_BODY,
+            ),
+            "token_inline": (
+                "inline",
+                {"return_token_id_information": True, "request_prompt_and_generation_token_ids": True},
+                "/v1/responses",
+                RESPONSES_BODY,
+            ),
+        }
+        started_adapters: dict[str, Adapter] = {}
+        for scenario in ("responses", "chat", "token_tokenize", "token_inline"):
+            if scenario not in wanted:
+                continue
+            key, overrides, path, body = configs[scenario]
+            if key not in started_adapters:
+                started_adapters[key] = start_adapter(f"bench_{key}", upstream, overrides)
+                adapters.append(started_adapters[key])
+            adapter = started_adapters[key]
+            plan.append((scenario, adapter.url + path, body, adapter.proc.pid))
+        if "workers2" in wanted:
+            w2 = start_adapter("bench_workers2", upstream, {"routing": "hash"}, workers=2)
+            adapters.append(w2)
+            plan.append(
+                ("responses, 2 workers (hash routing)", w2.url + "/v1/responses", RESPONSES_BODY, w2.proc.pid)
+            )
+
+        for scenario, url, body, pid in plan:
+            for concurrency in levels:
+                row = {
+                    "scenario": scenario,
+                    "concurrency": concurrency,
+                    **measure(url, body, concurrency, args.duration, pid),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        for adapter in adapters:
+            stop_process(adapter.proc)
+        stop_process(upstream_proc)
+    write_markdown(Path(args.output), rows, time.monotonic() - started, args.duration)
+    print(f"wrote {args.output} ({time.monotonic() - started:.0f}s)")
+
+
+def write_markdown(path: Path, rows: list[dict[str, Any]], elapsed: float, duration: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    versions = ", ".join(f"{p} {version(p)}" for p in ("fastapi", "uvicorn", "httpx", "aiohttp", "orjson"))
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}: {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}; {versions}.",
+        f"Each row: {duration}s measured after 0.5s warmup, all on 127.0.0.1. Upstream: the canned vLLM-shaped responder "
+        "(`nemo_gym/bench/fast_upstream.py`), so the adapter is the cost being measured. Adapter CPU is the adapter process's "
+        "own user+system time (workers included) divided by requests served.",
+        "",
+        "| scenario | concurrency | req/s | p50 ms | p99 ms | errors | adapter CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cpu = r.get("adapter_cpu_ms_per_req")
+        lines.append(
+            f"| {r['scenario']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+            f"{'' if cpu is None else f'{cpu:.3f}'} |"
+        )
+    lines += ["", f"Whole run: {elapsed:.0f}s.", ""]
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The upstream HTTP client behind one small interface: POST bytes, get (status, bytes).
+
+Production uses aiohttp directly: on this machine the httpx layer alone cost more CPU per
+request than all of our conversion work (see docs/benchmarks.md). Tests plug in the httpx
+implementation, so respx can mock upstreams. Both map failures to the three kinds the retry
+logic needs: nothing was sent (safe to retry), the read timed out, or the answer broke off.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import aiohttp
+import httpx
+
+
+class UpstreamConnectError(Exception):
+    """The request never reached a server (refused, reset before any answer): safe to retry."""
+
+
+class UpstreamReadTimeout(Exception):
+    """No answer within the read timeout: the generation may still run, so never retried."""
+
+
+class UpstreamBrokenResponse(Exception):
+    """The answer started but broke off: never retried (the generation happened)."""
+
+
+class UpstreamClient(Protocol):
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes]: ...
+
+    async def get_status(self, url: str, timeout_s: float) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpUpstreamClient:
+    """One pooled aiohttp session per upstream, created inside the running loop."""
+
+    def __init__(
+        self,
+        max_connections: int,
+        connect_timeout: float,
+        read_timeout: float | None,
+        keepalive: float = 60.0,
+    ) -> None:
+        self._connector_args = {
+            "limit": max_connections,
+            "limit_per_host": 0,
+            "keepalive_timeout": keepalive,
+            "ttl_dns_cache": 300,
+        }
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, connect=None, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(**self._connector_args),  # type: ignore[arg-type]
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=True,
+                trust_env=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            response = await self.session.post(url, data=content, headers=headers)
+        except (
+            aiohttp.ClientConnectorError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ConnectionTimeoutError,
+        ) as exc:
+            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamReadTimeout() from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamBrokenResponse(f"{type(exc).__name__}: {exc}") from None
+        try:
+            async with response:
+                return response.status, await response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamReadTimeout() from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamBrokenResponse(f"{type(exc).__name__}: {exc}") from None
+
+    async def get_status(self, url: str, timeout_s: float) -> int:
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                await response.read()
+                return response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamConnectError(type(exc).__name__) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class HttpxUpstreamClient:
+    """The same interface over an httpx.AsyncClient (used by tests, so respx can mock upstreams)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            response = await self.client.post(url, content=content, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
+        except httpx.TimeoutException:
+            raise UpstreamReadTimeout() from None
+        except httpx.HTTPError as exc:
+            raise UpstreamBrokenResponse(f"{type(exc).__name__}: {exc}") from None
+        return response.status_code, response.content
+
+    async def get_status(self, url: str, timeout_s: float) -> int:
+        try:
+            return (await self.client.get(url, timeout=timeout_s)).status_code
+        except httpx.HTTPError as exc:
+            raise UpstreamConnectError(type(exc).__name__) from None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
