@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from http.cookies import SimpleCookie
 from typing import Any
 
 SESSION_ID_KEY = "session_id"
@@ -39,15 +38,19 @@ class SessionSigner:
         return session_id if hmac.compare_digest(self._signature(session_id), signature) else None
 
     def session_from_headers(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """Our cookie's session id if present and correctly signed (a plain split: SimpleCookie
+        parsing cost ~8% of a request's CPU in profiles)."""
+        marker = self._marker
         for name, value in headers:
-            if name == b"cookie" and self._marker in value:
-                cookie: SimpleCookie = SimpleCookie()
-                try:
-                    cookie.load(value.decode("latin-1"))
-                except Exception:
-                    return None
-                morsel = cookie.get(self.cookie_name)
-                return self.verify(morsel.value) if morsel else None
+            if name == b"cookie" and marker in value:
+                for part in value.split(b";"):
+                    part = part.strip()
+                    if part.startswith(marker):
+                        raw = part[len(marker) :].strip(b'"')
+                        try:
+                            return self.verify(raw.decode("ascii"))
+                        except UnicodeDecodeError:
+                            return None
         return None
 
     def new_session(self) -> tuple[str, tuple[bytes, bytes]]:

@@ -27,7 +27,7 @@ class UpstreamBrokenResponse(Exception):
 
 
 class UpstreamClient(Protocol):
-    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes]: ...
+    async def post(self, url: str, content: bytes) -> tuple[int, bytes]: ...
 
     async def get_status(self, url: str, timeout_s: float) -> int: ...
 
@@ -43,7 +43,9 @@ class AiohttpUpstreamClient:
         connect_timeout: float,
         read_timeout: float | None,
         keepalive: float = 60.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        self._headers = headers or {}
         self._connector_args = {
             "limit": max_connections,
             "limit_per_host": 0,
@@ -64,13 +66,14 @@ class AiohttpUpstreamClient:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=True,
                 trust_env=False,
-                skip_auto_headers=("User-Agent",),
+                headers=self._headers,  # session-level: not merged again on every request
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             )
         return self._session
 
-    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
         try:
-            response = await self.session.post(url, data=content, headers=headers)
+            response = await self.session.post(url, data=content)
         except (
             aiohttp.ClientConnectorError,
             aiohttp.ServerDisconnectedError,
@@ -106,12 +109,13 @@ class AiohttpUpstreamClient:
 class HttpxUpstreamClient:
     """The same interface over an httpx.AsyncClient (used by tests, so respx can mock upstreams)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str] | None = None) -> None:
         self.client = client
+        self.headers = headers or {}
 
-    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
         try:
-            response = await self.client.post(url, content=content, headers=headers)
+            response = await self.client.post(url, content=content, headers=self.headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
         except httpx.TimeoutException:

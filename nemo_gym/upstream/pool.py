@@ -72,14 +72,17 @@ class UpstreamPool:
 
     def _make_client(self) -> UpstreamClient:
         s = self.settings
-        return AiohttpUpstreamClient(s.max_connections, s.connect_timeout, s.read_timeout)
+        # The aiohttp client carries the fixed headers itself; per-request headers stay empty.
+        return AiohttpUpstreamClient(
+            s.max_connections, s.connect_timeout, s.read_timeout, headers=self._headers
+        )
 
     async def start(self) -> None:
         self.upstreams = []
         for i, url in enumerate(self.settings.base_urls):
             client = self._client_factory()
             if isinstance(client, httpx.AsyncClient):
-                client = HttpxUpstreamClient(client)
+                client = HttpxUpstreamClient(client, self._headers)
             self.upstreams.append(Upstream(i, url.rstrip("/"), root_of(url), client))
 
     async def aclose(self) -> None:
@@ -161,7 +164,7 @@ class UpstreamPool:
             url = (upstream.root_url if at_root else upstream.base_url) + path
             last = attempt == attempts - 1
             try:
-                status, payload = await upstream.client.post(url, content, self._headers)
+                status, payload = await upstream.client.post(url, content)
             except UpstreamConnectError as exc:
                 self._mark_down(upstream)
                 if last:
