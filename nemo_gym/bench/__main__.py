@@ -116,22 +116,24 @@ def tree_cpu(pid: int) -> float:
 
 
 def measure(url: str, body: bytes, concurrency: int, duration: float, pid: int | None) -> dict[str, Any]:
-    before = tree_cpu(pid) if pid else 0.0
-    wall0 = time.perf_counter()
-    result = asyncio.run(run_load(url, body, concurrency, duration))
-    wall = time.perf_counter() - wall0
-    cpu = (tree_cpu(pid) - before) if pid else None
-    sent_total = result.requests  # measured window only; CPU covers warmup too, so scale:
+    marks: dict[str, float] = {}
+
+    def on_window(edge: str) -> None:
+        if pid:
+            marks[edge] = tree_cpu(pid)
+
+    result = asyncio.run(run_load(url, body, concurrency, duration, on_window=on_window))
     out: dict[str, Any] = {
         "rps": round(result.rps, 1),
         "p50_ms": round(result.percentile(0.50), 3),
         "p99_ms": round(result.percentile(0.99), 3),
         "errors": result.errors,
-        "requests": sent_total,
+        "requests": result.requests,
     }
-    if cpu is not None and result.requests:
-        # CPU was read over warmup + window; requests over the window only: scale by time.
-        out["adapter_cpu_ms_per_req"] = round(cpu * 1000 / (result.rps * wall), 4)
+    if pid and result.requests and "end" in marks:
+        # CPU over the measured window only (warmup connection setup excluded), per request
+        # completed in that window.
+        out["adapter_cpu_ms_per_req"] = round((marks["end"] - marks["start"]) * 1000 / result.requests, 4)
     return out
 
 

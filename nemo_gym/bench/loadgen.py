@@ -34,9 +34,11 @@ async def run_load(
     duration: float,
     warmup: float = 0.5,
     max_requests: int = 2_000_000,
+    on_window: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """POST `body` to `url` from `concurrency` workers for `warmup + duration` seconds; only the
-    measured window counts. Bounded by time and by `max_requests`."""
+    measured window counts. Bounded by time and by `max_requests`. `on_window("start"|"end")`
+    is called at the window's edges (to read the adapter's CPU time over exactly that span)."""
     connector = aiohttp.TCPConnector(limit=concurrency + 8, limit_per_host=0, force_close=False)
     headers = {"content-type": "application/json"}
     latencies: list[float] = []
@@ -45,6 +47,10 @@ async def run_load(
     measure_from = start + warmup
     stop_at = measure_from + duration
 
+    if on_window is not None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(warmup, on_window, "start")
+        loop.call_later(warmup + duration, on_window, "end")
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
 
         async def worker() -> None:

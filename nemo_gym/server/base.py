@@ -7,6 +7,7 @@ OpenAI-style errors, secret-scrubbed logging, and startup from `ng_run` or by ha
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import secrets
@@ -34,6 +35,14 @@ logger = logging.getLogger("nemo_gym.server")
 _HEALTH_BODY = b'{"status":"ok"}'
 
 
+def tune_gc(thresholds: tuple[int, int, int] | None) -> None:
+    """Freeze everything loaded at startup out of the GC's sight, and collect less often."""
+    gc.collect()
+    gc.freeze()
+    if thresholds is not None:
+        gc.set_threshold(*thresholds)
+
+
 def _as_fastapi_route(handler: FastHandler) -> Any:
     """The same handler behind FastAPI (reached only if the fast layer is bypassed)."""
 
@@ -55,6 +64,10 @@ class BaseServerConfig(BaseModel):
     access_log: bool = False
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
+    # Python's default GC thresholds (700, 10, 10) rescan every in-flight request's objects
+    # over and over; at 1,024 in flight that doubled the adapter's CPU per request. None keeps
+    # Python's defaults.
+    gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 100)
 
 
 class BaseServer:
@@ -185,6 +198,7 @@ class BaseServer:
             backlog=4096,
         )
         server = uvicorn.Server(config)
+        tune_gc(self.config.gc_thresholds)
         try:
             server.run()
         except KeyboardInterrupt:  # uvicorn re-raises SIGINT after a clean shutdown

@@ -83,15 +83,19 @@ class VLLMServing:
             # /tokenize runs concurrently with the generation, on the same upstream.
             upstream = self.pool.route(session_id)
             tokenize_body = self._tokenize_body(body)
-            chat_result, tokenize_result = await asyncio.gather(
-                self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream),
-                self.pool.post("/tokenize", tokenize_body, upstream=upstream, at_root=True),
-                return_exceptions=True,
+            tokenize_task = asyncio.ensure_future(
+                self.pool.post("/tokenize", tokenize_body, upstream=upstream, at_root=True)
             )
-            if isinstance(chat_result, BaseException):
-                raise chat_result
-            chat, used = chat_result
-            if used is not upstream or isinstance(tokenize_result, BaseException):
+            try:
+                chat, used = await self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream)
+            except BaseException:
+                tokenize_task.cancel()
+                raise
+            try:
+                tokenize_result = await tokenize_task
+            except Exception:
+                tokenize_result = None
+            if used is not upstream or tokenize_result is None:
                 # The generation failed over to another upstream (or tokenize failed): ask that one.
                 tokenize_result = await self.pool.post(
                     "/tokenize", tokenize_body, upstream=used, at_root=True
