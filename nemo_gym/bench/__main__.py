@@ -137,11 +137,41 @@ def measure(url: str, body: bytes, concurrency: int, duration: float, pid: int |
     return out
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_sessions(url: str, body: bytes, pid: int, sessions: int, concurrency: int = 64) -> dict[str, Any]:
+    """RSS while `sessions` distinct sessions (no cookie sent back) pass through the adapter."""
+    asyncio.run(run_load(url, body, concurrency, duration=60, warmup=0, max_requests=20_000, sticky=False))
+    warm = rss_mb(pid)
+    result = asyncio.run(
+        run_load(url, body, concurrency, duration=120, warmup=0, max_requests=sessions, sticky=False)
+    )
+    after = rss_mb(pid)
+    return {
+        "sessions": 20_000 + result.requests,
+        "errors": result.errors,
+        "rss_after_20k_mb": round(warm, 1),
+        "rss_after_all_mb": round(after, 1),
+        "rss_growth_mb": round(after - warm, 1),
+        "rps": round(result.rps, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="benchmark the vLLM adapter")
     parser.add_argument("--duration", type=float, default=2.5, help="measured seconds per scenario")
     parser.add_argument("--concurrency", default="1,32,256,1024")
-    parser.add_argument("--scenarios", default="direct,responses,chat,token_tokenize,token_inline,workers2")
+    parser.add_argument(
+        "--scenarios", default="direct,responses,chat,token_tokenize,token_inline,workers2,sessions"
+    )
+    parser.add_argument(
+        "--sessions", type=int, default=200_000, help="distinct sessions for the memory scenario"
+    )
     parser.add_argument("--output", default=str(PROJECT_ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -154,6 +184,7 @@ def main() -> None:
     upstream = f"http://127.0.0.1:{up_port}/v1"
     adapters: list[Adapter] = []
     rows: list[dict[str, Any]] = []
+    memory: dict[str, Any] | None = None
     started = time.monotonic()
     try:
         wait_healthy(f"http://127.0.0.1:{up_port}/health", proc=upstream_proc)
@@ -204,15 +235,26 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+        if "sessions" in wanted:
+            mem = start_adapter("bench_sessions", upstream, {})
+            adapters.append(mem)
+            url = mem.url + "/v1/responses"
+            memory = {
+                "scenario": "memory: distinct sessions",
+                **measure_sessions(url, RESPONSES_BODY, mem.proc.pid, args.sessions - 20_000),
+            }
+            print(json.dumps(memory), flush=True)
     finally:
         for adapter in adapters:
             stop_process(adapter.proc)
         stop_process(upstream_proc)
-    write_markdown(Path(args.output), rows, time.monotonic() - started, args.duration)
+    write_markdown(Path(args.output), rows, time.monotonic() - started, args.duration, memory)
     print(f"wrote {args.output} ({time.monotonic() - started:.0f}s)")
 
 
-def write_markdown(path: Path, rows: list[dict[str, Any]], elapsed: float, duration: float) -> None:
+def write_markdown(
+    path: Path, rows: list[dict[str, Any]], elapsed: float, duration: float, memory: dict[str, Any] | None
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     versions = ", ".join(f"{p} {version(p)}" for p in ("fastapi", "uvicorn", "httpx", "aiohttp", "orjson"))
     lines = [
@@ -233,6 +275,13 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], elapsed: float, durat
             f"| {r['scenario']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
             f"{'' if cpu is None else f'{cpu:.3f}'} |"
         )
+    if memory:
+        lines += [
+            "",
+            f"Memory: {memory['sessions']:,} distinct sessions (no cookie sent back) through one adapter at concurrency 64 "
+            f"({memory['rps']:.0f} req/s, {memory['errors']} errors): RSS {memory['rss_after_20k_mb']} MB after the first 20,000, "
+            f"{memory['rss_after_all_mb']} MB at the end, growth {memory['rss_growth_mb']} MB (session table bounded by max_sessions).",
+        ]
     lines += ["", f"Whole run: {elapsed:.0f}s.", ""]
     path.write_text("\n".join(lines))
 

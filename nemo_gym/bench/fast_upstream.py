@@ -144,7 +144,10 @@ def main() -> None:
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(serve(args.host, args.port))
+    try:
+        uvloop.run(serve(args.host, args.port))
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

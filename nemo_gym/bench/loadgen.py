@@ -36,14 +36,17 @@ async def run_load(
     warmup: float = 0.5,
     max_requests: int = 2_000_000,
     on_window: Callable[[str], None] | None = None,
+    sticky: bool = True,
 ) -> LoadResult:
     """POST `body` to `url` from `concurrency` workers for `warmup + duration` seconds; only the
     measured window counts. Bounded by time and by `max_requests`. `on_window("start"|"end")`
-    is called at the window's edges (to read the adapter's CPU time over exactly that span)."""
+    is called at the window's edges (to read the adapter's CPU time over exactly that span).
+    `sticky=False` sends no cookie, so every request is a new session."""
     connector = aiohttp.TCPConnector(limit=concurrency + 8, limit_per_host=0, force_close=False)
     headers = {"content-type": "application/json"}
     latencies: list[float] = []
     counters = {"requests": 0, "errors": 0, "sent": 0}
+    last_end = [0.0]
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + duration
@@ -68,16 +71,19 @@ async def run_load(
                     async with session.post(url, data=body, headers=req_headers) as response:
                         await response.read()
                         ok = response.status == 200
-                        if cookie is None and "set-cookie" in response.headers:
+                        if sticky and cookie is None and "set-cookie" in response.headers:
                             cookie = response.headers["set-cookie"].split(";", 1)[0]
                 except aiohttp.ClientError:
                     ok = False
                 t1 = time.perf_counter()
                 if t0 >= measure_from and t1 <= stop_at:
+                    last_end[0] = t1
                     counters["requests"] += 1
                     latencies.append((t1 - t0) * 1000)
                     if not ok:
                         counters["errors"] += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return LoadResult(counters["requests"], counters["errors"], duration, latencies)
+    # A run cut short by max_requests measured less than `duration`.
+    measured = min(duration, max(last_end[0] - measure_from, 1e-9))
+    return LoadResult(counters["requests"], counters["errors"], measured, latencies)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import os
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -19,17 +20,24 @@ from typing import Any, ClassVar
 
 import uvicorn
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from nemo_gym.config import ConfigError
+from nemo_gym.config import PROJECT_ROOT, ConfigError
 from nemo_gym.config.redact import install_scrubber
-from nemo_gym.server.context import RuntimeContext, load_runtime_context
+from nemo_gym.server.context import (
+    CONFIG_FILE_VAR,
+    INSTANCE_VAR,
+    RuntimeContext,
+    load_runtime_context,
+    write_context_file,
+)
 from nemo_gym.server.errors import install_error_handlers
 from nemo_gym.server.fast_routes import FastHandler, FastRoutes
 from nemo_gym.server.json_io import json_response
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.server.sessions import SESSION_ID_KEY, SessionCookieMiddleware, SessionSigner
+from nemo_gym.server.worker_app import SERVER_CLASS_VAR
 
 logger = logging.getLogger("nemo_gym.server")
 _HEALTH_BODY = b'{"status":"ok"}'
@@ -64,6 +72,7 @@ class BaseServerConfig(BaseModel):
     access_log: bool = False
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
+    workers: int = Field(default=1, ge=1, le=64)
     # Python's default GC thresholds (700, 10, 10) rescan every in-flight request's objects
     # over and over; at 1,024 in flight that doubled the adapter's CPU per request. None keeps
     # Python's defaults.
@@ -182,8 +191,35 @@ class BaseServer:
         install_scrubber(context.secrets)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is hot-path cost
         logging.getLogger().setLevel(server.config.log_level.upper())
+        if server.config.workers > 1:
+            server.serve_workers(context, entrypoint)
+            return
         app = server.setup_webserver()
         server.serve(app)
+
+    def serve_workers(self, context: RuntimeContext, entrypoint: Path) -> None:
+        """`workers: N`: uvicorn's supervisor with N processes sharing the listening socket."""
+        if not os.environ.get(CONFIG_FILE_VAR):
+            os.environ[CONFIG_FILE_VAR] = str(write_context_file(context))
+            os.environ[INSTANCE_VAR] = context.instance_name
+        module = ".".join(entrypoint.resolve().relative_to(PROJECT_ROOT).with_suffix("").parts)
+        os.environ[SERVER_CLASS_VAR] = f"{module}:{type(self).__name__}"
+        try:
+            uvicorn.run(
+                "nemo_gym.server.worker_app:create_app",
+                factory=True,
+                workers=self.config.workers,
+                host=self.config.host,
+                port=self.config.port,
+                loop="uvloop",
+                http="httptools",
+                log_config=None,
+                access_log=self.config.access_log,
+                timeout_graceful_shutdown=3,
+                backlog=4096,
+            )
+        except KeyboardInterrupt:
+            pass
 
     def serve(self, app: FastAPI) -> None:
         config = uvicorn.Config(

@@ -65,6 +65,22 @@ def write_runtime_file(loaded: LoadedConfig, session_secret: str, directory: str
     return Path(path)
 
 
+def write_context_file(context: RuntimeContext) -> Path:
+    """A runtime file for an already-loaded context (worker processes of a by-hand start)."""
+    fd, path = tempfile.mkstemp(prefix="nemo_gym_config_", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(
+            {
+                "global_config": context.global_config,
+                "origins": context.origins,
+                "session_secret": context.session_secret,
+            },
+            handle,
+        )
+    os.chmod(path, 0o600)
+    return Path(path)
+
+
 def _from_file(path: str, instance_name: str) -> RuntimeContext:
     payload = json.loads(Path(path).read_text())
     cfg = payload["global_config"]

@@ -9,7 +9,6 @@ route a session identically.
 from __future__ import annotations
 
 import zlib
-from collections import OrderedDict
 
 
 class SessionRouter:
@@ -22,7 +21,10 @@ class SessionRouter:
         self.mode = mode
         self.max_sessions = max_sessions
         self.down: set[int] = set()
-        self._sessions: OrderedDict[str, int] = OrderedDict()
+        # key: hash(session id) — an int is a third of the memory of a 36-char uuid string; a
+        # collision (2^-64) would only make two sessions share an upstream. A plain dict keeps
+        # insertion order, so re-inserting on use makes it an LRU without OrderedDict's links.
+        self._sessions: dict[int, int] = {}
         self._next = 0
 
     def __len__(self) -> int:
@@ -32,15 +34,14 @@ class SessionRouter:
         """The upstream for this session, assigning one (and skipping dead ones) if needed."""
         if session_id is None:
             return self._pick(None)
-        index = self._sessions.get(session_id)
-        if index is not None and index not in self.down:
-            self._sessions.move_to_end(session_id)
-            return index
-        index = self._pick(session_id, after=index)
-        self._sessions[session_id] = index
-        self._sessions.move_to_end(session_id)
-        if len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+        key = hash(session_id)
+        sessions = self._sessions
+        index = sessions.pop(key, None)
+        if index is None or index in self.down:
+            index = self._pick(session_id, after=index)
+            if len(sessions) >= self.max_sessions:
+                del sessions[next(iter(sessions))]  # least recently used
+        sessions[key] = index
         return index
 
     def _pick(self, session_id: str | None, after: int | None = None) -> int:

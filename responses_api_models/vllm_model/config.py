@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nemo_gym.server.base import BaseServerConfig
 
@@ -49,3 +49,15 @@ class VLLMModelConfig(BaseServerConfig):
                     )
             return [u.rstrip("/") for u in value]
         return value
+
+    @model_validator(mode="after")
+    def _workers_need_hash_routing(self) -> VLLMModelConfig:
+        """Each worker has its own session table, so only `hash` routing keeps a session on
+        one upstream across workers; pick it unless the user explicitly chose otherwise."""
+        if self.workers > 1:
+            if "routing" in self.model_fields_set and self.routing != "hash":
+                raise ValueError(
+                    "workers > 1 needs routing: hash (round_robin tables are per worker, so sessions would move)"
+                )
+            self.routing = "hash"
+        return self

@@ -183,3 +183,33 @@ def test_upstream_killed_mid_run_sessions_move_to_survivor() -> None:
             finally:
                 for s in sessions:
                     s.close()
+
+
+def test_two_workers_keep_each_session_on_one_upstream() -> None:
+    with simulator("--instance-id", "A") as (url_a, _), simulator("--instance-id", "B") as (url_b, _):
+        with ng_run(
+            "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml]",
+            f"+policy_base_url={url_a},{url_b}",
+            "+policy_api_key=EMPTY",
+            "+policy_model_name=sim-model",
+            "+policy_model.responses_api_models.vllm_model.workers=2",
+        ) as run:
+            url = run.url_of("policy_model")
+
+            def counts() -> list[int]:
+                return [
+                    httpx.get(u.removesuffix("/v1") + "/sim/stats").json()["requests"] for u in (url_a, url_b)
+                ]
+
+            for _ in range(6):
+                before = counts()
+                with httpx.Client(base_url=url) as session:  # one session, many fresh connections
+                    for _ in range(8):
+                        assert (
+                            session.post(
+                                "/v1/responses", json={"input": "hi"}, headers={"connection": "close"}
+                            ).status_code
+                            == 200
+                        )
+                delta = [a - b for a, b in zip(counts(), before, strict=True)]
+                assert sorted(delta) == [0, 8]  # every request of the session hit the same upstream
