@@ -24,6 +24,10 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(BIN)/python -m nemo_gym.demo
 
+# Adapter cost per request against a fast local upstream (about 2 minutes); writes docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m nemo_gym.bench
+
 # Opt-in tier against a real `vllm serve` (CPU, tiny model; first run builds a ~6 GB venv). Not part of `make test`.
 REAL_VLLM_DIR ?= ../shared/real_vllm
 test-real-vllm: $(STAMP)
