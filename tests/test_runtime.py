@@ -101,3 +101,31 @@ async def test_head_server_redacts_secrets() -> None:
         }
         assert (await client.get("/server_instances")).json() == [{"name": "m"}]
         assert (await client.post("/global_config_dict_yaml")).status_code == 405
+
+
+async def test_oversized_bodies_get_413_on_plain_and_fast_routes() -> None:
+    from responses_api_models.vllm_model.app import VLLMModel
+    from responses_api_models.vllm_model.config import VLLMModelConfig
+
+    context = RuntimeContext(global_config={}, origins={}, instance_name="e", session_secret="s")
+    echo = EchoServer(EchoConfig(max_body_bytes=100), context).setup_webserver()
+    config = VLLMModelConfig(base_url=["http://up:1/v1"], api_key="k", model="m", max_body_bytes=100)
+    adapter = VLLMModel(config, context, client_factory=httpx.AsyncClient).setup_webserver()
+    big = {"text": "x" * 200}
+    expected = {
+        "message": "request body is larger than the limit of 100 bytes",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    for app, path in ((echo, "/echo"), (adapter, "/v1/responses"), (adapter, "/v1/chat/completions")):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+            r = await client.post(path, json=big)
+            assert r.status_code == 413 and r.json() == {"error": expected}
+
+            async def chunks():  # no content-length: the limit is enforced while reading
+                for _ in range(5):
+                    yield b"x" * 50
+
+            r = await client.post(path, content=chunks(), headers={"content-type": "application/json"})
+            assert r.status_code == 413 and r.json() == {"error": expected}

@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 from nemo_gym.config.redact import install_scrubber
+from nemo_gym.server.body_limit import BodyLimitMiddleware
 from nemo_gym.server.context import (
     CONFIG_FILE_VAR,
     INSTANCE_VAR,
@@ -145,6 +146,7 @@ class BaseServer:
         secret = self.context.session_secret if self.context else secrets.token_hex(32)
         signer = SessionSigner(self.session_cookie_name, secret)
         app.add_middleware(SessionCookieMiddleware, signer=signer)
+        app.add_middleware(BodyLimitMiddleware, max_body_bytes=self.config.max_body_bytes)
         fast = self.fast_routes()
         if not fast:
             return app

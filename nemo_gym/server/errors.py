@@ -108,6 +108,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(message, 400, param=param)
 
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, APIError):  # FastAPI wraps errors raised while reading the body
+            return exc.__cause__.to_response()
         message = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
         return error_response(message, exc.status_code)
 

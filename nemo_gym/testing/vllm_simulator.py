@@ -90,7 +90,7 @@ def render_prompt(
 class Faults:
     """Fault injection: `rate` applies to a fraction of requests, `count` to the next N."""
 
-    mode: str | None = None  # status | drop | stall | malformed
+    mode: str | None = None  # status | drop | stall | malformed | truncate
     status: int = 503
     rate: float = 0.0
     count: int = 0
@@ -115,6 +115,7 @@ class SimConfig:
     latency_ms: float = 0.0
     per_token_ms: float = 0.0
     instance_id: str = "0"
+    api_key: str | None = None
     faults: Faults = field(default_factory=Faults)
 
 
@@ -239,6 +240,9 @@ class Simulator:
         return data
 
     async def tokenize(self, request: web.Request) -> web.Response:
+        denied = self._unauthorized(request)
+        if denied is not None:
+            return denied
         data = await self._body(request)
         if isinstance(data, web.Response):
             return data
@@ -275,9 +279,29 @@ class Simulator:
             return web.Response(
                 body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
+        if mode == "truncate":
+            # Headers and the first bytes of the body, then the connection dies mid-response.
+            response = web.StreamResponse(
+                status=200, headers={"content-type": "application/json", "content-length": "1000"}
+            )
+            await response.prepare(request)
+            await response.write(b'{"id": "chatcmpl-cut", "object": "chat.completion", "choices": [')
+            await asyncio.sleep(0.05)
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        return None
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        """vLLM's --api-key check: 401 {"error": "Unauthorized"}."""
+        if self.config.api_key and request.headers.get("authorization") != f"Bearer {self.config.api_key}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
         return None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        denied = self._unauthorized(request)
+        if denied is not None:
+            return denied
         self.requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -445,7 +469,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-token-ms", type=float, default=0.0)
     parser.add_argument("--instance-id", default=None)
     parser.add_argument("--fail-rate", type=float, default=0.0)
-    parser.add_argument("--fail-mode", default="status", choices=["status", "drop", "stall", "malformed"])
+    parser.add_argument(
+        "--fail-mode", default="status", choices=["status", "drop", "stall", "malformed", "truncate"]
+    )
+    parser.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' like vllm serve --api-key"
+    )
     parser.add_argument("--fail-status", type=int, default=503)
     return parser.parse_args(argv)
 
@@ -483,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
         latency_ms=args.latency_ms,
         per_token_ms=args.per_token_ms,
         instance_id=args.instance_id if args.instance_id is not None else str(args.port),
+        api_key=args.api_key,
         faults=faults,
     )
     print(
