@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nemo_gym.http.server_client import close_shared_client
 from nemo_gym.server_utils import ServerClient
 from nemo_gym.testing.processes import children_of, ng_run, pid_alive
 
@@ -41,12 +43,13 @@ def test_start_health_serverclient_and_sigint(tmp_path: Path) -> None:
         client = ServerClient.load_from_global_config({"host": "127.0.0.1", "port": run.head_port})
 
         async def call() -> dict:
-            response = await client.post(
-                server_name="echo_a", url_path="/call_peer", json={"peer": "echo_b", "text": "hi"}
-            )
-            return response.json()
-
-        import asyncio
+            try:
+                response = await client.post(
+                    server_name="echo_a", url_path="/call_peer", json={"peer": "echo_b", "text": "hi"}
+                )
+                return response.json()
+            finally:
+                await close_shared_client()
 
         answer = asyncio.run(call())
         assert answer["peer_answer"]["greeting"] == "b" and answer["peer_answer"]["text"] == "hi"
