@@ -98,3 +98,56 @@ def test_ng_run_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
         while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not [p for p in pids if pid_alive(p)]
+
+
+def test_ng_status_and_ng_test(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from nemo_gym.config import PROJECT_ROOT
+
+    env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+    with ng_run(two_servers(tmp_path)) as run:
+        status = subprocess.run(
+            [sys.executable, "-m", "nemo_gym.cli.status", f"+head_server.port={run.head_port}"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        assert lines[0].split() == ["name", "implementation", "url", "pid", "health"]
+        assert [line.split()[0] for line in lines[2:4]] == ["echo_a", "echo_b"] and all(
+            line.endswith("healthy") for line in lines[2:4]
+        )
+        assert lines[-1] == "2/2 healthy"
+    down = subprocess.run(
+        [sys.executable, "-m", "nemo_gym.cli.status", f"+head_server.port={run.head_port}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (
+        down.returncode == 1
+        and f"cannot reach the head server at http://127.0.0.1:{run.head_port}" in down.stderr
+    )
+
+    ok = subprocess.run(
+        [sys.executable, "-m", "nemo_gym.cli.test", "+entrypoint=resources_servers/simple_weather", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    assert ok.returncode == 0 and "passed" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "nemo_gym.cli.test", "+entrypoint=resources_servers/nope"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    assert (
+        bad.returncode == 2
+        and "config key 'entrypoint' (from command line): has no tests folder" in bad.stderr
+    )

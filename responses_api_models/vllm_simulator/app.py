@@ -1,0 +1,50 @@
+"""The vLLM simulator as an ng_run server instance (see configs/vllm_simulator.yaml).
+
+It is not a Responses API model: it stands where `vllm serve` would, so a whole stack
+(simulator + adapter + environments) can start from one ng_run command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from nemo_gym.config import ConfigError
+from nemo_gym.server.context import load_runtime_context
+from nemo_gym.server.parent_watch import die_with_parent
+from nemo_gym.testing.vllm_simulator import Faults, SimConfig, Simulator
+
+_KEYS = {"model", "max_model_len", "reasoning_parser", "latency_ms", "per_token_ms", "instance_id", "api_key"}
+
+
+def main() -> None:
+    die_with_parent()
+    try:
+        context = load_runtime_context(Path(__file__))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    _, _, impl = context.instance_location()
+    unknown = set(impl) - _KEYS - {"entrypoint", "host", "port"}
+    if unknown:
+        print(
+            f"config error: unknown simulator keys {sorted(unknown)} in instance {context.instance_name}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    config = SimConfig(**{k: v for k, v in impl.items() if k in _KEYS and v is not None}, faults=Faults())
+    if not impl.get("instance_id"):
+        config.instance_id = context.instance_name
+    web.run_app(
+        Simulator(config).app(),
+        host=impl.get("host", "127.0.0.1"),
+        port=int(impl["port"]),
+        access_log=None,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    main()
