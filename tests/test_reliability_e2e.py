@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from nemo_gym.config import PROJECT_ROOT, free_port
-from nemo_gym.testing.processes import ng_run, simulator, stop_process, wait_healthy
+from nemo_gym.testing.processes import ng_run, simulator, start_simulator, stop_process
 
 pytestmark = pytest.mark.e2e
 VLLM = "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml]"
@@ -137,27 +137,8 @@ def test_secret_never_leaks(faulty: tuple[str, str], tmp_path) -> None:  # type:
 def test_dead_upstream_is_taken_back_when_healthy() -> None:
     port_b = free_port()
     with simulator("--instance-id", "A") as (url_a, _):
-
-        def start_b() -> subprocess.Popen:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "nemo_gym.testing.vllm_simulator",
-                    "--port",
-                    str(port_b),
-                    "--instance-id",
-                    "B",
-                ],
-                cwd=PROJECT_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_healthy(f"http://127.0.0.1:{port_b}/health", proc=proc)
-            return proc
-
         url_b = f"http://127.0.0.1:{port_b}/v1"
-        proc_b = start_b()
+        proc_b = start_simulator(port_b, "--instance-id", "B")
         try:
             with ng_run(
                 VLLM,
@@ -175,7 +156,7 @@ def test_dead_upstream_is_taken_back_when_healthy() -> None:
                     ("healthy", True),
                     ("unhealthy", False),
                 ]
-                proc_b = start_b()
+                proc_b = start_simulator(port_b, "--instance-id", "B")
                 deadline = time.monotonic() + 10
                 while (
                     time.monotonic() < deadline

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +13,14 @@ import httpx
 import pytest
 
 from nemo_gym.config import PROJECT_ROOT
-from nemo_gym.testing.processes import NgRun, ng_run, simulator
+from nemo_gym.testing.processes import (
+    NgRun,
+    collect_rollouts_command,
+    hermetic_env,
+    ng_run,
+    simulator,
+    wait_for_lines,
+)
 
 pytestmark = pytest.mark.e2e
 WEATHER = "resources_servers/simple_weather/data/example.jsonl"
@@ -33,14 +37,9 @@ def weather_stack() -> Iterator[tuple[NgRun, str]]:
 
 
 def collect(run: NgRun, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+    command = collect_rollouts_command(run.head_port, *args)
     return subprocess.run(
-        [sys.executable, "-m", "nemo_gym.cli.collect_rollouts", f"+head_server.port={run.head_port}", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        command, cwd=PROJECT_ROOT, env=hermetic_env(), capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -134,23 +133,15 @@ def test_resume_after_sigkill_completes_exactly_once(tmp_path: Path) -> None:
                 "+num_repeats=8",
                 "+concurrency=4",
             ]
-            env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+            command = collect_rollouts_command(run.head_port, *args)
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "nemo_gym.cli.collect_rollouts",
-                    f"+head_server.port={run.head_port}",
-                    *args,
-                ],
+                command,
                 cwd=PROJECT_ROOT,
-                env=env,
+                env=hermetic_env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + 60
-            while (not out.exists() or len(out.read_text().splitlines()) < 6) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_lines(out, 6, 60, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             partial = rows(out)
@@ -171,28 +162,23 @@ def test_ctrl_c_leaves_only_whole_rows(tmp_path: Path) -> None:
             CONFIGS, f"+policy_base_url={sim_url}", "+policy_api_key=EMPTY", "+policy_model_name=sim-model"
         ) as run:
             out = tmp_path / "c.jsonl"
-            env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+            command = collect_rollouts_command(
+                run.head_port,
+                "+agent_name=simple_weather_simple_agent",
+                f"+input_jsonl_fpath={WEATHER}",
+                f"+output_jsonl_fpath={out}",
+                "+num_repeats=10",
+                "+concurrency=8",
+            )
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "nemo_gym.cli.collect_rollouts",
-                    f"+head_server.port={run.head_port}",
-                    "+agent_name=simple_weather_simple_agent",
-                    f"+input_jsonl_fpath={WEATHER}",
-                    f"+output_jsonl_fpath={out}",
-                    "+num_repeats=10",
-                    "+concurrency=8",
-                ],
+                command,
                 cwd=PROJECT_ROOT,
-                env=env,
+                env=hermetic_env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            deadline = time.monotonic() + 60
-            while (not out.exists() or len(out.read_text().splitlines()) < 3) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_lines(out, 3, 60, proc)
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
             assert proc.returncode == 130

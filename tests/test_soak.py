@@ -5,10 +5,8 @@ run completes the failures."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +15,15 @@ import httpx
 import pytest
 
 from nemo_gym.config import PROJECT_ROOT, free_port
-from nemo_gym.testing.processes import ng_run, simulator, stop_process, wait_healthy
+from nemo_gym.testing.processes import (
+    collect_rollouts_command,
+    hermetic_env,
+    ng_run,
+    simulator,
+    start_simulator,
+    stop_process,
+    wait_for_lines,
+)
 
 pytestmark = pytest.mark.e2e
 CONFIGS = "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml,resources_servers/simple_weather/configs/simple_weather.yaml]"
@@ -32,33 +38,13 @@ def keys(rows: list[dict]) -> Counter:
     return Counter((r["_ng_row_index"], r["_ng_repeat_index"]) for r in rows)
 
 
-def start_sim(port: int, *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nemo_gym.testing.vllm_simulator",
-            "--port",
-            str(port),
-            "--latency-ms",
-            "20",
-            *args,
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_healthy(f"http://127.0.0.1:{port}/health", proc=proc)
-    return proc
-
-
 def test_soak_nothing_lost_nothing_duplicated(tmp_path: Path) -> None:
     port_b = free_port()
-    faults_b = ("--instance-id", "B", "--fail-rate", "0.02", "--fail-mode", "drop")
+    faults_b = ("--instance-id", "B", "--latency-ms", "20", "--fail-rate", "0.02", "--fail-mode", "drop")
     with simulator(
         "--instance-id", "A", "--latency-ms", "20", "--fail-rate", "0.02", "--fail-status", "500"
     ) as (url_a, _):
-        proc_b = start_sim(port_b, *faults_b)
+        proc_b = start_simulator(port_b, *faults_b)
         try:
             with ng_run(
                 CONFIGS,
@@ -69,18 +55,15 @@ def test_soak_nothing_lost_nothing_duplicated(tmp_path: Path) -> None:
             ) as run:
                 out = tmp_path / "soak.jsonl"
                 failures = tmp_path / "soak_failures.jsonl"
-                args = [
-                    sys.executable,
-                    "-m",
-                    "nemo_gym.cli.collect_rollouts",
-                    f"+head_server.port={run.head_port}",
+                args = collect_rollouts_command(
+                    run.head_port,
                     "+agent_name=simple_weather_simple_agent",
                     "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
                     f"+output_jsonl_fpath={out}",
                     f"+num_repeats={REPEATS}",
                     "+concurrency=256",
-                ]
-                env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
+                )
+                env = hermetic_env()
                 started = time.monotonic()
                 collector = subprocess.Popen(
                     args,
@@ -90,17 +73,11 @@ def test_soak_nothing_lost_nothing_duplicated(tmp_path: Path) -> None:
                     stderr=subprocess.PIPE,
                     text=True,
                 )
-                deadline = time.monotonic() + 120
-
-                def wait_rows(n: int) -> None:
-                    while len(lines(out)) < n and collector.poll() is None and time.monotonic() < deadline:
-                        time.sleep(0.05)
-
-                wait_rows(400)
+                wait_for_lines(out, 400, 120, collector)
                 proc_b.send_signal(signal.SIGKILL)  # one upstream dies mid-run
                 proc_b.wait()
-                wait_rows(1000)
-                proc_b = start_sim(port_b, *faults_b)  # ... and comes back
+                wait_for_lines(out, 1000, 120, collector)
+                proc_b = start_simulator(port_b, *faults_b)  # ... and comes back
                 _, err = collector.communicate(timeout=180)
                 wall = time.monotonic() - started
                 assert collector.returncode == 0, err[-2000:]

@@ -35,13 +35,17 @@ class LoadedConfig:
     files: list[str] = field(default_factory=list)
 
     def source_of(self, dotted_key: str) -> str | None:
-        """The file that set this key, or the nearest parent key's file."""
-        key = dotted_key
-        while key:
-            if key in self.origins:
-                return self.origins[key]
-            key = key.rpartition(".")[0]
-        return None
+        return source_of(self.origins, dotted_key)
+
+
+def source_of(origins: dict[str, str], dotted_key: str) -> str | None:
+    """The file that set this key, or the nearest parent key's file."""
+    key = dotted_key
+    while key:
+        if key in origins:
+            return origins[key]
+        key = key.rpartition(".")[0]
+    return None
 
 
 def _read_yaml(path: Path, source: str) -> dict[str, Any]:

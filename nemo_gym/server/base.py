@@ -211,30 +211,25 @@ class BaseServer:
                 "nemo_gym.server.worker_app:create_app",
                 factory=True,
                 workers=self.config.workers,
-                host=self.config.host,
-                port=self.config.port,
-                loop="uvloop",
-                http="httptools",
-                log_config=None,
-                access_log=self.config.access_log,
-                timeout_graceful_shutdown=3,
-                backlog=4096,
+                **self._uvicorn_options(),
             )
         except KeyboardInterrupt:
             pass
 
+    def _uvicorn_options(self) -> dict[str, Any]:
+        return {
+            "host": self.config.host,
+            "port": self.config.port,
+            "loop": "uvloop",
+            "http": "httptools",
+            "log_config": None,
+            "access_log": self.config.access_log,
+            "timeout_graceful_shutdown": 3,
+            "backlog": 4096,
+        }
+
     def serve(self, app: FastAPI) -> None:
-        config = uvicorn.Config(
-            app,
-            host=self.config.host,
-            port=self.config.port,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=self.config.access_log,
-            timeout_graceful_shutdown=3,
-            backlog=4096,
-        )
+        config = uvicorn.Config(app, **self._uvicorn_options())
         server = uvicorn.Server(config)
         tune_gc(self.config.gc_thresholds)
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_gym.config import ConfigError, LoadedConfig, ServerInstance, discover_instances, load_config
+from nemo_gym.config.loader import source_of
 from nemo_gym.config.redact import secret_values
 
 CONFIG_FILE_VAR = "NEMO_GYM_CONFIG_FILE"
@@ -34,12 +35,7 @@ class RuntimeContext:
     secrets: set[str] = field(default_factory=set)
 
     def source_of(self, dotted_key: str) -> str | None:
-        key = dotted_key
-        while key:
-            if key in self.origins:
-                return self.origins[key]
-            key = key.rpartition(".")[0]
-        return None
+        return source_of(self.origins, dotted_key)
 
     def instance_location(self) -> tuple[str, str, dict[str, Any]]:
         """(server_type, impl_name, impl config) of this process's instance."""

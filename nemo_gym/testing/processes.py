@@ -46,18 +46,28 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: floa
     return proc.returncode
 
 
-@contextmanager
-def simulator(*args: str, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A vLLM simulator process; yields (base_url ending in /v1, process)."""
-    port = port or free_port()
+def start_simulator(port: int, *args: str) -> subprocess.Popen:
+    """A vLLM simulator process on `port`, returned once healthy (the caller stops it)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "nemo_gym.testing.vllm_simulator", "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         cwd=str(PROJECT_ROOT),
     )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", proc=proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+@contextmanager
+def simulator(*args: str, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A vLLM simulator process; yields (base_url ending in /v1, process)."""
+    port = port or free_port()
+    proc = start_simulator(port, *args)
+    try:
         yield f"http://127.0.0.1:{port}/v1", proc
     finally:
         stop_process(proc, signal.SIGTERM)
@@ -143,3 +153,25 @@ def pid_alive(pid: int) -> bool:
         return state != "Z"
     except OSError:
         return False
+
+
+def collect_rollouts_command(head_port: int, *args: str) -> list[str]:
+    """The `ng_collect_rollouts` command line against the head server at `head_port`."""
+    return [sys.executable, "-m", "nemo_gym.cli.collect_rollouts", f"+head_server.port={head_port}", *args]
+
+
+def hermetic_env() -> dict[str, str]:
+    """The environment for child commands in tests: never read a developer's env.yaml."""
+    return dict(os.environ, NEMO_GYM_ENV_YAML="none")
+
+
+def wait_for_lines(path: Path, n: int, timeout: float, proc: subprocess.Popen | None = None) -> int:
+    """Wait until `path` has at least `n` lines (or `proc` ends); return how many it has."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = len(path.read_bytes().splitlines()) if path.exists() else 0
+        if count >= n or (proc is not None and proc.poll() is not None):
+            break
+        time.sleep(0.05)
+    return count
