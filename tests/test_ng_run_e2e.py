@@ -151,3 +151,12 @@ def test_ng_status_and_ng_test(tmp_path: Path) -> None:
         bad.returncode == 2
         and "config key 'entrypoint' (from command line): has no tests folder" in bad.stderr
     )
+
+
+def test_per_instance_log_files(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    with ng_run(two_servers(tmp_path), f"+log_dir={logs}") as run:
+        assert f"echo_a: logging to {logs / 'echo_a.log'}" in run.output
+        assert "[echo_a]" not in run.output  # not prefixed into ng_run's output
+    assert "Application startup complete." in (logs / "echo_a.log").read_text()
+    assert "Application startup complete." in (logs / "echo_b.log").read_text()

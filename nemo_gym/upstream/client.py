@@ -27,6 +27,8 @@ class UpstreamBrokenResponse(Exception):
 
 
 class UpstreamClient(Protocol):
+    async def start(self) -> None: ...
+
     async def post(self, url: str, content: bytes) -> tuple[int, bytes]: ...
 
     async def get_status(self, url: str, timeout_s: float) -> int: ...
@@ -92,6 +94,10 @@ class AiohttpUpstreamClient:
         except aiohttp.ClientError as exc:
             raise UpstreamBrokenResponse(f"{type(exc).__name__}: {exc}") from None
 
+    async def start(self) -> None:
+        """Open the pooled session at server startup (inside the running event loop)."""
+        _ = self.session
+
     async def get_status(self, url: str, timeout_s: float) -> int:
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
@@ -123,6 +129,9 @@ class HttpxUpstreamClient:
         except httpx.HTTPError as exc:
             raise UpstreamBrokenResponse(f"{type(exc).__name__}: {exc}") from None
         return response.status_code, response.content
+
+    async def start(self) -> None:
+        """The httpx client is ready when constructed."""
 
     async def get_status(self, url: str, timeout_s: float) -> int:
         try:

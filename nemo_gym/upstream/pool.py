@@ -83,6 +83,7 @@ class UpstreamPool:
             client = self._client_factory()
             if isinstance(client, httpx.AsyncClient):
                 client = HttpxUpstreamClient(client, self._headers)
+            await client.start()
             self.upstreams.append(Upstream(i, url.rstrip("/"), root_of(url), client))
 
     async def aclose(self) -> None:
