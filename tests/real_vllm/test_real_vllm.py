@@ -209,3 +209,28 @@ def test_reasoning_field_with_parser_off_is_a_clear_error() -> None:
         r = httpx.post(f"{url}/v1/responses", json={"input": "Hi", "max_output_tokens": 4}, timeout=60)
         assert r.status_code == 502 and "drop --reasoning-parser" in r.json()["error"]["message"]
         assert run.proc.poll() is None
+
+
+def test_training_mode_multi_turn_with_carried_back_token_ids(training: str) -> None:
+    """Turn 2 sends turn 1's output (with its token fields) back as input; vLLM must accept it."""
+    with httpx.Client(base_url=training, timeout=120) as client:
+        first = client.post(
+            "/v1/responses", json={"input": "Weather?", "tools": [TOOL], "tool_choice": "required", **GREEDY}
+        ).json()
+        calls = [i for i in first["output"] if i["type"] == "function_call"]
+        assert "generation_token_ids" in first["output"][-1]
+        history = [{"role": "user", "content": "Weather?"}, *first["output"]]
+        history += [
+            {"type": "function_call_output", "call_id": c["call_id"], "output": "cold"} for c in calls
+        ]
+        second = client.post(
+            "/v1/responses", json={"input": history, "tools": [TOOL], "max_output_tokens": 8, **GREEDY}
+        )
+        assert second.status_code == 200, second.text
+        last = second.json()["output"][-1]
+        assert (
+            len(last["generation_token_ids"])
+            == len(last["generation_log_probs"])
+            == second.json()["usage"]["output_tokens"]
+        )
+        assert len(last["prompt_token_ids"]) > len(first["output"][-1]["prompt_token_ids"])
