@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
+from random import getrandbits as _getrandbits
 from typing import Any
 
 from nemo_gym.conversion.errors import UpstreamFormatError
@@ -39,8 +39,9 @@ _ECHO_IF_SET = (
 
 
 def _random_hex() -> str:
-    """128 random bits as hex, like uuid4().hex without building a UUID object (hot path)."""
-    return os.urandom(16).hex()
+    """128 random bits as hex. Ids must be unique, not secret: the PRNG (seeded from the OS)
+    avoids a getrandom() syscall per id, which showed up at 2% of a request's CPU."""
+    return f"{_getrandbits(128):032x}"
 
 
 def reasoning_of(message: dict[str, Any], uses_reasoning_parser: bool) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 SESSION_ID_KEY = "session_id"
 _SIG_LEN = 32
+_VERIFIED_CACHE = 50_000  # cookies whose signature already checked out (bounded: cleared when full)
 
 
 class SessionSigner:
@@ -24,6 +25,7 @@ class SessionSigner:
         self._key = hmac.new(key, cookie_name.encode(), hashlib.sha256).digest()
         self._marker = cookie_name.encode() + b"="
         self._suffix = f"; path=/; Max-Age={max_age}; httponly; samesite=lax".encode()
+        self._verified: dict[str, str] = {}
 
     def _signature(self, session_id: str) -> str:
         return hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:_SIG_LEN]
@@ -32,10 +34,18 @@ class SessionSigner:
         return f"{session_id}.{self._signature(session_id)}"
 
     def verify(self, value: str) -> str | None:
+        cached = self._verified.get(value)
+        if cached is not None:
+            return cached
         session_id, _, signature = value.rpartition(".")
         if not session_id or len(signature) != _SIG_LEN:
             return None
-        return session_id if hmac.compare_digest(self._signature(session_id), signature) else None
+        if not hmac.compare_digest(self._signature(session_id), signature):
+            return None
+        if len(self._verified) >= _VERIFIED_CACHE:
+            self._verified.clear()
+        self._verified[value] = session_id  # a rollout sends the same cookie on every call
+        return session_id
 
     def session_from_headers(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         """Our cookie's session id if present and correctly signed (a plain split: SimpleCookie

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import aiohttp
 import httpx
+from yarl import URL
 
 
 class UpstreamConnectError(Exception):
@@ -48,6 +49,7 @@ class AiohttpUpstreamClient:
         headers: dict[str, str] | None = None,
     ) -> None:
         self._headers = headers or {}
+        self._urls: dict[str, URL] = {}
         self._connector_args = {
             "limit": max_connections,
             "limit_per_host": 0,
@@ -75,7 +77,10 @@ class AiohttpUpstreamClient:
 
     async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
         try:
-            response = await self.session.post(url, data=content)
+            target = self._urls.get(url)
+            if target is None:  # a handful of distinct URLs: parse each once, not per request
+                target = self._urls[url] = URL(url)
+            response = await self.session.post(target, data=content)
         except (
             aiohttp.ClientConnectorError,
             aiohttp.ServerDisconnectedError,
