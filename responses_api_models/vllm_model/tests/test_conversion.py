@@ -450,20 +450,29 @@ def test_echo_fields() -> None:
 
 @pytest.mark.parametrize("padding", ["", " ", "\n", "\n\n  \t", "   \n"])
 def test_whitespace_padding_round_trips(padding: str) -> None:
-    """Output fed back as input reproduces the chat message the model produced, byte for byte."""
-    content = f"{padding}<think>{padding}R{padding}</think>{padding}T{padding}"
+    """Output fed back as input reproduces the chat message the model produced, byte for byte:
+    whitespace inside and after the think block is never trimmed."""
+    content = f"<think>{padding}R{padding}</think>{padding}T{padding}"
     tool_calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
     out = chat_to_response(chat({"content": content, "tool_calls": tool_calls}), {"input": "x"}, model="m")
-    again = responses_to_chat({"input": [{"role": "user", "content": "x"}, *out["output"]]}, RAW)["messages"][
-        1
+    again = responses_to_chat({"input": [{"role": "user", "content": "x"}, *out["output"]]}, RAW)["messages"]
+    assert again[1] == {"role": "assistant", "content": content, "tool_calls": tool_calls}
+    parsed = responses_to_chat({"input": [{"role": "user", "content": "x"}, *out["output"]]}, OPTS)[
+        "messages"
     ]
-    expected_content = content if content.startswith("<think>") else None
-    blocks_first = f"<think>{padding}R{padding}</think>" + content.replace(
-        f"<think>{padding}R{padding}</think>", ""
-    )
-    assert again == {"role": "assistant", "content": blocks_first, "tool_calls": tool_calls}
-    if expected_content is not None:
-        assert again["content"] == content
+    assert parsed[1] == {
+        "role": "assistant",
+        "content": f"{padding}T{padding}",
+        "reasoning_content": f"{padding}R{padding}",
+        "tool_calls": tool_calls,
+    }
+
+
+def test_text_before_a_think_block_keeps_its_whitespace_but_follows_the_reasoning() -> None:
+    """Responses puts reasoning before the message, so leading text moves after the block."""
+    out = chat_to_response(chat({"content": " \n<think>R</think> T"}), {"input": "x"}, model="m")
+    again = responses_to_chat({"input": out["output"]}, RAW)["messages"]
+    assert again == [{"role": "assistant", "content": "<think>R</think> \n T"}]
 
 
 def test_output_fed_back_reproduces_chat_messages() -> None:
