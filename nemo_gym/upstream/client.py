@@ -19,6 +19,11 @@ class UpstreamConnectError(Exception):
     """The request never reached a server (refused, reset before any answer): safe to retry."""
 
 
+class UpstreamConnectionLost(UpstreamConnectError):
+    """The server closed the connection before answering: usually a kept-alive connection the
+    server had just closed as idle. Retried on the same upstream; not a sign it is down."""
+
+
 class UpstreamReadTimeout(Exception):
     """No answer within the read timeout: the generation may still run, so never retried."""
 
@@ -45,7 +50,9 @@ class AiohttpUpstreamClient:
         max_connections: int,
         connect_timeout: float,
         read_timeout: float | None,
-        keepalive: float = 60.0,
+        # Below uvicorn's (hence vLLM's) 5 s keep-alive, so we rarely reuse a connection the
+        # server is closing at the same moment.
+        keepalive: float = 4.0,
         headers: dict[str, str] | None = None,
     ) -> None:
         self._headers = headers or {}
@@ -81,11 +88,9 @@ class AiohttpUpstreamClient:
             if target is None:  # a handful of distinct URLs: parse each once, not per request
                 target = self._urls[url] = URL(url)
             response = await self.session.post(target, data=content)
-        except (
-            aiohttp.ClientConnectorError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ConnectionTimeoutError,
-        ) as exc:
+        except aiohttp.ServerDisconnectedError as exc:
+            raise UpstreamConnectionLost(f"{type(exc).__name__}: {exc}") from None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamReadTimeout() from None

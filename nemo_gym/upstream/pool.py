@@ -17,6 +17,7 @@ from nemo_gym.upstream.client import (
     UpstreamBrokenResponse,
     UpstreamClient,
     UpstreamConnectError,
+    UpstreamConnectionLost,
     UpstreamReadTimeout,
 )
 from nemo_gym.upstream.errors import UpstreamError, upstream_http_error
@@ -167,7 +168,8 @@ class UpstreamPool:
             try:
                 status, payload = await upstream.client.post(url, content)
             except UpstreamConnectError as exc:
-                self._mark_down(upstream)
+                if not isinstance(exc, UpstreamConnectionLost):
+                    self._mark_down(upstream)
                 if last:
                     raise UpstreamError(
                         503,
