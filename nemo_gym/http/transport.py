@@ -20,7 +20,9 @@ class ClientLimits:
     """Pool and timeout settings; `None` read timeout means generations may take as long as they take."""
 
     max_connections: int = 2048
-    keepalive_expiry: float = 60.0
+    # Idle connections are dropped before the server side does (our servers keep 30 s, see
+    # BaseServer), narrowing the race of reusing a connection the server is closing.
+    keepalive_expiry: float = 20.0
     connect_timeout: float = 10.0
     read_timeout: float | None = None
     pool_timeout: float | None = None

@@ -225,6 +225,9 @@ class BaseServer:
             "log_config": None,
             "access_log": self.config.access_log,
             "timeout_graceful_shutdown": 3,
+            # Longer than clients keep idle connections (ServerClient: 20 s), so a client rarely
+            # reuses a connection we are closing at that moment (uvicorn's default is 5 s).
+            "timeout_keep_alive": 30,
             "backlog": 4096,
         }
 
