@@ -160,4 +160,3 @@ def test_per_instance_log_files(tmp_path: Path) -> None:
         assert "[echo_a]" not in run.output  # not prefixed into ng_run's output
     assert "Application startup complete." in (logs / "echo_a.log").read_text()
     assert "Application startup complete." in (logs / "echo_b.log").read_text()
-
