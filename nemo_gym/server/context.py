@@ -77,7 +77,7 @@ def write_context_file(context: RuntimeContext) -> Path:
     return Path(path)
 
 
-def _from_file(path: str, instance_name: str) -> RuntimeContext:
+def context_from_file(path: str, instance_name: str) -> RuntimeContext:
     payload = json.loads(Path(path).read_text())
     cfg = payload["global_config"]
     return RuntimeContext(
@@ -128,5 +128,5 @@ def load_runtime_context(entrypoint: Path, argv: list[str] | None = None) -> Run
     path = os.environ.get(CONFIG_FILE_VAR)
     name = os.environ.get(INSTANCE_VAR)
     if path and name:
-        return _from_file(path, name)
+        return context_from_file(path, name)
     return _from_argv(list(sys.argv[1:] if argv is None else argv), entrypoint)

@@ -15,11 +15,11 @@ SERVER_CLASS_VAR = "NEMO_GYM_SERVER_CLASS"
 
 def create_app() -> Any:
     from nemo_gym.server.base import tune_gc
-    from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR, RuntimeContext, _from_file
+    from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR, RuntimeContext, context_from_file
 
     module_name, _, class_name = os.environ[SERVER_CLASS_VAR].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    context: RuntimeContext = _from_file(os.environ[CONFIG_FILE_VAR], os.environ[INSTANCE_VAR])
+    context: RuntimeContext = context_from_file(os.environ[CONFIG_FILE_VAR], os.environ[INSTANCE_VAR])
     server = cls.from_context(context)
     app = server.setup_webserver()
     tune_gc(server.config.gc_thresholds)
