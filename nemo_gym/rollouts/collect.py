@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from tqdm import tqdm
 
@@ -142,52 +141,50 @@ class RolloutCollector:
                 if (item.index, repeat) not in done:
                     jobs.append((item, repeat))
 
-        rewards: list[float] = []
-        n_failed = 0
-        semaphore = asyncio.Semaphore(s.concurrency)
+        reward_sum, reward_count, n_failed = 0.0, 0, 0
         bar = tqdm(total=len(jobs), desc="rollouts", unit="rollout", dynamic_ncols=True, smoothing=0.1)
 
         async def run_job(item: InputRow, repeat: int) -> None:
-            nonlocal n_failed
+            nonlocal reward_sum, reward_count, n_failed
             keys = {ROW_KEY: item.index, REPEAT_KEY: repeat}
             if item.row is None:
                 failures.write({**keys, "error": item.error})
                 n_failed += 1
-                bar.update(1)
                 return
             row = {
                 **item.row,
                 "responses_create_params": deep_merge(item.row["responses_create_params"], s.overrides),
             }
-            async with semaphore:
-                self.in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
-                try:
-                    result = await self._run_one(row)
-                except (RuntimeError, httpx.HTTPError, ValueError) as exc:
-                    failures.write(
-                        {
-                            **keys,
-                            "error": f"{type(exc).__name__}: {exc}"
-                            if not isinstance(exc, RuntimeError)
-                            else str(exc),
-                            "row": row,
-                        }
-                    )
-                    n_failed += 1
-                else:
-                    output.write({**result, **keys})
-                    reward = result.get("reward")
-                    if isinstance(reward, int | float) and not isinstance(reward, bool):
-                        rewards.append(float(reward))
-                        bar.set_postfix(mean_reward=f"{sum(rewards) / len(rewards):.3f}", refresh=False)
-                finally:
-                    self.in_flight -= 1
-                    bar.update(1)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                result = await self._run_one(row)
+            except Exception as exc:  # any failure of one rollout is recorded; the run goes on
+                message = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+                failures.write({**keys, "error": message, "row": row})
+                n_failed += 1
+            else:
+                output.write({**result, **keys})
+                reward = result.get("reward")
+                if isinstance(reward, int | float) and not isinstance(reward, bool):
+                    reward_sum += reward
+                    reward_count += 1
+                    bar.set_postfix(mean_reward=f"{reward_sum / reward_count:.3f}", refresh=False)
+            finally:
+                self.in_flight -= 1
+
+        # A fixed pool of `concurrency` workers pulling from one iterator: memory stays bounded
+        # however many (row, repeat) jobs there are (one coroutine per job would not).
+        pending = iter(jobs)
+
+        async def worker() -> None:
+            for item, repeat in pending:
+                await run_job(item, repeat)
+                bar.update(1)
 
         started = time.monotonic()
         try:
-            await asyncio.gather(*(run_job(item, repeat) for item, repeat in jobs))
+            await asyncio.gather(*(worker() for _ in range(min(s.concurrency, len(jobs)) or 1)))
         finally:
             bar.close()
             output.close()
