@@ -36,6 +36,17 @@ class ServerResponseError(RuntimeError):
         self.status_code = response.status_code
 
 
+def error_message(response: httpx.Response, limit: int = 1000) -> str:
+    """The message of an OpenAI-style error body, else the start of the body text."""
+    try:
+        message = response.json()["error"]["message"]
+        if isinstance(message, str):
+            return message
+    except (ValueError, KeyError, TypeError):
+        pass
+    return response.text[:limit]
+
+
 def raise_for_status(response: httpx.Response) -> httpx.Response:
     if response.is_error:
         raise ServerResponseError(response)

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from nemo_gym.http.server_client import ServerClient
+from nemo_gym.http.server_client import ServerClient, error_message
 from nemo_gym.rollouts.jsonl import JsonlAppender, read_complete_rows
 
 ROW_KEY = "_ng_row_index"
@@ -113,10 +113,7 @@ class RolloutCollector:
     async def _run_one(self, row: dict[str, Any]) -> dict[str, Any]:
         response = await self.client.post(self.settings.agent_name, "/run", json=row)
         if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except Exception:
-                message = response.text[:1000]
+            message = error_message(response)
             raise RuntimeError(
                 f"agent {self.settings.agent_name!r} /run returned HTTP {response.status_code}: {message}"
             )

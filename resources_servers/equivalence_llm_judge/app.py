@@ -14,6 +14,7 @@ from fastapi import Request
 from pydantic import Field
 
 from nemo_gym.base_resources_server import BaseResourcesServerConfig, BaseVerifyRequest, SimpleResourcesServer
+from nemo_gym.http.server_client import error_message
 from nemo_gym.server.errors import APIError
 from responses_api_agents.simple_agent.app import ServerRef
 
@@ -106,7 +107,7 @@ class EquivalenceLLMJudge(SimpleResourcesServer):
         if response.status_code >= 400:
             raise APIError(
                 502,
-                f"judge model {self.config.judge_model_server.name!r} returned HTTP {response.status_code}: {response.text[:500]}",
+                f"judge model {self.config.judge_model_server.name!r} returned HTTP {response.status_code}: {error_message(response, 500)}",
             )
         data = response.json()
         return {

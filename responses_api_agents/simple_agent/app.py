@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.base_responses_api_agent import BaseResponsesAPIAgentConfig, SimpleResponsesAPIAgent
+from nemo_gym.http.server_client import error_message
 from nemo_gym.server.errors import APIError
 
 
@@ -41,12 +42,8 @@ def _as_items(value: Any) -> list[Any]:
 
 def _raise_for_upstream(response: httpx.Response, what: str) -> None:
     if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except Exception:
-            message = response.text[:500]
         status = response.status_code if response.status_code < 500 else 502
-        raise APIError(status, f"{what} returned HTTP {response.status_code}: {message}")
+        raise APIError(status, f"{what} returned HTTP {response.status_code}: {error_message(response, 500)}")
 
 
 class SimpleAgent(SimpleResponsesAPIAgent):
