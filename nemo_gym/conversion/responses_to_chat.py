@@ -7,6 +7,7 @@ anything else would change the prompt tokens the model is trained on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,18 +58,23 @@ def _text_part(part: dict[str, Any], param: str) -> str:
     return text
 
 
-def _user_content(content: Any, param: str) -> Any:
-    """Content of a user/system/developer message: strings stay strings, parts convert."""
-    if isinstance(content, str):
-        return content
+def _content_parts(content: Any, param: str) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """(param path, part, part type) for each part of a non-string content, validated as objects."""
     if not isinstance(content, list):
         raise ConversionError(f"'{param}' must be a string or a list of content parts", param=param)
-    parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         p = f"{param}[{j}]"
         if not isinstance(part, dict):
             raise ConversionError(f"'{p}' must be an object", param=p)
-        kind = part.get("type")
+        yield p, part, part.get("type")
+
+
+def _user_content(content: Any, param: str) -> Any:
+    """Content of a user/system/developer message: strings stay strings, parts convert."""
+    if isinstance(content, str):
+        return content
+    parts: list[dict[str, Any]] = []
+    for p, part, kind in _content_parts(content, param):
         if kind in ("input_text", "text", "output_text"):
             parts.append({"type": "text", "text": _text_part(part, p)})
         elif kind == "input_image":
@@ -92,14 +98,8 @@ def _user_content(content: Any, param: str) -> Any:
 def _assistant_text(content: Any, param: str) -> str:
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise ConversionError(f"'{param}' must be a string or a list of content parts", param=param)
     out = []
-    for j, part in enumerate(content):
-        p = f"{param}[{j}]"
-        if not isinstance(part, dict):
-            raise ConversionError(f"'{p}' must be an object", param=p)
-        kind = part.get("type")
+    for p, part, kind in _content_parts(content, param):
         if kind in ("output_text", "input_text", "text"):
             out.append(_text_part(part, p))
         elif kind == "refusal":

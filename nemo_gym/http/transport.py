@@ -59,5 +59,4 @@ def make_async_client(
         # A shared client must never remember session cookies: that would merge the
         # sessions of every rollout in the process. Callers pass cookies per request.
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        limits=httpx.Limits(max_connections=limits.max_connections, keepalive_expiry=limits.keepalive_expiry),
     )

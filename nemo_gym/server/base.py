@@ -146,13 +146,16 @@ class BaseServer:
         secret = self.context.session_secret if self.context else secrets.token_hex(32)
         signer = SessionSigner(self.session_cookie_name, secret)
         app.add_middleware(SessionCookieMiddleware, signer=signer)
-        app.add_middleware(BodyLimitMiddleware, max_body_bytes=self.config.max_body_bytes)
+        asgi: Any = app
         fast = self.fast_routes()
-        if not fast:
-            return app
-        for path, handler in fast.items():
-            app.add_api_route(path, _as_fastapi_route(handler), methods=["POST"])  # documents them in OpenAPI
-        return FastRoutes(app, signer, fast, self.config.max_body_bytes)
+        if fast:
+            for path, handler in fast.items():
+                app.add_api_route(
+                    path, _as_fastapi_route(handler), methods=["POST"]
+                )  # documents them in OpenAPI
+            asgi = FastRoutes(app, signer, fast)
+        # Outermost, so the one size limit covers the hot routes and the FastAPI ones alike.
+        return BodyLimitMiddleware(asgi, max_body_bytes=self.config.max_body_bytes)
 
     @classmethod
     def from_context(cls, context: RuntimeContext) -> BaseServer:

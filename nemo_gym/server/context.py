@@ -45,35 +45,26 @@ class RuntimeContext:
         return server_type, impl_name, value[server_type][impl_name]
 
 
-def write_runtime_file(loaded: LoadedConfig, session_secret: str, directory: str | None = None) -> Path:
+def write_runtime_file(loaded: LoadedConfig, session_secret: str) -> Path:
     """Write the config for children, readable by this user only."""
     from omegaconf import OmegaConf
 
-    payload = {
-        "global_config": OmegaConf.to_container(loaded.config, resolve=True),
-        "origins": loaded.origins,
-        "session_secret": session_secret,
-    }
-    fd, path = tempfile.mkstemp(prefix="nemo_gym_config_", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle)
-    os.chmod(path, 0o600)
-    return Path(path)
+    config: dict[str, Any] = OmegaConf.to_container(loaded.config, resolve=True)  # type: ignore[assignment]
+    return _write_private_json(config, loaded.origins, session_secret)
 
 
 def write_context_file(context: RuntimeContext) -> Path:
     """A runtime file for an already-loaded context (worker processes of a by-hand start)."""
+    return _write_private_json(context.global_config, context.origins, context.session_secret)
+
+
+def _write_private_json(global_config: dict[str, Any], origins: dict[str, str], session_secret: str) -> Path:
+    # mkstemp creates the file with mode 0600: secrets in it stay readable by this user only.
     fd, path = tempfile.mkstemp(prefix="nemo_gym_config_", suffix=".json")
     with os.fdopen(fd, "w") as handle:
         json.dump(
-            {
-                "global_config": context.global_config,
-                "origins": context.origins,
-                "session_secret": context.session_secret,
-            },
-            handle,
+            {"global_config": global_config, "origins": origins, "session_secret": session_secret}, handle
         )
-    os.chmod(path, 0o600)
     return Path(path)
 
 

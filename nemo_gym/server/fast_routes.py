@@ -1,9 +1,9 @@
 """Hot JSON endpoints served straight from ASGI, in front of the FastAPI app.
 
 On the adapter's hot path, FastAPI/Starlette's middleware and routing layers cost about a
-quarter of the CPU per request (py-spy, see docs/benchmarks.md). Routes registered here
+quarter of the CPU per request (py-spy, see docs/performance.md). Routes registered here
 skip them but keep every behaviour a caller sees: the signed session cookie, the body-size
-limit, OpenAI-style errors, and one-line 500s with the traceback in the log only. Other
+limit (BodyLimitMiddleware wraps this layer), OpenAI-style errors, and one-line 500s with the traceback in the log only. Other
 paths (and `lifespan`) go to the FastAPI app unchanged.
 """
 
@@ -24,13 +24,10 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class FastRoutes:
-    def __init__(
-        self, app: Any, signer: SessionSigner, routes: dict[str, FastHandler], max_body_bytes: int
-    ) -> None:
+    def __init__(self, app: Any, signer: SessionSigner, routes: dict[str, FastHandler]) -> None:
         self.app = app
         self.signer = signer
         self.routes = routes
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -40,25 +37,17 @@ class FastRoutes:
                 return
         await self.app(scope, receive, send)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | None:
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if int(value) > self.max_body_bytes:
-                    return None
-                break
+    @staticmethod
+    async def _read_body(receive: Any) -> bytes:
+        """The whole body (the size limit is enforced by BodyLimitMiddleware, which wraps us)."""
         message = await receive()
         body = message.get("body", b"")
         if not message.get("more_body"):
             return body
         chunks = [body]
-        size = len(body)
         while message.get("more_body"):
             message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
+            chunks.append(message.get("body", b""))
         return b"".join(chunks)
 
     async def _serve(self, handler: FastHandler, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -69,9 +58,7 @@ class FastRoutes:
             headers.append(cookie)
         status = 200
         try:
-            body = await self._read_body(scope, receive)
-            if body is None:
-                raise APIError(413, f"request body is larger than the limit of {self.max_body_bytes} bytes")
+            body = await self._read_body(receive)
             payload = orjson.dumps(await handler(body, session_id))
         except APIError as exc:
             status = exc.status
