@@ -9,7 +9,6 @@ from /proc. Prints one JSON line per scenario and writes docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -25,7 +24,7 @@ from typing import Any
 import orjson
 from omegaconf import OmegaConf
 
-from nemo_gym.bench.loadgen import run_load
+from nemo_gym.bench.loadgen import run, run_load
 from nemo_gym.config import PROJECT_ROOT, free_port
 from nemo_gym.config.loader import LoadedConfig
 from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR, write_runtime_file
@@ -122,7 +121,7 @@ def measure(url: str, body: bytes, concurrency: int, duration: float, pid: int |
         if pid:
             marks[edge] = tree_cpu(pid)
 
-    result = asyncio.run(run_load(url, body, concurrency, duration, on_window=on_window))
+    result = run(run_load(url, body, concurrency, duration, on_window=on_window))
     out: dict[str, Any] = {
         "rps": round(result.rps, 1),
         "p50_ms": round(result.percentile(0.50), 3),
@@ -146,9 +145,9 @@ def rss_mb(pid: int) -> float:
 
 def measure_sessions(url: str, body: bytes, pid: int, sessions: int, concurrency: int = 64) -> dict[str, Any]:
     """RSS while `sessions` distinct sessions (no cookie sent back) pass through the adapter."""
-    asyncio.run(run_load(url, body, concurrency, duration=60, warmup=0, max_requests=20_000, sticky=False))
+    run(run_load(url, body, concurrency, duration=60, warmup=0, max_requests=20_000, sticky=False))
     warm = rss_mb(pid)
-    result = asyncio.run(
+    result = run(
         run_load(url, body, concurrency, duration=120, warmup=0, max_requests=sessions, sticky=False)
     )
     after = rss_mb(pid)

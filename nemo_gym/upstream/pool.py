@@ -12,7 +12,6 @@ import httpx
 import orjson
 
 from nemo_gym.upstream.client import (
-    AiohttpUpstreamClient,
     HttpxUpstreamClient,
     UpstreamBrokenResponse,
     UpstreamClient,
@@ -21,6 +20,7 @@ from nemo_gym.upstream.client import (
     UpstreamReadTimeout,
 )
 from nemo_gym.upstream.errors import UpstreamError, upstream_http_error
+from nemo_gym.upstream.http1 import Http1UpstreamClient
 from nemo_gym.upstream.router import SessionRouter
 
 logger = logging.getLogger("nemo_gym.upstream")
@@ -73,8 +73,8 @@ class UpstreamPool:
 
     def _make_client(self) -> UpstreamClient:
         s = self.settings
-        # The aiohttp client carries the fixed headers itself; per-request headers stay empty.
-        return AiohttpUpstreamClient(
+        # The client carries the fixed headers itself; per-request headers stay empty.
+        return Http1UpstreamClient(
             s.max_connections, s.connect_timeout, s.read_timeout, headers=self._headers
         )
 

@@ -1,0 +1,377 @@
+"""The upstream hot path's HTTP/1.1 client: an asyncio protocol per pooled connection, parsed by
+httptools (the parser uvicorn uses).
+
+Why not aiohttp: per request it builds a request object, merges headers, resolves a payload
+type, starts a writer task and feeds a stream reader; profiled under load that was a third of
+the adapter's CPU and the reason a /tokenize round trip cost 0.09 ms (docs/performance.md).
+We only ever POST a finished JSON body and read a whole JSON answer, so a request here is one
+`transport.write` and one future. What it does not do, on purpose: proxies, cookies,
+redirects, streaming bodies, HTTP/2.
+
+Failure kinds follow `nemo_gym.upstream.client`: nothing was sent (connect errors), the server
+closed before answering (a kept-alive connection it had just closed as idle), no answer within
+the read timeout, or an answer that broke off or was not HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+
+from nemo_gym.upstream.client import (
+    UpstreamBrokenResponse,
+    UpstreamConnectError,
+    UpstreamConnectionLost,
+    UpstreamReadTimeout,
+)
+
+Origin = tuple[str, str, int]  # (scheme, host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One URL, parsed once: where to connect and the request head up to Content-Length."""
+
+    origin: Origin
+    post_head: bytes  # "POST <path> HTTP/1.1\r\nHost…\r\n<fixed headers>content-length: "
+    get_request: bytes  # a complete GET request for the same URL
+
+
+def _parse_target(url: str, headers: dict[str, str]) -> _Target:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise UpstreamConnectError(f"unsupported upstream URL {url!r} (expected http:// or https://)")
+    default_port = 443 if scheme == "https" else 80
+    port = parts.port or default_port
+    host_header = parts.hostname if port == default_port else f"{parts.hostname}:{port}"
+    if ":" in parts.hostname:  # IPv6 literal
+        host_header = f"[{parts.hostname}]" + ("" if port == default_port else f":{port}")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    fixed = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return _Target(
+        origin=(scheme, parts.hostname, port),
+        post_head=f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\n{fixed}content-length: ".encode("latin-1"),
+        get_request=f"GET {path} HTTP/1.1\r\nhost: {host_header}\r\n\r\n".encode("latin-1"),
+    )
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection; at most one request in flight (no pipelining)."""
+
+    __slots__ = (
+        "_chunks",
+        "_encoding",
+        "_last_data",
+        "_parser",
+        "_received",
+        "_status",
+        "_timer",
+        "_waiter",
+        "client",
+        "closed",
+        "idle_since",
+        "origin",
+        "transport",
+    )
+
+    def __init__(self, client: Http1UpstreamClient, origin: Origin) -> None:
+        self.client = client
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._chunks: list[bytes] = []
+        self._status = 0
+        self._encoding: bytes | None = None
+        self._received = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_data = 0.0
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted
+            self._close()
+            return
+        self._received = True
+        if self._timer is not None:
+            self._last_data = self.client.loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamBrokenResponse(f"malformed HTTP response: {exc}"))
+            self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None:
+            if self._received:
+                self._fail(UpstreamBrokenResponse("connection closed mid-response"))
+            else:
+                self._fail(UpstreamConnectionLost("server closed the connection before answering"))
+        self.client._forget(self)
+
+    # ---- httptools callbacks ------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-encoding":
+            self._encoding = value.strip().lower()
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            return
+        if self._status < 200:  # an interim 1xx answer: the real one follows
+            self._chunks, self._encoding = [], None
+            return
+        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._waiter = None
+        self._stop_timer()
+        if self._encoding not in (None, b"identity"):
+            body = _decode(body, self._encoding)
+        if not waiter.done():
+            if isinstance(body, Exception):
+                waiter.set_exception(body)
+            else:
+                waiter.set_result((self._status, body))
+        if self._parser.should_keep_alive() and not self.closed:
+            self.client._release(self)
+        else:
+            self._close()
+
+    # ---- requests -----------------------------------------------------------------------
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        loop = self.client.loop
+        waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        self._waiter = waiter
+        self._chunks = []
+        self._encoding = None
+        self._received = False
+        timeout = self.client.read_timeout
+        if timeout is not None:
+            self._last_data = loop.time()
+            self._timer = loop.call_at(self._last_data + timeout, self._check_timeout)
+        self.transport.write(data)  # type: ignore[union-attr]
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # The answer would arrive later on this connection: it cannot be reused.
+            self._waiter = None
+            self._close()
+            raise
+
+    def _check_timeout(self) -> None:
+        timeout = self.client.read_timeout
+        assert timeout is not None
+        remaining = self._last_data + timeout - self.client.loop.time()
+        if remaining > 0:  # data arrived since the timer was set: wait for the rest
+            self._timer = self.client.loop.call_later(remaining, self._check_timeout)
+            return
+        self._timer = None
+        self._fail(UpstreamReadTimeout())
+        self._close()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fail(self, exc: Exception) -> None:
+        waiter, self._waiter = self._waiter, None
+        self._stop_timer()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        self.client._forget(self)
+
+
+def _decode(body: bytes, encoding: bytes) -> bytes | Exception:
+    """We never ask for compression; decode it anyway if a proxy in between adds it."""
+    try:
+        if encoding in (b"gzip", b"x-gzip"):
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if encoding == b"deflate":
+            try:
+                return zlib.decompress(body)
+            except zlib.error:
+                return zlib.decompress(body, -zlib.MAX_WBITS)
+    except zlib.error as exc:
+        return UpstreamBrokenResponse(f"cannot decode {encoding.decode('latin-1')} body: {exc}")
+    return UpstreamBrokenResponse(f"unsupported content-encoding {encoding.decode('latin-1')!r}")
+
+
+class Http1UpstreamClient:
+    """Pooled keep-alive connections per origin, most recently used first, at most
+    `max_connections` open at once (further requests wait for one to free up)."""
+
+    def __init__(
+        self,
+        max_connections: int,
+        connect_timeout: float,
+        read_timeout: float | None,
+        # Below uvicorn's (hence vLLM's) 5 s keep-alive, so we rarely reuse a connection the
+        # server is closing at the same moment.
+        keepalive: float = 4.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.keepalive = keepalive
+        self._headers = {"content-type": "application/json", **(headers or {})}
+        self._targets: dict[str, _Target] = {}
+        self._idle: dict[Origin, dict[_Connection, None]] = {}
+        self._all: set[_Connection] = set()
+        self._opening = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:  # a handful of distinct URLs: parse each once, not per request
+            target = self._targets[url] = _parse_target(url, self._headers)
+        return target
+
+    async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
+        target = self._target(url)
+        conn = self._pop_idle(target.origin) or await self._open(target.origin)
+        return await conn.request(b"%b%d\r\n\r\n%b" % (target.post_head, len(content), content))
+
+    async def get_status(self, url: str, timeout_s: float) -> int:
+        try:
+            async with asyncio.timeout(timeout_s):
+                target = self._target(url)
+                conn = self._pop_idle(target.origin) or await self._open(target.origin)
+                return (await conn.request(target.get_request))[0]
+        except (UpstreamConnectError, UpstreamBrokenResponse, UpstreamReadTimeout, TimeoutError) as exc:
+            raise UpstreamConnectError(type(exc).__name__) from None
+
+    # ---- the pool -------------------------------------------------------------------------
+    def _pop_idle(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        now = self.loop.time()
+        while idle:
+            conn = idle.popitem()[0]
+            if conn.closed:
+                continue
+            if now - conn.idle_since < self.keepalive:
+                return conn
+            # The most recently used is already too old, so every other one is too.
+            conn._close()
+            for stale in list(idle):
+                stale._close()
+        return None
+
+    async def _open(self, origin: Origin) -> _Connection:
+        if self._closed:
+            raise UpstreamConnectError("client is closed")
+        while len(self._all) + self._opening >= self.max_connections:
+            if self._evict_idle():
+                break
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            conn = self._pop_idle(origin)
+            if conn is not None:
+                return conn
+        scheme, host, port = origin
+        ssl_context = None
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            ssl_context = self._ssl
+        self._opening += 1
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await self.loop.create_connection(
+                    lambda: _Connection(self, origin), host, port, ssl=ssl_context
+                )
+        except TimeoutError:
+            self._opening -= 1
+            self._wake_one()
+            raise UpstreamConnectError(
+                f"ConnectionTimeoutError: no connection to {host}:{port} within {self.connect_timeout}s"
+            ) from None
+        except BaseException as exc:
+            self._opening -= 1
+            self._wake_one()
+            if isinstance(exc, OSError):
+                raise UpstreamConnectError(
+                    f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+                ) from None
+            raise
+        self._opening -= 1
+        self._all.add(conn)
+        return conn
+
+    def _evict_idle(self) -> bool:
+        """At the connection limit, an idle connection to another origin gives up its slot."""
+        for idle in self._idle.values():
+            if idle:
+                next(iter(idle))._close()
+                return True
+        return False
+
+    def _release(self, conn: _Connection) -> None:
+        if self._closed:
+            conn._close()
+            return
+        conn.idle_since = self.loop.time()
+        self._idle.setdefault(conn.origin, {})[conn] = None
+        self._wake_one()
+
+    def _forget(self, conn: _Connection) -> None:
+        if conn in self._all:
+            self._all.discard(conn)
+            idle = self._idle.get(conn.origin)
+            if idle:
+                idle.pop(conn, None)
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conn in list(self._all):
+            conn._close()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(UpstreamConnectError("client is closed"))
+        self._waiters.clear()
