@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -413,3 +414,50 @@ async def test_https_upstream(server_factory, self_signed: tuple[Path, Path]) ->
     client._ssl = ssl.create_default_context(cafile=str(cert))
     assert await client.post(url, b'{"tls":1}') == (200, b'{"tls":1}')
     await client.aclose()
+
+
+async def test_host_names_are_resolved_once_for_a_burst(server_factory) -> None:
+    async def slow_echo(reader, writer, srv: Server) -> None:
+        while (request := await srv.read_request(reader)) is not None:
+            await asyncio.sleep(0.05)
+            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
+            await writer.drain()
+
+    srv = await server_factory(slow_echo)
+    client = await new_client()
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    real = loop.getaddrinfo
+
+    async def counting(host, *args, **kwargs):
+        lookups.append(host)
+        return [i for i in await real(host, *args, **kwargs) if i[4][0] == "127.0.0.1"]
+
+    loop.getaddrinfo = counting  # type: ignore[method-assign]
+    try:
+        url = f"http://localhost:{srv.port}/v1/x"
+        results = await asyncio.gather(*(client.post(url, b"%d" % i) for i in range(5)))
+        assert results == [(200, b"%d" % i) for i in range(5)]
+        assert srv.connections == 5 and lookups == ["localhost"]
+        assert srv.requests[0].startswith(b"POST /v1/x HTTP/1.1\r\nhost: localhost:%d\r\n" % srv.port)
+    finally:
+        del loop.getaddrinfo
+        await client.aclose()
+
+
+async def test_unresolvable_host_is_a_connect_error() -> None:
+    client = await new_client()
+    loop = asyncio.get_running_loop()
+
+    async def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    loop.getaddrinfo = no_dns  # type: ignore[method-assign]
+    try:
+        with pytest.raises(
+            UpstreamConnectError, match="cannot connect to vllm-7.internal:8000: Name or service not known"
+        ):
+            await client.post("http://vllm-7.internal:8000/v1/x", b"{}")
+    finally:
+        del loop.getaddrinfo
+        await client.aclose()

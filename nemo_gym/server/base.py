@@ -35,6 +35,7 @@ from nemo_gym.server.context import (
 )
 from nemo_gym.server.errors import install_error_handlers
 from nemo_gym.server.fast_routes import FastHandler, FastRoutes
+from nemo_gym.server.http_protocol import PROTOCOL_PATH
 from nemo_gym.server.json_io import json_response
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.server.sessions import SESSION_ID_KEY, SessionCookieMiddleware, SessionSigner
@@ -224,7 +225,7 @@ class BaseServer:
             "host": self.config.host,
             "port": self.config.port,
             "loop": "uvloop",
-            "http": "httptools",
+            "http": PROTOCOL_PATH,  # uvicorn's httptools protocol, one write per response
             "log_config": None,
             "access_log": self.config.access_log,
             "timeout_graceful_shutdown": 3,

@@ -16,9 +16,11 @@ the read timeout, or an answer that broke off or was not HTTP.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import zlib
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -31,6 +33,7 @@ from nemo_gym.upstream.client import (
 )
 
 Origin = tuple[str, str, int]  # (scheme, host, port)
+DNS_TTL = 300.0  # seconds a resolved upstream address is reused for new connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +249,8 @@ class Http1UpstreamClient:
         self._opening = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._ssl: ssl.SSLContext | None = None
+        self._dns: dict[tuple[str, int], tuple[float, list[tuple[int, tuple[Any, ...]]]]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Task[list[tuple[int, tuple[Any, ...]]]]] = {}
         self._closed = False
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
@@ -306,35 +311,71 @@ class Http1UpstreamClient:
             conn = self._pop_idle(origin)
             if conn is not None:
                 return conn
+        self._opening += 1
+        try:
+            conn = await self._connect(origin)
+        finally:
+            self._opening -= 1
+        self._all.add(conn)
+        return conn
+
+    async def _connect(self, origin: Origin) -> _Connection:
         scheme, host, port = origin
         ssl_context = None
         if scheme == "https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             ssl_context = self._ssl
-        self._opening += 1
+        error: Exception | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await self.loop.create_connection(
-                    lambda: _Connection(self, origin), host, port, ssl=ssl_context
-                )
+                for family, address in await self._resolve(host, port):
+                    try:
+                        _, conn = await self.loop.create_connection(
+                            lambda: _Connection(self, origin),
+                            address[0],
+                            address[1],
+                            family=family,
+                            ssl=ssl_context,
+                            server_hostname=host if ssl_context else None,
+                        )
+                        return conn
+                    except OSError as exc:  # refused on this address: try the next one
+                        error = exc
         except TimeoutError:
-            self._opening -= 1
             self._wake_one()
             raise UpstreamConnectError(
                 f"ConnectionTimeoutError: no connection to {host}:{port} within {self.connect_timeout}s"
             ) from None
-        except BaseException as exc:
-            self._opening -= 1
+        except OSError as exc:
+            error = exc
+        except BaseException:
             self._wake_one()
-            if isinstance(exc, OSError):
-                raise UpstreamConnectError(
-                    f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-                ) from None
             raise
-        self._opening -= 1
-        self._all.add(conn)
-        return conn
+        self._wake_one()
+        detail = getattr(error, "strerror", None) or error
+        raise UpstreamConnectError(f"cannot connect to {host}:{port}: {detail}") from None
+
+    async def _resolve(self, host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+        """Addresses of `host`, cached for DNS_TTL seconds and shared by concurrent lookups: a
+        burst of new connections (1,024 rollouts starting at once) asks the resolver once."""
+        key = (host, port)
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > self.loop.time():
+            return cached[1]
+        pending = self._resolving.get(key)
+        if pending is None:
+            pending = self._resolving[key] = self.loop.create_task(self._lookup(host, port))
+            pending.add_done_callback(lambda _: self._resolving.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _lookup(self, host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
+        if not addresses:
+            raise OSError(f"no address for {host}")
+        self._dns[(host, port)] = (self.loop.time() + DNS_TTL, addresses)
+        return addresses
 
     def _evict_idle(self) -> bool:
         """At the connection limit, an idle connection to another origin gives up its slot."""

@@ -234,3 +234,24 @@ def test_training_mode_multi_turn_with_carried_back_token_ids(training: str) -> 
             == second.json()["usage"]["output_tokens"]
         )
         assert len(last["prompt_token_ids"]) > len(first["output"][-1]["prompt_token_ids"])
+
+
+def test_kept_alive_connections_outlive_vllm_idle_close_and_concurrency(plain: str) -> None:
+    """vLLM's uvicorn closes idle connections after 5 s; our pool must never hand a request a
+    connection the server has closed, and must carry many requests at once."""
+    import asyncio
+    import time
+
+    async def burst(n: int) -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            replies = await asyncio.gather(
+                *(
+                    client.post(f"{plain}/v1/responses", json={"input": f"Say {i}", "max_output_tokens": 2})
+                    for i in range(n)
+                )
+            )
+        return [r.status_code for r in replies]
+
+    assert asyncio.run(burst(48)) == [200] * 48  # 48 pooled connections to vLLM now open
+    time.sleep(6)  # every one of them closed by vLLM as idle
+    assert asyncio.run(burst(48)) == [200] * 48

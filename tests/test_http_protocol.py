@@ -1,0 +1,157 @@
+"""One write per response (head + body) on uvicorn, without breaking HEAD, 100-continue,
+streaming or keep-alive: a fake transport for the write count, a real uvicorn for the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from nemo_gym.server.http_protocol import PROTOCOL_PATH, _HeadHoldingTransport
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+
+def test_head_and_body_go_out_in_one_write() -> None:
+    fake = FakeTransport()
+    transport = _HeadHoldingTransport(fake)  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert fake.writes == []
+    assert transport.get_write_buffer_size() == 38
+    transport.write(b"{}")
+    assert fake.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    transport.write(b"more")  # not a head: straight through
+    assert fake.writes[-1] == b"more"
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 1)  # everything else delegates
+
+
+def test_interim_answers_are_never_held_and_close_flushes() -> None:
+    fake = FakeTransport()
+    transport = _HeadHoldingTransport(fake)  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert fake.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+    transport.close()
+    assert fake.writes[-1] == b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n" and fake.closed
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    reply = b"echo:" + body
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(reply)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": reply})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, http=PROTOCOL_PATH, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+    )
+    srv = uvicorn.Server(config)
+    task = asyncio.ensure_future(srv.serve(sockets=[sock]))
+    for _ in range(500):  # up to 5 s
+        if srv.started:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("uvicorn did not start")
+    yield port
+    srv.should_exit = True
+    await task
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        ),
+        None,
+    )
+    if length is None:  # chunked
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                return head, body
+            body += chunk[:-2]
+    return head, await asyncio.wait_for(reader.readexactly(length), 2)
+
+
+async def test_keep_alive_head_continue_and_streaming_through_uvicorn(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    # two requests on one connection
+    for payload in (b"first", b"second"):
+        writer.write(b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%b" % (len(payload), payload))
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == b"echo:" + payload
+    # HEAD: no body write at all, the head must still arrive
+    writer.write(b"HEAD /x HTTP/1.1\r\nhost: t\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 5\r\n" in head
+    # Expect: 100-continue: the interim answer comes before we send the body
+    writer.write(b"POST /x HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n")
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"body")
+    head, body = await read_response(reader)
+    assert body == b"echo:body"
+    # a streamed (chunked) response arrives whole
+    writer.write(b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+    head, body = await read_response(reader)
+    assert b"transfer-encoding: chunked" in head and body == b"one,two,three"
+    writer.close()
+
+
+async def test_bad_request_is_answered_then_closed(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 2)  # read() returns at EOF: the server closed
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    writer.close()
