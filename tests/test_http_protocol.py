@@ -89,7 +89,12 @@ async def server() -> AsyncIterator[int]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, http=PROTOCOL_PATH, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        app,
+        http=PROTOCOL_PATH,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
     )
     srv = uvicorn.Server(config)
     task = asyncio.ensure_future(srv.serve(sockets=[sock]))
