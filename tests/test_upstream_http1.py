@@ -461,3 +461,23 @@ async def test_unresolvable_host_is_a_connect_error() -> None:
     finally:
         del loop.getaddrinfo
         await client.aclose()
+
+
+async def test_cancelled_waiter_does_not_stall_the_queue(server_factory) -> None:
+    async def slow_echo(reader, writer, srv: Server) -> None:
+        while (request := await srv.read_request(reader)) is not None:
+            await asyncio.sleep(0.1)
+            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
+            await writer.drain()
+
+    srv = await server_factory(slow_echo)
+    client = await new_client(max_connections=1)
+    first = asyncio.ensure_future(client.post(srv.url + "/a", b"1"))
+    await asyncio.sleep(0.02)
+    waiting = [asyncio.ensure_future(client.post(srv.url + "/a", b"%d" % i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0.02)
+    waiting[0].cancel()
+    assert await asyncio.wait_for(first, 2) == (200, b"1")
+    assert await asyncio.wait_for(asyncio.gather(*waiting[1:]), 2) == [(200, b"3"), (200, b"4")]
+    assert srv.connections == 1
+    await client.aclose()

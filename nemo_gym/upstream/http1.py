@@ -19,6 +19,7 @@ import asyncio
 import socket
 import ssl
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -247,7 +248,7 @@ class Http1UpstreamClient:
         self._idle: dict[Origin, dict[_Connection, None]] = {}
         self._all: set[_Connection] = set()
         self._opening = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._ssl: ssl.SSLContext | None = None
         self._dns: dict[tuple[str, int], tuple[float, list[tuple[int, tuple[Any, ...]]]]] = {}
         self._resolving: dict[tuple[str, int], asyncio.Task[list[tuple[int, tuple[Any, ...]]]]] = {}
@@ -305,9 +306,10 @@ class Http1UpstreamClient:
             self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # we were handed a free slot: pass it on
+                raise
             conn = self._pop_idle(origin)
             if conn is not None:
                 return conn
@@ -403,7 +405,7 @@ class Http1UpstreamClient:
 
     def _wake_one(self) -> None:
         while self._waiters:
-            waiter = self._waiters.pop(0)
+            waiter = self._waiters.popleft()  # cancelled waiters are skipped here
             if not waiter.done():
                 waiter.set_result(None)
                 return
