@@ -17,10 +17,18 @@ import orjson
 _GEN_IDS = [1668, 785, 1207, 2345, 1669, 1670, 4567, 8901, 1671]
 
 
-def _chat_body(logprobs: bool, inline: bool) -> bytes:
+_LONG = 1000  # tokens in the long generation (requests with "max_tokens":1000)
+_WORDS = ("the", " weather", " in", " Paris", " is", " mild", ",", " with", " light", " rain")
+
+
+def _chat_body(logprobs: bool, inline: bool, long: bool = False) -> bytes:
+    """`long`: a 1,000-token reasoning text whose log-prob entries carry `bytes` like real vLLM's."""
+    gen_ids = [1000 + i % 5000 for i in range(_LONG)] if long else _GEN_IDS
+    words = [_WORDS[i % len(_WORDS)] for i in range(len(gen_ids))] if long else [""] * len(gen_ids)
+    think = "".join(words) if long else "The user asks about the weather in Paris. I should call get_weather."
     message = {
         "role": "assistant",
-        "content": "<think>The user asks about the weather in Paris. I should call get_weather.</think>",
+        "content": f"<think>{think}</think>",
         "refusal": None,
         "annotations": None,
         "audio": None,
@@ -36,8 +44,13 @@ def _chat_body(logprobs: bool, inline: bool) -> bytes:
     }
     lp = {
         "content": [
-            {"token": f"token_id:{t}", "logprob": -0.125 * (i + 1), "bytes": [], "top_logprobs": []}
-            for i, t in enumerate(_GEN_IDS)
+            {
+                "token": f"token_id:{t}",
+                "logprob": -0.125 * (i % 9 + 1),
+                "bytes": list(w.encode()),
+                "top_logprobs": [],
+            }
+            for i, (t, w) in enumerate(zip(gen_ids, words, strict=True))
         ]
     }
     body = {
@@ -52,7 +65,7 @@ def _chat_body(logprobs: bool, inline: bool) -> bytes:
                 "logprobs": lp if logprobs else None,
                 "finish_reason": "tool_calls",
                 "stop_reason": None,
-                "token_ids": _GEN_IDS if inline else None,
+                "token_ids": gen_ids if inline else None,
                 "routed_experts": None,
             }
         ],
@@ -60,8 +73,8 @@ def _chat_body(logprobs: bool, inline: bool) -> bytes:
         "system_fingerprint": "vllm-bench",
         "usage": {
             "prompt_tokens": 19,
-            "total_tokens": 28,
-            "completion_tokens": 9,
+            "total_tokens": 19 + len(gen_ids),
+            "completion_tokens": len(gen_ids),
             "prompt_tokens_details": None,
             "completion_tokens_details": None,
         },
@@ -87,9 +100,9 @@ def _http(body: bytes, status: bytes = b"200 OK") -> bytes:
 
 
 RESPONSES = {
-    (False, False): _http(_chat_body(False, False)),
-    (True, False): _http(_chat_body(True, False)),
-    (True, True): _http(_chat_body(True, True)),
+    (logprobs, inline, long): _http(_chat_body(logprobs, inline, long))
+    for logprobs, inline in ((False, False), (True, False), (True, True))
+    for long in (False, True)
 }
 TOKENIZE = _http(
     orjson.dumps({"count": 19, "max_model_len": 4096, "tokens": list(range(1000, 1019)), "token_strs": None})
@@ -122,7 +135,9 @@ class _Protocol(asyncio.Protocol):
         url, body = self.url, bytes(self.body)
         self.url, self.body = b"", bytearray()
         if url.endswith(b"/chat/completions"):
-            reply = RESPONSES[(b'"logprobs":true' in body, b'"return_token_ids":true' in body)]
+            reply = RESPONSES[
+                (b'"logprobs":true' in body, b'"return_token_ids":true' in body, b'"max_tokens":1000' in body)
+            ]
         elif url.endswith(b"/tokenize"):
             reply = TOKENIZE
         else:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.responses import Response
 
 from nemo_gym.conversion import (
@@ -13,6 +17,7 @@ from nemo_gym.conversion import (
     responses_to_chat,
 )
 from nemo_gym.conversion.chat_to_responses import chat_completion_for_caller
+from nemo_gym.conversion.think import split_think
 from nemo_gym.conversion.tokens import generation_tokens
 
 OPTS = ConversionOptions(model="m")
@@ -513,6 +518,63 @@ def test_generation_tokens_inline_and_length_mismatch() -> None:
         generation_tokens({"logprobs": _logprobs([1]), "token_ids": [1, 2]})
     with pytest.raises(UpstreamFormatError, match="token_id:N"):
         generation_tokens({"logprobs": {"content": [{"token": "hello", "logprob": -1.0}]}})
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        ["token_id:1", "hello"],  # one token the upstream did not turn into an id
+        ["hello", "token_id:1"],
+        ["token_id:1token_id:2"],  # two ids in one entry would misalign the log-probs
+        ["token_id:1", ""],
+        ["token_id:", "token_id:2"],
+        ["token_id:x1"],
+        [7],
+    ],
+)
+def test_generation_tokens_rejects_every_malformed_token(tokens: list) -> None:
+    content = [{"token": t, "logprob": -1.0} for t in tokens]
+    with pytest.raises(UpstreamFormatError, match="token_id:N"):
+        generation_tokens({"logprobs": {"content": content}})
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"token": "token_id:1"},
+        {"token": "token_id:1", "logprob": None},
+        {"token": "token_id:1", "logprob": "x"},
+    ],
+)
+def test_generation_tokens_rejects_missing_logprobs(entry: dict) -> None:
+    with pytest.raises(UpstreamFormatError, match="numeric 'logprob'"):
+        generation_tokens({"logprobs": {"content": [entry]}})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**31), st.floats(-1e9, 0, allow_nan=False)), max_size=300))
+def test_generation_tokens_matches_a_per_entry_reading(pairs: list[tuple[int, float]]) -> None:
+    content = [
+        {"token": f"token_id:{i}", "logprob": lp, "bytes": [1, 2], "top_logprobs": []} for i, lp in pairs
+    ]
+    assert generation_tokens({"logprobs": {"content": content}}) == (
+        [i for i, _ in pairs],
+        [lp for _, lp in pairs],
+    )
+
+
+_THINK_REGEX = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(["<think>", "</think>", "a", " ", "\n", "<", ">", "think", "é"]), max_size=40)
+)
+def test_split_think_matches_the_lazy_regex(parts: list[str]) -> None:
+    text = "".join(parts)
+    blocks = _THINK_REGEX.findall(text)
+    expected = (blocks, _THINK_REGEX.sub("", text)) if blocks else ([], text)
+    assert split_think(text) == expected
 
 
 def test_token_info_goes_on_last_item() -> None:
