@@ -227,6 +227,7 @@ def main() -> None:
             for key, overrides, label in (
                 ("plain", {}, "responses, 1,000-token generation"),
                 ("token", {"return_token_id_information": True}, "token_tokenize, 1,000-token generation"),
+                ("inline", configs["token_inline"][1], "token_inline, 1,000-token generation"),
             ):
                 if key not in started_adapters:
                     started_adapters[key] = start_adapter(f"bench_{key}", upstream, overrides)
