@@ -21,6 +21,7 @@ from nemo_gym.upstream.client import (
     UpstreamReadTimeout,
 )
 from nemo_gym.upstream.http1 import Http1UpstreamClient
+from nemo_gym.upstream.pool import UpstreamPool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 
@@ -481,3 +482,54 @@ async def test_cancelled_waiter_does_not_stall_the_queue(server_factory) -> None
     assert await asyncio.wait_for(asyncio.gather(*waiting[1:]), 2) == [(200, b"3"), (200, b"4")]
     assert srv.connections == 1
     await client.aclose()
+
+
+async def test_post_nowait_uses_an_idle_connection_or_declines(server_factory) -> None:
+    srv = await server_factory(answer_each)
+    client = await new_client()
+    url = srv.url + "/tokenize"
+    assert client.post_nowait(url, b"{}") is None  # nothing idle yet: the caller uses post()
+    assert await client.post(url, b"warm") == (200, b"warm")
+    future = client.post_nowait(url, b'{"now":1}')
+    assert future is not None
+    assert client.post_nowait(url, b"{}") is None  # the only connection is busy
+    assert await future == (200, b'{"now":1}')
+    assert srv.connections == 1
+    await client.aclose()
+
+
+async def test_abandoned_nowait_answer_is_read_and_the_connection_reused(server_factory) -> None:
+    async def slow_echo(reader, writer, srv: Server) -> None:
+        while (request := await srv.read_request(reader)) is not None:
+            await asyncio.sleep(0.05)
+            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
+            await writer.drain()
+
+    srv = await server_factory(slow_echo)
+    client = await new_client(max_connections=1)
+    await client.post(srv.url + "/a", b"warm")
+    future = client.post_nowait(srv.url + "/a", b"abandoned")
+    assert future is not None
+    UpstreamPool.abandon(future)
+    # The next request waits for the abandoned answer to be read, then gets its own answer.
+    assert await asyncio.wait_for(client.post(srv.url + "/a", b"mine"), 2) == (200, b"mine")
+    assert srv.connections == 1
+    await client.aclose()
+
+
+async def test_nowait_result_is_none_for_anything_but_a_clean_answer() -> None:
+    loop = asyncio.get_running_loop()
+
+    def done(result=None, exc=None) -> asyncio.Future:
+        future = loop.create_future()
+        future.set_exception(exc) if exc else future.set_result(result)
+        return future
+
+    assert await UpstreamPool.nowait_result(done((200, b'{"tokens":[1,2]}'))) == {"tokens": [1, 2]}
+    assert await UpstreamPool.nowait_result(done((500, b'{"error":{}}'))) is None
+    assert await UpstreamPool.nowait_result(done((200, b"not json"))) is None
+    assert await UpstreamPool.nowait_result(done(exc=UpstreamBrokenResponse("cut"))) is None
+    assert await UpstreamPool.nowait_result(done(exc=UpstreamConnectionLost("gone"))) is None
+    failed = done(exc=UpstreamReadTimeout())
+    UpstreamPool.abandon(failed)  # retrieves the exception: nothing logged at GC
+    assert failed._log_traceback is False  # type: ignore[attr-defined]

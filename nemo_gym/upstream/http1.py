@@ -161,7 +161,9 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     # ---- requests -----------------------------------------------------------------------
-    async def request(self, data: bytes) -> tuple[int, bytes]:
+    def send(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        """Write a request; the future gets (status, body) or a failure kind. If nobody
+        awaits it (cancelled), the answer is still read and the connection reused."""
         loop = self.client.loop
         waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._waiter = waiter
@@ -173,10 +175,15 @@ class _Connection(asyncio.Protocol):
             self._last_data = loop.time()
             self._timer = loop.call_at(self._last_data + timeout, self._check_timeout)
         self.transport.write(data)  # type: ignore[union-attr]
+        return waiter
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        waiter = self.send(data)
         try:
             return await waiter
         except asyncio.CancelledError:
-            # The answer would arrive later on this connection: it cannot be reused.
+            # The caller is gone and may never come back for the answer: don't keep the
+            # connection busy waiting for it.
             self._waiter = None
             self._close()
             raise
@@ -268,6 +275,16 @@ class Http1UpstreamClient:
         target = self._target(url)
         conn = self._pop_idle(target.origin) or await self._open(target.origin)
         return await conn.request(b"%b%d\r\n\r\n%b" % (target.post_head, len(content), content))
+
+    def post_nowait(self, url: str, content: bytes) -> asyncio.Future[tuple[int, bytes]] | None:
+        """Send at once on an idle connection and return the answer's future, or None when no
+        connection is idle (then use `post`). No coroutine or task per request: a /tokenize
+        call can go out beside the generation for the cost of one write."""
+        target = self._target(url)
+        conn = self._pop_idle(target.origin)
+        if conn is None:
+            return None
+        return conn.send(b"%b%d\r\n\r\n%b" % (target.post_head, len(content), content))
 
     async def get_status(self, url: str, timeout_s: float) -> int:
         try:

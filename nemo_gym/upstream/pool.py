@@ -143,6 +143,37 @@ class UpstreamPool:
         base = self.settings.retry_backoff * (2**attempt)
         return base + random.uniform(0, base)
 
+    def post_nowait(
+        self, path: str, body: dict[str, Any], upstream: Upstream, *, at_root: bool = False
+    ) -> asyncio.Future[tuple[int, bytes]] | None:
+        """Send now without retries if the upstream's client has an idle connection (see
+        `Http1UpstreamClient.post_nowait`); None otherwise. Pair with `nowait_result`."""
+        send = getattr(upstream.client, "post_nowait", None)
+        if send is None:
+            return None
+        return send((upstream.root_url if at_root else upstream.base_url) + path, orjson.dumps(body))
+
+    @staticmethod
+    async def nowait_result(future: asyncio.Future[tuple[int, bytes]]) -> dict[str, Any] | None:
+        """The parsed answer of a `post_nowait`, or None if it failed in any way: the caller
+        then asks again through `post`, which retries and reports errors properly."""
+        try:
+            status, payload = await future
+        except (UpstreamConnectError, UpstreamReadTimeout, UpstreamBrokenResponse):
+            return None
+        if status != 200:
+            return None
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+
+    @staticmethod
+    def abandon(future: asyncio.Future[tuple[int, bytes]]) -> None:
+        """Drop a `post_nowait` answer nobody will read (its connection still finishes it)."""
+        if not future.cancel() and not future.cancelled():
+            future.exception()  # retrieved: no "exception was never retrieved" at GC
+
     async def post(
         self,
         path: str,

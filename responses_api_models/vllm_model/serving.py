@@ -79,14 +79,27 @@ class VLLMServing:
             chat, _ = await self.pool.post(_CHAT, body, session_id=session_id)
             prompt_ids = prompt_tokens_from(chat, "inline")
         else:
-            # After the generation, on the upstream that answered: a /tokenize call costs ~1 ms
-            # next to a generation's hundreds, and awaiting it in turn spares a task per request
-            # (7% of token mode's CPU when the two ran concurrently).
-            chat, used = await self.pool.post(_CHAT, body, session_id=session_id)
-            tokenize_result = await self.pool.post(
-                "/tokenize", self._tokenize_body(body), upstream=used, at_root=True
-            )
-            prompt_ids = prompt_tokens_from(tokenize_result[0], "tokenize")
+            # /tokenize goes out beside the generation, on the same upstream, as one write on
+            # an idle connection (no task); if that was not possible or did not work, or the
+            # generation moved to another upstream, ask the one that answered afterwards.
+            upstream = self.pool.route(session_id)
+            tokenize_body = self._tokenize_body(body)
+            pending = self.pool.post_nowait("/tokenize", tokenize_body, upstream, at_root=True)
+            try:
+                chat, used = await self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream)
+            except BaseException:
+                if pending is not None:
+                    self.pool.abandon(pending)
+                raise
+            tokenized = None
+            if pending is not None:
+                if used is upstream:
+                    tokenized = await self.pool.nowait_result(pending)
+                else:
+                    self.pool.abandon(pending)
+            if tokenized is None:
+                tokenized, _ = await self.pool.post("/tokenize", tokenize_body, upstream=used, at_root=True)
+            prompt_ids = prompt_tokens_from(tokenized, "tokenize")
         ids, log_probs = generation_tokens(first_choice(chat))
         return chat, {
             "prompt_token_ids": prompt_ids,
