@@ -88,11 +88,43 @@ def reply(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
     )
 
 
-async def answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
-    """Keep-alive server: echoes each request body back as the response body."""
-    while (request := await srv.read_request(reader)) is not None:
-        writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
-        await writer.drain()
+def echo(delay: float = 0.0) -> Handler:
+    """Keep-alive server: echoes each request body back as the response body, after `delay`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
+        while (request := await srv.read_request(reader)) is not None:
+            if delay:
+                await asyncio.sleep(delay)
+            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
+            await writer.drain()
+
+    return handler
+
+
+answer_each = echo()
+
+
+def answer_once(raw: bytes, linger: float = 0.0) -> Handler:
+    """Reads one request, sends `raw` back (may be b""), stays `linger` seconds, then closes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
+        await srv.read_request(reader)
+        if raw:
+            writer.write(raw)
+            await writer.drain()
+        if linger:
+            await asyncio.sleep(linger)
+
+    return handler
+
+
+async def post_fails(srv: Server, error: type[Exception], match: str, **client_args: object) -> None:
+    client = await new_client(**client_args)
+    try:
+        with pytest.raises(error, match=match):
+            await client.post(srv.url + "/a", b"{}")
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -167,37 +199,19 @@ async def test_chunked_and_gzip_bodies(server_factory) -> None:
 
 
 async def test_unsupported_encoding_is_a_broken_response(server_factory) -> None:
-    async def brotli(reader, writer, srv: Server) -> None:
-        await srv.read_request(reader)
-        writer.write(reply(b"xx", extra=b"content-encoding: br\r\n"))
-        await writer.drain()
-
-    srv = await server_factory(brotli)
-    client = await new_client()
-    with pytest.raises(UpstreamBrokenResponse, match="unsupported content-encoding 'br'"):
-        await client.post(srv.url + "/a", b"{}")
-    await client.aclose()
+    srv = await server_factory(answer_once(reply(b"xx", extra=b"content-encoding: br\r\n")))
+    await post_fails(srv, UpstreamBrokenResponse, "unsupported content-encoding 'br'")
 
 
 async def test_interim_100_continue_is_skipped(server_factory) -> None:
-    async def interim(reader, writer, srv: Server) -> None:
-        await srv.read_request(reader)
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(b'{"ok":1}'))
-        await writer.drain()
-
-    srv = await server_factory(interim)
+    srv = await server_factory(answer_once(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(b'{"ok":1}')))
     client = await new_client()
     assert await client.post(srv.url + "/a", b"{}") == (200, b'{"ok":1}')
     await client.aclose()
 
 
 async def test_connection_close_response_is_not_reused(server_factory) -> None:
-    async def close_each(reader, writer, srv: Server) -> None:
-        await srv.read_request(reader)
-        writer.write(reply(b"{}", extra=b"connection: close\r\n"))
-        await writer.drain()
-
-    srv = await server_factory(close_each)
+    srv = await server_factory(answer_once(reply(b"{}", extra=b"connection: close\r\n")))
     client = await new_client()
     assert await client.post(srv.url + "/a", b"{}") == (200, b"{}")
     assert await client.post(srv.url + "/a", b"{}") == (200, b"{}")
@@ -206,13 +220,8 @@ async def test_connection_close_response_is_not_reused(server_factory) -> None:
 
 
 async def test_idle_connection_closed_by_server_is_replaced(server_factory) -> None:
-    async def one_then_close(reader, writer, srv: Server) -> None:
-        await srv.read_request(reader)
-        writer.write(reply(b"{}"))
-        await writer.drain()
-        # then close while the client holds the connection idle (a server's keep-alive expiry)
-
-    srv = await server_factory(one_then_close)
+    # closes while the client holds the connection idle (a server's keep-alive expiry)
+    srv = await server_factory(answer_once(reply(b"{}")))
     client = await new_client()
     assert await client.post(srv.url + "/a", b"{}") == (200, b"{}")
     await asyncio.sleep(0.1)
@@ -222,41 +231,18 @@ async def test_idle_connection_closed_by_server_is_replaced(server_factory) -> N
 
 
 async def test_closed_before_answering_is_connection_lost(server_factory) -> None:
-    async def hang_up(reader, writer, srv: Server) -> None:
-        await srv.read_request(reader)
-
-    srv = await server_factory(hang_up)
-    client = await new_client()
-    with pytest.raises(UpstreamConnectionLost, match="closed the connection before answering"):
-        await client.post(srv.url + "/a", b"{}")
-    await client.aclose()
+    srv = await server_factory(answer_once(b""))
+    await post_fails(srv, UpstreamConnectionLost, "closed the connection before answering")
 
 
 async def test_cut_mid_body_is_broken_response(server_factory) -> None:
-    async def cut(reader, writer, srv: Server) -> None:
-        await srv.read_request(reader)
-        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"partial":')
-        await writer.drain()
-
-    srv = await server_factory(cut)
-    client = await new_client()
-    with pytest.raises(UpstreamBrokenResponse, match="closed mid-response"):
-        await client.post(srv.url + "/a", b"{}")
-    await client.aclose()
+    srv = await server_factory(answer_once(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"partial":'))
+    await post_fails(srv, UpstreamBrokenResponse, "closed mid-response")
 
 
 async def test_garbage_is_broken_response(server_factory) -> None:
-    async def garbage(reader, writer, srv: Server) -> None:
-        await srv.read_request(reader)
-        writer.write(b"SMTP ready\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(0.5)
-
-    srv = await server_factory(garbage)
-    client = await new_client()
-    with pytest.raises(UpstreamBrokenResponse, match="malformed HTTP response"):
-        await client.post(srv.url + "/a", b"{}")
-    await client.aclose()
+    srv = await server_factory(answer_once(b"SMTP ready\r\n\r\n", linger=0.5))
+    await post_fails(srv, UpstreamBrokenResponse, "malformed HTTP response")
 
 
 async def test_read_timeout_closes_the_connection(server_factory) -> None:
@@ -309,13 +295,7 @@ async def test_connect_refused_names_the_address() -> None:
 
 
 async def test_connection_limit_queues_requests(server_factory) -> None:
-    async def slow_echo(reader, writer, srv: Server) -> None:
-        while (request := await srv.read_request(reader)) is not None:
-            await asyncio.sleep(0.05)
-            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
-            await writer.drain()
-
-    srv = await server_factory(slow_echo)
+    srv = await server_factory(echo(0.05))
     client = await new_client(max_connections=2)
     results = await asyncio.gather(*(client.post(srv.url + "/a", b"%d" % i) for i in range(7)))
     assert results == [(200, b"%d" % i) for i in range(7)]
@@ -418,13 +398,7 @@ async def test_https_upstream(server_factory, self_signed: tuple[Path, Path]) ->
 
 
 async def test_host_names_are_resolved_once_for_a_burst(server_factory) -> None:
-    async def slow_echo(reader, writer, srv: Server) -> None:
-        while (request := await srv.read_request(reader)) is not None:
-            await asyncio.sleep(0.05)
-            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
-            await writer.drain()
-
-    srv = await server_factory(slow_echo)
+    srv = await server_factory(echo(0.05))
     client = await new_client()
     loop = asyncio.get_running_loop()
     lookups: list[str] = []
@@ -465,13 +439,7 @@ async def test_unresolvable_host_is_a_connect_error() -> None:
 
 
 async def test_cancelled_waiter_does_not_stall_the_queue(server_factory) -> None:
-    async def slow_echo(reader, writer, srv: Server) -> None:
-        while (request := await srv.read_request(reader)) is not None:
-            await asyncio.sleep(0.1)
-            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
-            await writer.drain()
-
-    srv = await server_factory(slow_echo)
+    srv = await server_factory(echo(0.1))
     client = await new_client(max_connections=1)
     first = asyncio.ensure_future(client.post(srv.url + "/a", b"1"))
     await asyncio.sleep(0.02)
@@ -499,13 +467,7 @@ async def test_post_nowait_uses_an_idle_connection_or_declines(server_factory) -
 
 
 async def test_abandoned_nowait_answer_is_read_and_the_connection_reused(server_factory) -> None:
-    async def slow_echo(reader, writer, srv: Server) -> None:
-        while (request := await srv.read_request(reader)) is not None:
-            await asyncio.sleep(0.05)
-            writer.write(reply(request.split(b"\r\n\r\n", 1)[1]))
-            await writer.drain()
-
-    srv = await server_factory(slow_echo)
+    srv = await server_factory(echo(0.05))
     client = await new_client(max_connections=1)
     await client.post(srv.url + "/a", b"warm")
     future = client.post_nowait(srv.url + "/a", b"abandoned")
