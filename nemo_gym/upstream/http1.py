@@ -129,7 +129,7 @@ class _Connection(asyncio.Protocol):
 
     # ---- httptools callbacks ------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-encoding":
+        if len(name) == 16 and name.lower() == b"content-encoding":
             self._encoding = value.strip().lower()
 
     def on_headers_complete(self) -> None:

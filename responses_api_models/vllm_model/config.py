@@ -47,7 +47,17 @@ class VLLMModelConfig(BaseServerConfig):
                     raise ValueError(
                         f"{url!r} is not an http(s) URL (expected e.g. http://127.0.0.1:8000/v1)"
                     )
+                if any(c.isspace() or not c.isprintable() for c in url):
+                    raise ValueError(f"{url!r} contains whitespace or control characters")
             return [u.rstrip("/") for u in value]
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_fits_in_a_header(cls, value: str) -> str:
+        # Sent as "authorization: Bearer <key>"; the message must not repeat the secret.
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("contains a line break or NUL character (check how the key was pasted)")
         return value
 
     @model_validator(mode="after")

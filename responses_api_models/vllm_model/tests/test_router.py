@@ -51,3 +51,17 @@ def test_workers_select_hash_routing() -> None:
         VLLMModelConfig.model_validate({**base, "workers": 2, "routing": "round_robin"})
     with pytest.raises(ValidationError, match="is not an http"):
         VLLMModelConfig.model_validate({**base, "base_url": "a:1/v1"})
+
+
+def test_header_breaking_values_are_refused_without_echoing_the_key() -> None:
+    base = {"base_url": "http://a:1/v1", "api_key": "k", "model": "m"}
+    with pytest.raises(ValidationError) as caught:
+        VLLMModelConfig.model_validate({**base, "api_key": "sk-SECRET123\nx-injected: 1"})
+    error = caught.value.errors()[0]
+    assert error["loc"] == ("api_key",)
+    assert (
+        error["msg"] == "Value error, contains a line break or NUL character (check how the key was pasted)"
+    )
+    assert "SECRET123" not in error["msg"]
+    with pytest.raises(ValidationError, match="contains whitespace or control characters"):
+        VLLMModelConfig.model_validate({**base, "base_url": "http://a:1/v1\r\nhost: evil"})
