@@ -4,6 +4,7 @@ uvicorn writes the status line and headers on `http.response.start` and the body
 `http.response.body`: two `send()` syscalls and two TCP segments per response, and the
 caller wakes up twice. Holding the head until the body (or the end of the response) halves
 that. Passed to uvicorn as `http=` (its documented way to plug in a protocol class).
+A streamed response's head goes out with its first chunk (none of our servers streams).
 """
 
 from __future__ import annotations
