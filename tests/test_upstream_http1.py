@@ -240,6 +240,24 @@ async def test_cut_mid_body_is_broken_response(server_factory) -> None:
     await post_fails(srv, UpstreamBrokenResponse, "closed mid-response")
 
 
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK"])
+async def test_body_ended_by_close_is_complete(server_factory, status_line: bytes) -> None:
+    # No Content-Length, no chunking: the body is whatever comes before the server closes.
+    srv = await server_factory(
+        answer_once(status_line + b'\r\ncontent-type: application/json\r\n\r\n{"eof":1}')
+    )
+    client = await new_client()
+    assert await client.post(srv.url + "/a", b"{}") == (200, b'{"eof":1}')
+    assert await client.post(srv.url + "/a", b"{}") == (200, b'{"eof":1}')  # on a new connection
+    assert srv.connections == 2
+    await client.aclose()
+
+
+async def test_headers_cut_short_are_broken(server_factory) -> None:
+    srv = await server_factory(answer_once(b"HTTP/1.1 200 OK\r\ncontent-type: appl"))
+    await post_fails(srv, UpstreamBrokenResponse, "closed mid-response")
+
+
 async def test_garbage_is_broken_response(server_factory) -> None:
     srv = await server_factory(answer_once(b"SMTP ready\r\n\r\n", linger=0.5))
     await post_fails(srv, UpstreamBrokenResponse, "malformed HTTP response")

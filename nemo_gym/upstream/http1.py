@@ -73,6 +73,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "_chunks",
         "_encoding",
+        "_framed",
         "_last_data",
         "_parser",
         "_received",
@@ -97,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._status = 0
         self._encoding: bytes | None = None
+        self._framed = False  # the answer says where its body ends (length or chunked)
         self._received = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_data = 0.0
@@ -120,6 +122,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._waiter is not None and self._status >= 200 and not self._framed:
+            # An answer with neither Content-Length nor chunked encoding ends where the
+            # connection does (HTTP/1.0 style, from some proxies): this EOF completes it.
+            self._complete()
         if self._waiter is not None:
             if self._received:
                 self._fail(UpstreamBrokenResponse("connection closed mid-response"))
@@ -129,22 +135,32 @@ class _Connection(asyncio.Protocol):
 
     # ---- httptools callbacks ------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == 16 and name.lower() == b"content-encoding":
+        size = len(name)
+        if size == 14 or size == 17:  # content-length, transfer-encoding
+            self._framed = self._framed or name.lower() in (b"content-length", b"transfer-encoding")
+        elif size == 16 and name.lower() == b"content-encoding":
             self._encoding = value.strip().lower()
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if status in (204, 304) or status < 200:
+            self._framed = True  # no body by definition
+        self._status = status
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
-        waiter = self._waiter
-        if waiter is None:
+        if self._waiter is None:
             return
         if self._status < 200:  # an interim 1xx answer: the real one follows
-            self._chunks, self._encoding = [], None
+            self._chunks, self._encoding, self._status, self._framed = [], None, 0, False
             return
+        self._complete()
+
+    def _complete(self) -> None:
+        waiter = self._waiter
+        assert waiter is not None
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._waiter = None
         self._stop_timer()
@@ -170,6 +186,8 @@ class _Connection(asyncio.Protocol):
         self._chunks = []
         self._encoding = None
         self._received = False
+        self._status = 0
+        self._framed = False
         timeout = self.client.read_timeout
         if timeout is not None:
             self._last_data = loop.time()
