@@ -57,7 +57,7 @@ def root_of(base_url: str) -> str:
 
 
 class UpstreamPool:
-    """`client_factory` (tests) returns an httpx.AsyncClient per upstream; default: aiohttp."""
+    """`client_factory` (tests) returns an httpx.AsyncClient per upstream; default: `Http1UpstreamClient`."""
 
     def __init__(self, settings: UpstreamSettings, client_factory: Any = None) -> None:
         if not settings.base_urls:
