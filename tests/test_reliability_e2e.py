@@ -156,6 +156,7 @@ def test_dead_upstream_is_taken_back_when_healthy() -> None:
                     ("healthy", True),
                     ("unhealthy", False),
                 ]
+                assert report[1]["error"].startswith(f"cannot connect to 127.0.0.1:{port_b}: ")
                 proc_b = start_simulator(port_b, "--instance-id", "B")
                 deadline = time.monotonic() + 10
                 while (

@@ -367,7 +367,7 @@ async def test_get_status(server_factory) -> None:
     client = await new_client()
     assert await client.get_status(srv.url + "/health", timeout_s=1.0) == 503
     assert srv.requests == [b"GET /health HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n\r\n" % srv.port]
-    with pytest.raises(UpstreamConnectError, match="TimeoutError"):
+    with pytest.raises(UpstreamConnectError, match=r"no answer within 0.1s"):
         await client.get_status(silent.url + "/health", timeout_s=0.1)
     await client.aclose()
 

@@ -310,8 +310,12 @@ class Http1UpstreamClient:
                 target = self._target(url)
                 conn = self._pop_idle(target.origin) or await self._open(target.origin)
                 return (await conn.request(target.get_request))[0]
-        except (UpstreamConnectError, UpstreamBrokenResponse, UpstreamReadTimeout, TimeoutError) as exc:
-            raise UpstreamConnectError(type(exc).__name__) from None
+        except (TimeoutError, UpstreamReadTimeout):
+            raise UpstreamConnectError(f"no answer within {timeout_s}s") from None
+        except UpstreamConnectError:
+            raise
+        except UpstreamBrokenResponse as exc:
+            raise UpstreamConnectError(str(exc)) from None
 
     # ---- the pool -------------------------------------------------------------------------
     def _pop_idle(self, origin: Origin) -> _Connection | None:
@@ -321,8 +325,8 @@ class Http1UpstreamClient:
         now = self.loop.time()
         while idle:
             conn = idle.popitem()[0]
-            if conn.closed:
-                continue
+            if conn.closed or conn.transport.is_closing():  # type: ignore[union-attr]
+                continue  # the server closed it; connection_lost will forget it
             if now - conn.idle_since < self.keepalive:
                 return conn
             # The most recently used is already too old, so every other one is too.
