@@ -118,15 +118,6 @@ def answer_once(raw: bytes, linger: float = 0.0) -> Handler:
     return handler
 
 
-async def post_fails(srv: Server, error: type[Exception], match: str, **client_args: object) -> None:
-    client = await new_client(**client_args)
-    try:
-        with pytest.raises(error, match=match):
-            await client.post(srv.url + "/a", b"{}")
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
 async def server_factory() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
     servers: list[Server] = []
@@ -198,11 +189,6 @@ async def test_chunked_and_gzip_bodies(server_factory) -> None:
     await client.aclose()
 
 
-async def test_unsupported_encoding_is_a_broken_response(server_factory) -> None:
-    srv = await server_factory(answer_once(reply(b"xx", extra=b"content-encoding: br\r\n")))
-    await post_fails(srv, UpstreamBrokenResponse, "unsupported content-encoding 'br'")
-
-
 async def test_interim_100_continue_is_skipped(server_factory) -> None:
     srv = await server_factory(answer_once(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(b'{"ok":1}')))
     client = await new_client()
@@ -230,16 +216,6 @@ async def test_idle_connection_closed_by_server_is_replaced(server_factory) -> N
     await client.aclose()
 
 
-async def test_closed_before_answering_is_connection_lost(server_factory) -> None:
-    srv = await server_factory(answer_once(b""))
-    await post_fails(srv, UpstreamConnectionLost, "closed the connection before answering")
-
-
-async def test_cut_mid_body_is_broken_response(server_factory) -> None:
-    srv = await server_factory(answer_once(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"partial":'))
-    await post_fails(srv, UpstreamBrokenResponse, "closed mid-response")
-
-
 @pytest.mark.parametrize("status_line", [b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK"])
 async def test_body_ended_by_close_is_complete(server_factory, status_line: bytes) -> None:
     # No Content-Length, no chunking: the body is whatever comes before the server closes.
@@ -253,14 +229,35 @@ async def test_body_ended_by_close_is_complete(server_factory, status_line: byte
     await client.aclose()
 
 
-async def test_headers_cut_short_are_broken(server_factory) -> None:
-    srv = await server_factory(answer_once(b"HTTP/1.1 200 OK\r\ncontent-type: appl"))
-    await post_fails(srv, UpstreamBrokenResponse, "closed mid-response")
-
-
-async def test_garbage_is_broken_response(server_factory) -> None:
-    srv = await server_factory(answer_once(b"SMTP ready\r\n\r\n", linger=0.5))
-    await post_fails(srv, UpstreamBrokenResponse, "malformed HTTP response")
+@pytest.mark.parametrize(
+    ("answer", "linger", "error", "match"),
+    [
+        (b"", 0, UpstreamConnectionLost, "closed the connection before answering"),
+        (
+            b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"partial":',
+            0,
+            UpstreamBrokenResponse,
+            "closed mid-response",
+        ),
+        (b"HTTP/1.1 200 OK\r\ncontent-type: appl", 0, UpstreamBrokenResponse, "closed mid-response"),
+        (b"SMTP ready\r\n\r\n", 0.5, UpstreamBrokenResponse, "malformed HTTP response"),
+        (
+            reply(b"xx", extra=b"content-encoding: br\r\n"),
+            0,
+            UpstreamBrokenResponse,
+            "unsupported content-encoding 'br'",
+        ),
+    ],
+    ids=["closed-before-answer", "cut-mid-body", "cut-mid-headers", "not-http", "unknown-encoding"],
+)
+async def test_each_failure_kind(
+    server_factory, answer: bytes, linger: float, error: type, match: str
+) -> None:
+    srv = await server_factory(answer_once(answer, linger=linger))
+    client = await new_client()
+    with pytest.raises(error, match=match):
+        await client.post(srv.url + "/a", b"{}")
+    await client.aclose()
 
 
 async def test_read_timeout_closes_the_connection(server_factory) -> None:
