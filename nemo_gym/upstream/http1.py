@@ -45,6 +45,9 @@ class _Target:
     post_head: bytes  # "POST <path> HTTP/1.1\r\nHost…\r\n<fixed headers>content-length: "
     get_request: bytes  # a complete GET request for the same URL
 
+    def post_request(self, content: bytes) -> bytes:
+        return b"%b%d\r\n\r\n%b" % (self.post_head, len(content), content)
+
 
 def _parse_target(url: str, headers: dict[str, str]) -> _Target:
     parts = urlsplit(url)
@@ -292,7 +295,7 @@ class Http1UpstreamClient:
     async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
         target = self._target(url)
         conn = self._pop_idle(target.origin) or await self._open(target.origin)
-        return await conn.request(b"%b%d\r\n\r\n%b" % (target.post_head, len(content), content))
+        return await conn.request(target.post_request(content))
 
     def post_nowait(self, url: str, content: bytes) -> asyncio.Future[tuple[int, bytes]] | None:
         """Send at once on an idle connection and return the answer's future, or None when no
@@ -302,7 +305,7 @@ class Http1UpstreamClient:
         conn = self._pop_idle(target.origin)
         if conn is None:
             return None
-        return conn.send(b"%b%d\r\n\r\n%b" % (target.post_head, len(content), content))
+        return conn.send(target.post_request(content))
 
     async def get_status(self, url: str, timeout_s: float) -> int:
         try:

@@ -50,6 +50,9 @@ class Upstream:
     client: UpstreamClient
     probe: asyncio.Task[None] | None = field(default=None, repr=False)
 
+    def url(self, path: str, at_root: bool) -> str:
+        return (self.root_url if at_root else self.base_url) + path
+
 
 def root_of(base_url: str) -> str:
     base = base_url.rstrip("/")
@@ -151,7 +154,7 @@ class UpstreamPool:
         send = getattr(upstream.client, "post_nowait", None)
         if send is None:
             return None
-        return send((upstream.root_url if at_root else upstream.base_url) + path, orjson.dumps(body))
+        return send(upstream.url(path, at_root), orjson.dumps(body))
 
     @staticmethod
     async def nowait_result(future: asyncio.Future[tuple[int, bytes]]) -> dict[str, Any] | None:
@@ -194,7 +197,7 @@ class UpstreamPool:
         content = orjson.dumps(body)
         attempts = self.settings.max_retries + 1
         for attempt in range(attempts):
-            url = (upstream.root_url if at_root else upstream.base_url) + path
+            url = upstream.url(path, at_root)
             last = attempt == attempts - 1
             try:
                 status, payload = await upstream.client.post(url, content)
