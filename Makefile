@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench test-real-vllm clean
+.PHONY: test lint demo bench test-real-vllm test-compat clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,5 +37,13 @@ test-real-vllm: $(STAMP)
 		$(BIN)/python -m pytest -m real_vllm tests/real_vllm -v; status=$$?; \
 		bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop 18300; bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop 18301; exit $$status
 
+# Opt-in tier: NeMo Gym 0.7.0's own in-scope environments (downloaded into .compat_cache/, never
+# committed) built, run end to end against the simulator, and their own tests run, on our framework.
+# Report: .compat_cache/report.json. Not part of `make test`.
+COMPAT_CACHE := .compat_cache
+test-compat: $(STAMP)
+	$(BIN)/python -m tests.compat.harness prepare
+	NG_COMPAT_EXTRA_ROOTS=$(CURDIR)/$(COMPAT_CACHE)/wheel $(COMPAT_CACHE)/venv/bin/python -m pytest -m compat tests/compat -v -rA $(COMPAT_ARGS)
+
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results $(COMPAT_CACHE)

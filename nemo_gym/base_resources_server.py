@@ -1,52 +1,116 @@
-"""Base for resources servers: tools as POST endpoints, plus `/seed_session` and `/verify`."""
+"""Base for resources servers: tools as POST endpoints, plus `/seed_session`, `/verify`
+and `/aggregate_metrics`.
+
+Routes are the server's own bound methods, so FastAPI validates each body against the type
+the subclass annotates (`verify(self, body: MyVerifyRequest)`), with or without a
+`request: Request` parameter, exactly as NeMo Gym environments are written.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from enum import Enum
+from typing import ClassVar
 
-from fastapi import FastAPI, Request
-from pydantic import BaseModel, ConfigDict
-from starlette.responses import Response
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
 
-from nemo_gym.server.base import BaseServer, BaseServerConfig
-from nemo_gym.server.json_io import json_response, read_json_object
+from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
+from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
+from nemo_gym.reward_profile import AggregateMetricsMixin, compute_aggregate_metrics
+from nemo_gym.server.base import BaseServerConfig, SimpleServer
+
+# Keys under which MCP metadata and session tokens travel in NeMo Gym (kept for imports).
+NEMO_GYM_MCP_SESSION_TOKEN_HEADER = "X-NeMo-Gym-Session-Token"
+NEMO_GYM_MCP_METADATA_KEY = "mcp"
+
+
+class ReverifyMode(str, Enum):  # noqa: UP042 -- NeMo Gym compares and prints it as (str, Enum)
+    STATELESS = "stateless"
+    UNSUPPORTED = "unsupported"
+    UNKNOWN = "unknown"
 
 
 class BaseResourcesServerConfig(BaseServerConfig):
+    expose_tools_over_mcp: bool = False
+    REVERIFY_MODE: ClassVar[ReverifyMode] = ReverifyMode.UNKNOWN
+
+
+class BaseRunRequest(BaseModel):
+    """A dataset row as the agent's `/run` receives it; the row's other fields pass through."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    responses_create_params: NeMoGymResponseCreateParamsNonStreaming
+    capture_rollout_id: str | None = Field(default=None, alias="_ng_rollout_id", exclude=True)
+
+
+class BaseVerifyRequest(BaseRunRequest):
+    response: NeMoGymResponse
+
+
+class BaseVerifyResponse(BaseVerifyRequest):
+    reward: float
+    # True when the reward is not a valid measurement (the environment failed, not the model).
+    mask_sample: bool = False
+    failure_kind: str | None = None
+    failure_reason: str | None = None
+
+
+class BaseMultiRewardVerifyResponse(BaseVerifyResponse):
+    reward_components: dict[str, float]
+
+
+class BaseSeedSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class BaseSeedSessionResponse(BaseModel):
     pass
 
 
-class BaseVerifyRequest(BaseModel):
-    """A row's fields (passed through) plus the agent's final `response`."""
+class SimpleResourcesServer(AggregateMetricsMixin, SimpleServer):
+    config: BaseResourcesServerConfig
 
-    model_config = ConfigDict(extra="allow")
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.post("/seed_session")(self.seed_session)
+        app.post("/verify")(self.verify)
+        app.post("/aggregate_metrics")(self.aggregate_metrics)
+        app.get("/reverify_mode")(self.get_reverify_mode)
+        return app
 
-    responses_create_params: dict[str, Any]
-    response: dict[str, Any]
+    async def seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
+        """Prepare per-rollout state (keyed by `request.session[SESSION_ID_KEY]`); default: none."""
+        return BaseSeedSessionResponse()
+
+    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        """Score a finished rollout. Every resources server overrides this."""
+        raise TypeError(f"{type(self).__name__} does not define verify()")
+
+    async def aggregate_metrics(self, body: AggregateMetricsRequest) -> AggregateMetrics:
+        return compute_aggregate_metrics(
+            body.verify_responses,
+            compute_metrics_fn=self.compute_metrics,
+            get_key_metrics_fn=self.get_key_metrics,
+            compute_repeat_metrics_fn=self.compute_repeat_metrics,
+        )
+
+    async def get_reverify_mode(self) -> ReverifyMode:
+        return self.config.REVERIFY_MODE
 
 
-class SimpleResourcesServer(BaseServer):
-    config_class = BaseResourcesServerConfig
-
-    async def seed_session(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        """Prepare per-rollout state (keyed by the session cookie). Default: nothing."""
-        return {}
-
-    async def verify(self, request: Request, body: BaseVerifyRequest) -> dict[str, Any]:
-        """Score a finished rollout: return the request plus at least `reward`."""
-        raise NotImplementedError  # every concrete resources server defines its verifier
-
-    def add_tool_routes(self, app: FastAPI) -> None:
-        """Register the tool endpoints (`POST /<tool name>`)."""
-
-    def add_routes(self, app: FastAPI) -> None:
-        async def seed_session(request: Request) -> Response:
-            return json_response(await self.seed_session(request, await read_json_object(request)))
-
-        async def verify(request: Request) -> Response:
-            body = BaseVerifyRequest.model_validate(await read_json_object(request))
-            return json_response(await self.verify(request, body))
-
-        app.add_api_route("/seed_session", seed_session, methods=["POST"])
-        app.add_api_route("/verify", verify, methods=["POST"])
-        self.add_tool_routes(app)
+__all__ = [
+    "NEMO_GYM_MCP_METADATA_KEY",
+    "NEMO_GYM_MCP_SESSION_TOKEN_HEADER",
+    "AggregateMetrics",
+    "AggregateMetricsRequest",
+    "BaseMultiRewardVerifyResponse",
+    "BaseResourcesServerConfig",
+    "BaseRunRequest",
+    "BaseSeedSessionRequest",
+    "BaseSeedSessionResponse",
+    "BaseVerifyRequest",
+    "BaseVerifyResponse",
+    "ReverifyMode",
+    "SimpleResourcesServer",
+]

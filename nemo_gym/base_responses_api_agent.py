@@ -1,35 +1,55 @@
-"""Base for agents: `/v1/responses` (the agent loop) and `/run` (seed → loop → verify)."""
+"""Base for agents: `/v1/responses` (the agent loop), `/run` (seed → loop → verify) and
+`/aggregate_metrics`.
+
+As for resources servers, the routes are bound methods, so an agent's own annotations on
+`responses(self, request, response, body)` and `run(self, request, body)` decide what
+FastAPI validates and injects.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import Body, FastAPI
+from pydantic import Field
 
-from fastapi import FastAPI, Request
-from starlette.responses import Response
-
-from nemo_gym.server.base import BaseServer, BaseServerConfig
-from nemo_gym.server.json_io import json_response, read_json_object
+from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyResponse
+from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
+from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
+from nemo_gym.reward_profile import AggregateMetricsMixin, compute_aggregate_metrics
+from nemo_gym.server.base import BaseServerConfig, SimpleServer
 
 
 class BaseResponsesAPIAgentConfig(BaseServerConfig):
-    pass
+    skip_verification: bool = False
+    skip_verification_reward: float = 0.0
+    session_close_retry_window_seconds: float = Field(default=300, gt=0)
+    token_id_capture: bool = False
 
 
-class SimpleResponsesAPIAgent(BaseServer):
-    config_class = BaseResponsesAPIAgentConfig
+class SimpleResponsesAPIAgent(AggregateMetricsMixin, SimpleServer):
+    config: BaseResponsesAPIAgentConfig
 
-    async def responses(self, body: dict[str, Any], cookies: dict[str, str]) -> dict[str, Any]:
-        raise NotImplementedError  # each agent defines its loop
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.post("/v1/responses")(self.responses)
+        app.post("/run")(self.run)
+        app.post("/aggregate_metrics")(self.aggregate_metrics)
+        return app
 
-    async def run(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError  # each agent defines its episode
+    async def responses(self, body: NeMoGymResponseCreateParamsNonStreaming = Body()) -> NeMoGymResponse:
+        raise TypeError(f"{type(self).__name__} does not define responses()")
 
-    def add_routes(self, app: FastAPI) -> None:
-        async def responses(request: Request) -> Response:
-            return json_response(await self.responses(await read_json_object(request), dict(request.cookies)))
+    async def run(self, body: BaseRunRequest = Body()) -> BaseVerifyResponse:
+        raise TypeError(f"{type(self).__name__} does not define run()")
 
-        async def run(request: Request) -> Response:
-            return json_response(await self.run(await read_json_object(request)))
+    async def aggregate_metrics(self, body: AggregateMetricsRequest = Body()) -> AggregateMetrics:
+        if self.config.skip_verification:
+            return AggregateMetrics()
+        return compute_aggregate_metrics(
+            body.verify_responses,
+            compute_metrics_fn=self.compute_metrics,
+            get_key_metrics_fn=self.get_key_metrics,
+            compute_repeat_metrics_fn=self.compute_repeat_metrics,
+        )
 
-        app.add_api_route("/v1/responses", responses, methods=["POST"])
-        app.add_api_route("/run", run, methods=["POST"])
+
+__all__ = ["BaseResponsesAPIAgentConfig", "Body", "SimpleResponsesAPIAgent"]

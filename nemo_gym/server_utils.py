@@ -1,8 +1,31 @@
 """Names user code imports, as in NeMo Gym: `from nemo_gym.server_utils import ServerClient`."""
 
-from nemo_gym.http.server_client import ServerClient, ServerResponseError, raise_for_status
-from nemo_gym.server.base import BaseServer, BaseServerConfig
+from __future__ import annotations
+
+from nemo_gym.http.server_client import (
+    ServerClient,
+    ServerResponseError,
+    get_response_json,
+    raise_for_status,
+    request,
+)
+from nemo_gym.server.base import BaseServer, BaseServerConfig, SimpleServer
 from nemo_gym.server.sessions import SESSION_ID_KEY
+
+# uvicorn workers re-import an entrypoint by path in NeMo Gym; ours rebuild the server
+# from an app factory (nemo_gym.server.worker_app), so no module is ever such an entrypoint.
+IS_NEMO_GYM_FASTAPI_ENTRYPOINT_KEY_NAME = "IS_NEMO_GYM_FASTAPI_ENTRYPOINT"
+
+
+def is_nemo_gym_fastapi_entrypoint(file: str) -> bool:
+    return False
+
+
+def get_first_server_config_dict(global_config_dict, server_name):  # type: ignore[no-untyped-def]
+    from nemo_gym.global_config import get_first_server_config_dict as first
+
+    return first(global_config_dict, server_name)
+
 
 __all__ = [
     "SESSION_ID_KEY",
@@ -10,5 +33,10 @@ __all__ = [
     "BaseServerConfig",
     "ServerClient",
     "ServerResponseError",
+    "SimpleServer",
+    "get_first_server_config_dict",
+    "get_response_json",
+    "is_nemo_gym_fastapi_entrypoint",
     "raise_for_status",
+    "request",
 ]

@@ -47,7 +47,7 @@ def test_start_health_serverclient_and_sigint(tmp_path: Path) -> None:
                 response = await client.post(
                     server_name="echo_a", url_path="/call_peer", json={"peer": "echo_b", "text": "hi"}
                 )
-                return response.json()
+                return await response.json()
             finally:
                 await close_shared_client()
 

@@ -12,7 +12,7 @@ from tests.servers.echo_app import EchoConfig, EchoServer
 
 def echo_app(secret: str = "s3cret") -> httpx.AsyncClient:
     context = RuntimeContext(global_config={}, origins={}, instance_name="echo_a", session_secret=secret)
-    app = EchoServer(EchoConfig(), context).setup_webserver()
+    app = EchoServer(config=EchoConfig()).bind_context(context).build_asgi()
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://echo")
 
 
@@ -69,7 +69,7 @@ async def test_openai_style_errors() -> None:
 
 async def test_unhandled_error_is_one_line_500() -> None:
     context = RuntimeContext(global_config={}, origins={}, instance_name="e", session_secret="s")
-    app = EchoServer(EchoConfig(), context).setup_webserver()
+    app = EchoServer(config=EchoConfig()).bind_context(context).build_asgi()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
         r = await client.get("/fail")
@@ -108,9 +108,9 @@ async def test_oversized_bodies_get_413_on_plain_and_fast_routes() -> None:
     from responses_api_models.vllm_model.config import VLLMModelConfig
 
     context = RuntimeContext(global_config={}, origins={}, instance_name="e", session_secret="s")
-    echo = EchoServer(EchoConfig(max_body_bytes=100), context).setup_webserver()
+    echo = EchoServer(config=EchoConfig(max_body_bytes=100)).bind_context(context).build_asgi()
     config = VLLMModelConfig(base_url=["http://up:1/v1"], api_key="k", model="m", max_body_bytes=100)
-    adapter = VLLMModel(config, context, client_factory=httpx.AsyncClient).setup_webserver()
+    adapter = VLLMModel(config=config, client_factory=httpx.AsyncClient).bind_context(context).build_asgi()
     big = {"text": "x" * 200}
     expected = {
         "message": "request body is larger than the limit of 100 bytes",

@@ -17,6 +17,7 @@ from nemo_gym.config import assign_ports, discover_instances, load_config
 from nemo_gym.config.redact import SecretScrubber, secret_values
 from nemo_gym.runner.head_server import HeadServerThread, build_head_app
 from nemo_gym.runner.processes import ChildProcess, stop_all
+from nemo_gym.runner.ray_cluster import RAY_ADDRESS_KEY, RayCluster, server_needs_ray
 from nemo_gym.server.context import write_runtime_file
 
 RUNNER_KEYS = ("startup_timeout", "log_dir", "shutdown_grace")
@@ -61,6 +62,19 @@ def main(args: list[str]) -> int:
     if not instances:
         print('config error: no server instances found; pass "+config_paths=[...]"', file=sys.stderr)
         return 2
+
+    ray_cluster = RayCluster()
+    needing_ray = [inst.name for inst in instances if server_needs_ray(inst.entrypoint)]
+    if needing_ray:
+        configured = loaded.config.get(RAY_ADDRESS_KEY)
+        try:
+            address = ray_cluster.ensure(str(configured) if configured else None)
+        except RuntimeError as exc:
+            print(f"error: {exc} (needed by: {', '.join(needing_ray)})", file=sys.stderr)
+            return 2
+        verb = "Joined" if configured else "Started"
+        print(f"{verb} the Ray cluster at {address} for: {', '.join(needing_ray)}", flush=True)
+        OmegaConf.update(loaded.config, RAY_ADDRESS_KEY, address, force_add=True)
 
     session_secret = str(loaded.config.get("session_secret") or secrets.token_hex(32))
     config_file = write_runtime_file(loaded, session_secret)
@@ -145,6 +159,7 @@ def main(args: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all(children, grace=grace)
         head.stop()
+        ray_cluster.stop()
         config_file.unlink(missing_ok=True)
     print("All servers stopped.", flush=True)
     return exit_code

@@ -1,74 +1,145 @@
-"""Call other server instances by name, through one pooled client per process."""
+"""Call other server instances by name, through one pooled aiohttp session per process.
+
+The answer is aiohttp's own `ClientResponse` (`status`, `ok`, `cookies`, `await json()`,
+`await read()`), which is what NeMo Gym environments are written against. Going through
+aiohttp directly, rather than httpx on an aiohttp transport, removes a whole client layer
+from every agent step.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from collections.abc import Iterable, Mapping
+from http.cookies import BaseCookie, Morsel
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel
 
-from nemo_gym.http.transport import ClientLimits, make_async_client
-
 SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
 HEAD_SERVER_DEFAULT = {"host": "127.0.0.1", "port": 11000}
+# Overrides where ServerClient.load_from_global_config() finds the head server ("host:port").
+HEAD_SERVER_ENV_VAR = "NEMO_GYM_HEAD_SERVER"
 
-_shared: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+# Idle connections are dropped before the server side does (our servers keep 30 s), which
+# narrows the race of reusing a connection the server is closing at that moment.
+KEEPALIVE_SECONDS = 20.0
+MAX_CONNECTIONS = 4096
+
+_shared: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
 
 
 class HeadServerUnreachable(RuntimeError):
     pass
 
 
-class ServerResponseError(RuntimeError):
-    """A non-2xx answer from another server, with its body so the cause is visible."""
+class ServerResponseError(aiohttp.ClientResponseError):
+    """A non-2xx answer from another server, carrying its body so the cause is visible.
 
-    def __init__(self, response: httpx.Response) -> None:
-        body = response.text[:2000]
+    `response_content` holds the raw body, as NeMo Gym's `raise_for_status` leaves it.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, content: bytes) -> None:
         super().__init__(
-            f"{response.request.method} {response.request.url} returned {response.status_code}: {body}"
+            response.request_info,
+            (),
+            status=response.status,
+            message=response.reason or "",
+            headers=response.headers,
         )
-        self.response = response
-        self.status_code = response.status_code
+        self.response_content = content
+        self.status_code = response.status
+        self.url = str(response.url)
+        self.method = response.method
+
+    def __str__(self) -> str:
+        body = self.response_content[:2000].decode(errors="replace")
+        return f"{self.method} {self.url} returned {self.status}: {body}"
 
 
-def error_message(response: httpx.Response, limit: int = 1000) -> str:
+def message_from_body(content: bytes, limit: int = 1000) -> str:
     """The message of an OpenAI-style error body, else the start of the body text."""
     try:
-        message = response.json()["error"]["message"]
+        message = orjson.loads(content)["error"]["message"]
         if isinstance(message, str):
             return message
-    except (ValueError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError):
         pass
-    return response.text[:limit]
+    return content[:limit].decode(errors="replace")
 
 
-def raise_for_status(response: httpx.Response) -> httpx.Response:
-    if response.is_error:
-        raise ServerResponseError(response)
-    return response
+async def error_message(response: aiohttp.ClientResponse, limit: int = 1000) -> str:
+    return message_from_body(await response.read(), limit)
 
 
-def shared_client() -> httpx.AsyncClient:
-    """The process-wide pooled client (one per event loop: aiohttp sessions are loop-bound)."""
+async def raise_for_status(response: aiohttp.ClientResponse, content: bytes | None = None) -> None:
+    """Raise `ServerResponseError` (an `aiohttp.ClientResponseError`) on a non-2xx answer."""
+    if response.status < 400:
+        return
+    if content is None:
+        content = await response.read()
+    raise ServerResponseError(response, content)
+
+
+async def get_response_json(response: aiohttp.ClientResponse) -> Any:
+    return orjson.loads(await response.read())
+
+
+def _new_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=300
+    )
+    # DummyCookieJar: a shared session must never remember session cookies, or it would
+    # merge the sessions of every rollout in the process. Callers pass cookies per call.
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+    )
+
+
+def shared_session() -> aiohttp.ClientSession:
+    """The process-wide pooled session (one per event loop: aiohttp sessions are loop-bound)."""
     global _shared
     loop = asyncio.get_running_loop()
-    if _shared is None or _shared[0] is not loop or _shared[1].is_closed:
-        _shared = (loop, make_async_client(ClientLimits()))
+    if _shared is None or _shared[0] is not loop or _shared[1].closed:
+        _shared = (loop, _new_session())
     return _shared[1]
 
 
 async def close_shared_client() -> None:
-    """Close this process's pooled client (end of a CLI run), so no connection is left dangling."""
+    """Close this process's pooled session (end of a CLI run), so no connection is left dangling."""
     global _shared
     if _shared is not None:
-        client = _shared[1]
+        session = _shared[1]
         _shared = None
-        await client.aclose()
+        if not session.closed:
+            await session.close()
+
+
+def _cookie_header(cookies: Any) -> str | None:
+    """A `Cookie` header from a dict, an aiohttp/`http.cookies` jar of morsels, or pairs."""
+    if not cookies:
+        return None
+    pairs: Iterable[tuple[str, Any]]
+    if isinstance(cookies, BaseCookie):
+        pairs = ((name, morsel.value) for name, morsel in cookies.items())
+    elif isinstance(cookies, Mapping):
+        pairs = cookies.items()
+    else:
+        pairs = cookies
+    parts = []
+    for name, value in pairs:
+        if isinstance(value, Morsel):
+            value = value.value
+        parts.append(f"{name}={value}")
+    return "; ".join(parts) or None
 
 
 def _encode(json: Any) -> bytes:
@@ -77,31 +148,85 @@ def _encode(json: Any) -> bytes:
     return orjson.dumps(json, option=orjson.OPT_NON_STR_KEYS)
 
 
+def _prepare(kwargs: dict[str, Any], json: Any, cookies: Any) -> dict[str, Any]:
+    headers = kwargs.pop("headers", None)
+    headers = dict(headers) if headers else {}
+    if json is not None:
+        kwargs["data"] = _encode(json)
+        headers.setdefault("content-type", "application/json")
+    cookie = _cookie_header(cookies)
+    if cookie:
+        headers["cookie"] = cookie
+    if headers:
+        kwargs["headers"] = headers
+    return kwargs
+
+
+async def request(
+    method: str, url: str, json: Any = None, cookies: Any = None, **kwargs: Any
+) -> aiohttp.ClientResponse:
+    """One request on the shared session, for URLs outside the running config."""
+    return await shared_session().request(method, url, **_prepare(kwargs, json, cookies))
+
+
+def instance_urls(global_config: Mapping[str, Any]) -> dict[str, str]:
+    """`instance name → http://host:port` for every server instance with a port."""
+    urls: dict[str, str] = {}
+    for name, value in global_config.items():
+        if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in SERVER_TYPES:
+            impls = next(iter(value.values()))
+            if isinstance(impls, Mapping) and len(impls) == 1:
+                impl = next(iter(impls.values()))
+                if isinstance(impl, Mapping) and impl.get("port"):
+                    urls[name] = f"http://{impl.get('host') or '127.0.0.1'}:{impl['port']}"
+    return urls
+
+
 class ServerClient:
+    """Addresses server instances by their config name.
+
+    Built as `ServerClient(global_config)` or, as NeMo Gym code does,
+    `ServerClient(head_server_config=…, global_config_dict=…)`.
+    """
+
     def __init__(
-        self, global_config: dict[str, Any] | DictConfig, client: httpx.AsyncClient | None = None
+        self,
+        global_config: Mapping[str, Any] | DictConfig | None = None,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        global_config_dict: Mapping[str, Any] | DictConfig | None = None,
+        head_server_config: Any = None,
     ) -> None:
-        if isinstance(global_config, DictConfig):
-            global_config = OmegaConf.to_container(global_config, resolve=True)  # type: ignore[assignment]
-        self.global_config: dict[str, Any] = global_config  # type: ignore[assignment]
-        self._client = client
-        self._urls: dict[str, str] = {}
-        for name, value in self.global_config.items():
-            if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SERVER_TYPES:
-                impls = next(iter(value.values()))
-                if isinstance(impls, dict) and len(impls) == 1:
-                    impl = next(iter(impls.values()))
-                    if isinstance(impl, dict) and impl.get("port"):
-                        self._urls[name] = f"http://{impl.get('host', '127.0.0.1')}:{impl['port']}"
+        config = global_config if global_config is not None else global_config_dict
+        if config is None:
+            config = {}
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
+        self.global_config: dict[str, Any] = dict(config)  # type: ignore[arg-type]
+        self.head_server_config = head_server_config
+        self._session = session
+        self._urls = instance_urls(self.global_config)
+        self._config_dict: DictConfig | None = None
+
+    @property
+    def global_config_dict(self) -> DictConfig:
+        """The running config as OmegaConf, as NeMo Gym environments read it."""
+        if self._config_dict is None:
+            self._config_dict = OmegaConf.create(self.global_config)
+        return self._config_dict
 
     @classmethod
-    def load_from_global_config(cls, head_server_config: dict[str, Any] | None = None) -> ServerClient:
-        """Fetch the running config from the head server (address from env.yaml / CLI / defaults)."""
+    def load_from_global_config(cls, head_server_config: Any = None) -> ServerClient:
+        """Fetch the running config from the head server (address from env / CLI / env.yaml / defaults)."""
         if head_server_config is None:
             head_server_config = _local_head_server_config()
-        host = head_server_config.get("host", HEAD_SERVER_DEFAULT["host"])
-        port = head_server_config.get("port", HEAD_SERVER_DEFAULT["port"])
+        elif isinstance(head_server_config, BaseModel):
+            head_server_config = head_server_config.model_dump()
+        host = head_server_config.get("host") or HEAD_SERVER_DEFAULT["host"]
+        port = head_server_config.get("port") or HEAD_SERVER_DEFAULT["port"]
         url = f"http://{host}:{port}/global_config_dict_yaml"
+        import httpx  # a blocking one-off at start, before any event loop runs
+
         try:
             response = httpx.get(url, timeout=10.0)
             response.raise_for_status()
@@ -110,12 +235,11 @@ class ServerClient:
                 f"cannot reach the NeMo Gym head server at http://{host}:{port} ({type(exc).__name__}: {exc}); "
                 "is ng_run running, and do head_server.host/port match?"
             ) from None
-        config = yaml.safe_load(response.text)
-        return cls(config)
+        return cls(yaml.safe_load(response.text), head_server_config=head_server_config)
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        return self._client or shared_client()
+    def session(self) -> aiohttp.ClientSession:
+        return self._session or shared_session()
 
     def server_names(self) -> list[str]:
         return list(self._urls)
@@ -130,41 +254,38 @@ class ServerClient:
     async def request(
         self,
         server_name: str,
-        method: str,
         url_path: str,
+        method: str = "POST",
         json: Any = None,
         cookies: Any = None,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> aiohttp.ClientResponse:
+        if method.startswith("/") and not url_path.startswith("/"):
+            # The older (server_name, method, url_path) order.
+            method, url_path = url_path, method
         url = self.url_for(server_name) + url_path
-        if json is not None:
-            headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
-            kwargs["content"] = _encode(json)
-            kwargs["headers"] = headers
-        if cookies:
-            # Pass cookies as a header: per-request `cookies=` is deprecated in httpx and
-            # would otherwise leak into the shared client's jar across rollouts.
-            jar = httpx.Cookies(cookies)
-            header = "; ".join(f"{c.name}={c.value}" for c in jar.jar)
-            kwargs["headers"] = {**kwargs.get("headers", {}), "cookie": header}
-        return await self.client.request(method, url, **kwargs)
+        return await self.session.request(method, url, **_prepare(kwargs, json, cookies))
 
     async def post(
         self, server_name: str, url_path: str, json: Any = None, cookies: Any = None, **kwargs: Any
-    ) -> httpx.Response:
-        return await self.request(server_name, "POST", url_path, json=json, cookies=cookies, **kwargs)
+    ) -> aiohttp.ClientResponse:
+        return await self.request(server_name, url_path, "POST", json=json, cookies=cookies, **kwargs)
 
     async def get(
         self, server_name: str, url_path: str, cookies: Any = None, **kwargs: Any
-    ) -> httpx.Response:
-        return await self.request(server_name, "GET", url_path, cookies=cookies, **kwargs)
+    ) -> aiohttp.ClientResponse:
+        return await self.request(server_name, url_path, "GET", cookies=cookies, **kwargs)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
 
 
 def _local_head_server_config() -> dict[str, Any]:
+    from_env = os.environ.get(HEAD_SERVER_ENV_VAR)
+    if from_env:
+        host, _, port = from_env.rpartition(":")
+        return {"host": host or HEAD_SERVER_DEFAULT["host"], "port": int(port)}
     try:
         from nemo_gym.config import load_config
 

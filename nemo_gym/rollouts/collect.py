@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from nemo_gym.http.server_client import ServerClient, error_message
+from nemo_gym.http.server_client import ServerClient, message_from_body
 from nemo_gym.rollouts.jsonl import JsonlAppender, read_complete_rows
 
 ROW_KEY = "_ng_row_index"
@@ -112,12 +112,13 @@ class RolloutCollector:
 
     async def _run_one(self, row: dict[str, Any]) -> dict[str, Any]:
         response = await self.client.post(self.settings.agent_name, "/run", json=row)
-        if response.status_code >= 400:
-            message = error_message(response)
+        content = await response.read()
+        if response.status >= 400:
+            message = message_from_body(content)
             raise RuntimeError(
-                f"agent {self.settings.agent_name!r} /run returned HTTP {response.status_code}: {message}"
+                f"agent {self.settings.agent_name!r} /run returned HTTP {response.status}: {message}"
             )
-        result = response.json()
+        result = orjson.loads(content)
         if not isinstance(result, dict):
             raise RuntimeError(
                 f"agent {self.settings.agent_name!r} /run returned {type(result).__name__}, not an object"

@@ -1,8 +1,10 @@
 """The base every server (model, resources, agent) is built on: FastAPI + uvicorn.
 
-A subclass declares a pydantic `config_class` and adds routes in `add_routes`; this class
-supplies what every server must behave the same on: `/health`, the signed session cookie,
-OpenAI-style errors, secret-scrubbed logging, and startup from `ng_run` or by hand.
+Servers are pydantic models, as in NeMo Gym: the annotation of `config` names the config
+class, the constructor takes `config=` and `server_client=`, and `setup_webserver()` returns
+the FastAPI app that subclasses extend. `SimpleServer` supplies what every server must behave
+the same on: `/health`, the signed session cookie, OpenAI-style errors, secret-scrubbed
+logging, and startup from `ng_run` or by hand.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any, ClassVar
 
 import uvicorn
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from starlette.responses import Response
 
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 from nemo_gym.config.redact import install_scrubber
+from nemo_gym.http.server_client import close_shared_client
+from nemo_gym.runner.ray_cluster import connect_server, server_needs_ray
 from nemo_gym.server.body_limit import BodyLimitMiddleware
 from nemo_gym.server.context import (
     CONFIG_FILE_VAR,
@@ -36,9 +40,8 @@ from nemo_gym.server.context import (
 from nemo_gym.server.errors import install_error_handlers
 from nemo_gym.server.fast_routes import FastHandler, FastRoutes
 from nemo_gym.server.http_protocol import PROTOCOL_PATH
-from nemo_gym.server.json_io import json_response
 from nemo_gym.server.parent_watch import die_with_parent
-from nemo_gym.server.sessions import SESSION_ID_KEY, SessionCookieMiddleware, SessionSigner
+from nemo_gym.server.sessions import SessionCookieMiddleware, SessionSigner
 from nemo_gym.server.worker_app import SERVER_CLASS_VAR
 
 logger = logging.getLogger("nemo_gym.server")
@@ -53,16 +56,6 @@ def tune_gc(thresholds: tuple[int, int, int] | None) -> None:
         gc.set_threshold(*thresholds)
 
 
-def _as_fastapi_route(handler: FastHandler) -> Any:
-    """The same handler behind FastAPI (reached only if the fast layer is bypassed)."""
-
-    async def route(request: Request) -> Response:
-        result = await handler(await request.body(), request.scope["session"][SESSION_ID_KEY])
-        return json_response(result)
-
-    return route
-
-
 class BaseServerConfig(BaseModel):
     """Keys every instance may set. Unknown keys are kept (NeMo Gym configs carry extra metadata)."""
 
@@ -71,29 +64,63 @@ class BaseServerConfig(BaseModel):
     entrypoint: str = "app.py"
     host: str = "127.0.0.1"
     port: int = 8000
+    # The instance's name in the running config (NeMo Gym: unique at runtime); ng_run fills it.
+    name: str = ""
     access_log: bool = False
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
     workers: int = Field(default=1, ge=1, le=64)
+    # NeMo Gym's spelling of `workers`; when set it wins.
+    num_workers: int | None = Field(default=None, ge=1, le=64)
     # Python's default GC thresholds (700, 10, 10) rescan every in-flight request's objects
     # over and over; at 1,024 in flight that doubled the adapter's CPU per request. None keeps
     # Python's defaults.
     gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 100)
 
+    @model_validator(mode="after")
+    def _num_workers_is_workers(self) -> BaseServerConfig:
+        if self.num_workers is not None:
+            self.workers = self.num_workers
+        return self
 
-class BaseServer:
-    config_class: ClassVar[type[BaseServerConfig]] = BaseServerConfig
 
-    def __init__(self, config: BaseServerConfig, context: RuntimeContext | None = None) -> None:
-        self.config = config
-        self.context = context
-        self.instance_name = context.instance_name if context else type(self).__name__
-        self._server_client: Any = None
+class BaseServer(BaseModel):
+    """A server is a pydantic model: its `config` field's annotation names its config class,
+    and subclasses may declare further fields (state, clients) as NeMo Gym servers do."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: BaseServerConfig
+    _context: RuntimeContext | None = PrivateAttr(default=None)
+
+    @classmethod
+    def config_class(cls) -> type[BaseServerConfig]:
+        annotation = cls.model_fields["config"].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise TypeError(f"{cls.__name__}.config must be annotated with a pydantic config class")
+        return annotation  # type: ignore[return-value]
+
+    @property
+    def context(self) -> RuntimeContext | None:
+        return self._context
+
+    @property
+    def instance_name(self) -> str:
+        if self._context is not None:
+            return self._context.instance_name
+        return getattr(self.config, "name", "") or type(self).__name__
+
+
+class SimpleServer(BaseServer):
+    """Runs as its own process: FastAPI + uvicorn, with what every server must behave the same
+    on — `/health`, the signed session cookie, OpenAI-style errors, secret-scrubbed logging,
+    and startup from `ng_run` or by hand. Subclasses extend `setup_webserver()`."""
+
+    server_client: Any = None
+    # NeMo Gym servers say whether they need Ray; None means "decide from the code".
+    ray_enabled: ClassVar[bool | None] = None
 
     # ---- hooks for subclasses -------------------------------------------------------
-    def add_routes(self, app: FastAPI) -> None:
-        """Register this server's endpoints."""
-
     def fast_routes(self) -> dict[str, FastHandler]:
         """Hot POST endpoints served without the FastAPI stack: path → (raw body, session id) → result."""
         return {}
@@ -104,37 +131,49 @@ class BaseServer:
     async def shutdown(self) -> None:
         """Close what `startup` opened."""
 
+    async def detailed_health(self, request: Request) -> Response:
+        """`/health?...`: servers with dependencies (upstreams) report on them here."""
+        return Response(_HEALTH_BODY, media_type="application/json")
+
+    def validate_config(self, key_prefix: str) -> None:
+        """Cross-field checks; raise ConfigError naming `key_prefix.<field>`."""
+
     # ---- shared machinery -----------------------------------------------------------
-    @property
-    def session_cookie_name(self) -> str:
+    def bind_context(self, context: RuntimeContext) -> SimpleServer:
+        """Attach the runtime context (instance name, session secret, global config)."""
+        self._context = context
+        if self.server_client is None:
+            from nemo_gym.http.server_client import ServerClient
+
+            self.server_client = ServerClient(context.global_config)
+        return self
+
+    def get_session_middleware_key(self) -> str:
         return f"{type(self).__name__}___{self.instance_name}"
 
     @property
-    def server_client(self) -> Any:
-        """ServerClient for calling other instances by name (built lazily from the local config)."""
-        if self._server_client is None:
-            from nemo_gym.http.server_client import ServerClient
+    def session_cookie_name(self) -> str:
+        return self.get_session_middleware_key()
 
-            if self.context is None:
-                raise RuntimeError("this server has no global config; start it with ng_run")
-            self._server_client = ServerClient(self.context.global_config)
-        return self._server_client
+    def _signer(self) -> SessionSigner:
+        signer = getattr(self, "_signer_cache", None)
+        if signer is None:
+            secret = self._context.session_secret if self._context else secrets.token_hex(32)
+            signer = SessionSigner(self.session_cookie_name, secret)
+            object.__setattr__(self, "_signer_cache", signer)
+        return signer
 
-    def setup_webserver(self) -> Any:
-        """The ASGI app: hot routes first (if any), then FastAPI."""
+    def setup_session_middleware(self, app: FastAPI) -> None:
+        """`request.session[SESSION_ID_KEY]` on every request, kept in a signed cookie."""
+        if getattr(app.state, "nemo_gym_session_middleware_installed", False):
+            return
+        app.state.nemo_gym_session_middleware_installed = True
+        app.add_middleware(SessionCookieMiddleware, signer=self._signer())
 
-        @asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            await self.startup()
-            try:
-                yield
-            finally:
-                await self.shutdown()
-                if self._server_client is not None:
-                    await self._server_client.aclose()
-
-        app = FastAPI(title=f"{type(self).__name__} ({self.instance_name})", lifespan=lifespan)
-        install_error_handlers(app)
+    def setup_liveness(self, app: FastAPI) -> None:
+        if getattr(app.state, "nemo_gym_liveness_installed", False):
+            return
+        app.state.nemo_gym_liveness_installed = True
 
         async def health(request: Request) -> Response:
             if request.query_params:
@@ -143,42 +182,67 @@ class BaseServer:
 
         app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
         app.add_api_route("/", health, methods=["GET"], include_in_schema=False)
-        self.add_routes(app)
-        secret = self.context.session_secret if self.context else secrets.token_hex(32)
-        signer = SessionSigner(self.session_cookie_name, secret)
-        app.add_middleware(SessionCookieMiddleware, signer=signer)
+
+    def _install_lifespan(self, app: FastAPI) -> None:
+        """Our startup/shutdown hooks around whatever lifespan the app already has."""
+        if getattr(app.state, "nemo_gym_lifespan_installed", False):
+            return
+        app.state.nemo_gym_lifespan_installed = True
+        inner = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(application: Any) -> AsyncIterator[Any]:
+            await self.startup()
+            try:
+                async with inner(application) as state:
+                    yield state
+            finally:
+                await self.shutdown()
+                await close_shared_client()
+
+        app.router.lifespan_context = lifespan
+
+    def setup_webserver(self) -> FastAPI:
+        """The FastAPI app with the shared behaviour installed; subclasses add their routes."""
+        app = FastAPI(title=f"{type(self).__name__} ({self.instance_name})")
+        install_error_handlers(app)
+        self.setup_session_middleware(app)
+        self.setup_liveness(app)
+        self._install_lifespan(app)
+        return app
+
+    def build_asgi(self) -> Any:
+        """What uvicorn serves: `setup_webserver()`'s app, completed, behind the hot routes."""
+        app = self.setup_webserver()
+        if not getattr(app.state, "nemo_gym_error_handlers_installed", False):
+            install_error_handlers(app)
+        self.setup_session_middleware(app)
+        self.setup_liveness(app)
+        self._install_lifespan(app)
         asgi: Any = app
         fast = self.fast_routes()
         if fast:
-            for path, handler in fast.items():
-                app.add_api_route(
-                    path, _as_fastapi_route(handler), methods=["POST"]
-                )  # documents them in OpenAPI
-            asgi = FastRoutes(app, signer, fast)
+            asgi = FastRoutes(app, self._signer(), fast)
         # Outermost, so the one size limit covers the hot routes and the FastAPI ones alike.
         return BodyLimitMiddleware(asgi, max_body_bytes=self.config.max_body_bytes)
 
     @classmethod
-    def from_context(cls, context: RuntimeContext) -> BaseServer:
+    def from_context(cls, context: RuntimeContext) -> SimpleServer:
         server_type, impl_name, impl = context.instance_location()
         key_prefix = f"{context.instance_name}.{server_type}.{impl_name}"
         try:
-            config = cls.config_class.model_validate(impl)
+            config = cls.config_class().model_validate({**impl, "name": context.instance_name})
         except ValidationError as exc:
             error = exc.errors()[0]
             loc = ".".join(str(p) for p in error["loc"])
             key = f"{key_prefix}.{loc}" if loc else key_prefix
             raise ConfigError(error["msg"], key=key, source=context.source_of(key)) from None
-        server = cls(config, context)
+        from nemo_gym.http.server_client import ServerClient
+
+        server = cls(config=config, server_client=ServerClient(context.global_config))
+        server.bind_context(context)
         server.validate_config(key_prefix)
         return server
-
-    async def detailed_health(self, request: Request) -> Response:
-        """`/health?...`: servers with dependencies (upstreams) report on them here."""
-        return Response(_HEALTH_BODY, media_type="application/json")
-
-    def validate_config(self, key_prefix: str) -> None:
-        """Cross-field checks; raise ConfigError naming `key_prefix.<field>`."""
 
     @classmethod
     def run_webserver(cls) -> None:
@@ -195,13 +259,14 @@ class BaseServer:
             print(f"config error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         install_scrubber(context.secrets)
+        if cls.ray_enabled or (cls.ray_enabled is None and server_needs_ray(entrypoint)):
+            connect_server(context.global_config)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is hot-path cost
         logging.getLogger().setLevel(server.config.log_level.upper())
         if server.config.workers > 1:
             server.serve_workers(context, entrypoint)
             return
-        app = server.setup_webserver()
-        server.serve(app)
+        server.serve(server.build_asgi())
 
     def serve_workers(self, context: RuntimeContext, entrypoint: Path) -> None:
         """`workers: N`: uvicorn's supervisor with N processes sharing the listening socket."""
@@ -235,7 +300,7 @@ class BaseServer:
             "backlog": 4096,
         }
 
-    def serve(self, app: FastAPI) -> None:
+    def serve(self, app: Any) -> None:
         config = uvicorn.Config(app, **self._uvicorn_options())
         server = uvicorn.Server(config)
         tune_gc(self.config.gc_thresholds)

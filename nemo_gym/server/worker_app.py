@@ -21,6 +21,6 @@ def create_app() -> Any:
     cls = getattr(importlib.import_module(module_name), class_name)
     context: RuntimeContext = context_from_file(os.environ[CONFIG_FILE_VAR], os.environ[INSTANCE_VAR])
     server = cls.from_context(context)
-    app = server.setup_webserver()
+    app = server.build_asgi()
     tune_gc(server.config.gc_thresholds)
     return app

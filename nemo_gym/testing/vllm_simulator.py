@@ -127,7 +127,12 @@ def _error(status: int, message: str, etype: str, param: str | None) -> web.Resp
 def scripted_reply(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
 ) -> tuple[str, str | None, list[dict[str, Any]]]:
-    """(think text or None is folded in), the policy: returns (content, reasoning, tool_calls)."""
+    """The policy: returns (content, reasoning, tool_calls).
+
+    After a tool result: a plain answer quoting it. With a `get_weather` tool: call it for the
+    city in the question. A judge prompt ([[A=B]] / [[A!=B]]): a verdict. With any other tools:
+    call the first one with arguments satisfying its JSON schema. Otherwise: a plain answer.
+    """
     last = messages[-1] if messages else {}
     user_texts = [m.get("content") for m in messages if m.get("role") == "user"]
     question = user_texts[-1] if user_texts else ""
@@ -148,8 +153,78 @@ def scripted_reply(
     if "[[A=B]]" in question and "[[A!=B]]" in question:
         verdict = "[[A=B]]" if _judge_equal(question) else "[[A!=B]]"
         return f"Comparing both answers. Verdict: {verdict}", "I compare the two answers.", []
+    if tools:
+        spec = tools[0].get("function") or tools[0]
+        arguments = schema_example(spec.get("parameters") or {"type": "object"})
+        call = {"name": spec.get("name"), "arguments": orjson.dumps(arguments).decode()}
+        return "", f"I should call {spec.get('name')}.", [call]
     snippet = question.strip().replace("\n", " ")[:60]
     return f"Simulated answer to: {snippet}", None, []
+
+
+_FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "time": "00:00:00"}
+_FORMATS |= {
+    "email": "user@example.com",
+    "uri": "https://example.com",
+    "uuid": "00000000-0000-0000-0000-000000000000",
+}
+
+
+def schema_example(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A value that satisfies a JSON schema: required properties only, enums → first value."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 12:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return schema_example(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        options = [o for o in schema.get(key) or [] if isinstance(o, dict) and o.get("type") != "null"]
+        if options:
+            return schema_example(options[0], root, depth + 1)
+    if schema.get("allOf"):
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            value = schema_example(part, root, depth + 1)
+            if isinstance(value, dict):
+                merged |= value
+        return merged
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {
+            name: schema_example(props.get(name, {}), root, depth + 1)
+            for name in schema.get("required") or []
+        }
+    if kind == "array":
+        count = max(1, int(schema.get("minItems") or 0))
+        return [schema_example(schema.get("items") or {}, root, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        value = 1 if low is None else low + (1 if "minimum" not in schema else 0)
+        high = schema.get("maximum")
+        if high is not None and value > high:
+            value = high
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    text = _FORMATS.get(schema.get("format", ""), "example")
+    return text.ljust(int(schema.get("minLength") or 0), "x")
 
 
 def _judge_equal(prompt: str) -> bool:

@@ -5,26 +5,43 @@ The smallest complete environment: it exercises the agent's tool loop end to end
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from pydantic import BaseModel
 
-from nemo_gym.base_resources_server import BaseVerifyRequest, SimpleResourcesServer
+from nemo_gym.base_resources_server import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+
+
+class SimpleWeatherConfig(BaseResourcesServerConfig):
+    pass
 
 
 class GetWeatherRequest(BaseModel):
     city: str
 
 
-class SimpleWeather(SimpleResourcesServer):
-    def add_tool_routes(self, app: FastAPI) -> None:
-        @app.post("/get_weather")
-        async def get_weather(body: GetWeatherRequest) -> dict[str, str]:
-            return {"city": body.city, "weather_description": f"The weather in {body.city} is cold."}
+class GetWeatherResponse(BaseModel):
+    city: str
+    weather_description: str
 
-    async def verify(self, request: Request, body: BaseVerifyRequest) -> dict[str, Any]:
-        return {**body.model_dump(), "reward": 1.0}
+
+class SimpleWeather(SimpleResourcesServer):
+    config: SimpleWeatherConfig
+
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.post("/get_weather")(self.get_weather)
+        return app
+
+    async def get_weather(self, body: GetWeatherRequest) -> GetWeatherResponse:
+        return GetWeatherResponse(city=body.city, weather_description=f"The weather in {body.city} is cold.")
+
+    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        return BaseVerifyResponse(**body.model_dump(), reward=1.0)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from starlette.responses import Response
 
-from nemo_gym.server.base import BaseServer, BaseServerConfig
+from nemo_gym.server.base import BaseServerConfig, SimpleServer
 from nemo_gym.server.errors import APIError
 from nemo_gym.server.json_io import json_response, read_json_object
 from nemo_gym.server.sessions import SESSION_ID_KEY
@@ -28,12 +28,14 @@ class OpenAIModelConfig(BaseServerConfig):
     read_timeout: float | None = None
 
 
-class OpenAIModel(BaseServer):
-    config_class = OpenAIModelConfig
+class OpenAIModel(SimpleServer):
     config: OpenAIModelConfig
+    client_factory: Any = None
+    _pool: UpstreamPool = PrivateAttr()
 
-    def __init__(self, config: OpenAIModelConfig, context: Any = None, client_factory: Any = None) -> None:
-        super().__init__(config, context)
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        config = self.config
         settings = UpstreamSettings(
             base_urls=(config.openai_base_url,),
             api_key=config.openai_api_key,
@@ -41,7 +43,11 @@ class OpenAIModel(BaseServer):
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
         )
-        self.pool = UpstreamPool(settings, client_factory=client_factory)
+        self._pool = UpstreamPool(settings, client_factory=self.client_factory)
+
+    @property
+    def pool(self) -> UpstreamPool:
+        return self._pool
 
     async def startup(self) -> None:
         await self.pool.start()
@@ -59,7 +65,9 @@ class OpenAIModel(BaseServer):
         )
         return data
 
-    def add_routes(self, app: FastAPI) -> None:
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+
         async def responses(request: Request) -> Response:
             body = await read_json_object(request)
             return json_response(
@@ -74,6 +82,7 @@ class OpenAIModel(BaseServer):
 
         app.add_api_route("/v1/responses", responses, methods=["POST"])
         app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+        return app
 
 
 if __name__ == "__main__":

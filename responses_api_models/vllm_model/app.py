@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
+from pydantic import PrivateAttr
 from starlette.responses import Response
 
-from nemo_gym.server.base import BaseServer
+from nemo_gym.server.base import SimpleServer
 from nemo_gym.server.fast_routes import FastHandler
 from nemo_gym.server.json_io import json_response, parse_json_object
 from nemo_gym.upstream import UpstreamPool, UpstreamSettings
@@ -15,12 +16,16 @@ from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.serving import VLLMServing
 
 
-class VLLMModel(BaseServer):
-    config_class = VLLMModelConfig
+class VLLMModel(SimpleServer):
     config: VLLMModelConfig
+    # Tests plug in another upstream client (e.g. httpx for respx); None: the production one.
+    client_factory: Any = None
+    _pool: UpstreamPool = PrivateAttr()
+    _serving: VLLMServing = PrivateAttr()
 
-    def __init__(self, config: VLLMModelConfig, context=None, client_factory=None) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(config, context)
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        config = self.config
         settings = UpstreamSettings(
             base_urls=tuple(config.base_url),
             api_key=config.api_key,
@@ -32,8 +37,16 @@ class VLLMModel(BaseServer):
             routing=config.routing,
             max_sessions=config.max_sessions,
         )
-        self.pool = UpstreamPool(settings, client_factory=client_factory)
-        self.serving = VLLMServing(config, self.pool)
+        self._pool = UpstreamPool(settings, client_factory=self.client_factory)
+        self._serving = VLLMServing(config, self._pool)
+
+    @property
+    def pool(self) -> UpstreamPool:
+        return self._pool
+
+    @property
+    def serving(self) -> VLLMServing:
+        return self._serving
 
     async def startup(self) -> None:
         await self.pool.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
-from nemo_gym.server.base import BaseServer, BaseServerConfig
+from nemo_gym.server.base import BaseServerConfig, SimpleServer
 from nemo_gym.server.errors import APIError
 from nemo_gym.server_utils import SESSION_ID_KEY
 
@@ -20,11 +20,12 @@ class EchoBody(BaseModel):
     times: int = 1
 
 
-class EchoServer(BaseServer):
-    config_class = EchoConfig
+class EchoServer(SimpleServer):
     config: EchoConfig
 
-    def add_routes(self, app: FastAPI) -> None:
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+
         @app.post("/echo")
         async def echo(request: Request, body: EchoBody) -> dict:
             return {
@@ -38,7 +39,7 @@ class EchoServer(BaseServer):
         async def call_peer(request: Request) -> dict:
             data = await request.json()
             response = await self.server_client.post(data["peer"], "/echo", json={"text": data["text"]})
-            return {"peer_answer": response.json()}
+            return {"peer_answer": await response.json()}
 
         @app.get("/fail")
         async def fail() -> dict:
@@ -47,6 +48,8 @@ class EchoServer(BaseServer):
         @app.get("/teapot")
         async def teapot() -> dict:
             raise APIError(418, "I am a teapot", param="pot")
+
+        return app
 
 
 if __name__ == "__main__":

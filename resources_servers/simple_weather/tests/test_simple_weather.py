@@ -7,20 +7,43 @@ from pathlib import Path
 
 import httpx
 
-from nemo_gym.base_resources_server import BaseResourcesServerConfig
-from resources_servers.simple_weather.app import SimpleWeather
+from resources_servers.simple_weather.app import SimpleWeather, SimpleWeatherConfig
 
 
 async def test_endpoints() -> None:
-    app = SimpleWeather(BaseResourcesServerConfig()).setup_webserver()
+    app = SimpleWeather(config=SimpleWeatherConfig()).build_asgi()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as client:
         assert (await client.post("/get_weather", json={"city": "Oslo"})).json() == {
             "city": "Oslo",
             "weather_description": "The weather in Oslo is cold.",
         }
         assert (await client.post("/seed_session", json={"responses_create_params": {}})).json() == {}
-        request = {"responses_create_params": {"input": "x"}, "response": {"output": []}, "row_id": 3}
-        assert (await client.post("/verify", json=request)).json() == {**request, "reward": 1.0}
+        response = {
+            "id": "resp_1",
+            "object": "response",
+            "created_at": 1.0,
+            "model": "m",
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "Cold.", "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+        request = {"responses_create_params": {"input": "x"}, "response": response, "row_id": 3}
+        verified = (await client.post("/verify", json=request)).json()
+        assert verified["reward"] == 1.0 and verified["row_id"] == 3
+        assert verified["responses_create_params"]["input"] == "x"
+        assert verified["response"]["output"][0]["content"][0]["text"] == "Cold."
+        incomplete = await client.post("/verify", json={**request, "response": {"output": []}})
+        assert incomplete.status_code == 400
+        assert incomplete.json()["error"]["param"] == "response.id"
         bad = await client.post("/get_weather", json={"town": "Oslo"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "city"
 

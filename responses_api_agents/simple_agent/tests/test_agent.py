@@ -1,35 +1,54 @@
-"""The agent loop against respx-mocked model and resources servers."""
+"""The agent loop against scripted model and resources servers on 127.0.0.1 (the production
+aiohttp client path, no client mocks)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-import respx
 
+from nemo_gym.http.server_client import ServerClient, close_shared_client
 from nemo_gym.server.context import RuntimeContext
+from nemo_gym.testing.scripted_server import Answer, ScriptedServer
 from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
 
-MODEL = "http://model.test:1"
-RES = "http://res.test:2"
-TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
-GLOBAL = {
-    "policy_model": {"responses_api_models": {"vllm_model": {"host": "model.test", "port": 1}}},
-    "simple_weather": {"resources_servers": {"simple_weather": {"host": "res.test", "port": 2}}},
-}
+TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": False}]
+MODEL_COOKIE = "VLLMModel___policy_model=sess-1.sig"
+RES_COOKIE = "SimpleWeather___simple_weather=res-1.sig"
 
 
-def agent(max_steps: int | None = None) -> httpx.AsyncClient:
+@pytest.fixture
+async def servers() -> AsyncIterator[tuple[ScriptedServer, ScriptedServer]]:
+    model, res = ScriptedServer(), ScriptedServer()
+    async with model.running(), res.running():
+        yield model, res
+    await close_shared_client()
+
+
+@asynccontextmanager
+async def agent(
+    servers: tuple[ScriptedServer, ScriptedServer], max_steps: int | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    model, res = servers
+    global_config = {
+        "policy_model": {"responses_api_models": {"vllm_model": model.address}},
+        "simple_weather": {"resources_servers": {"simple_weather": res.address}},
+    }
     config = SimpleAgentConfig(
         resources_server={"type": "resources_servers", "name": "simple_weather"},
         model_server={"type": "responses_api_models", "name": "policy_model"},
         max_steps=max_steps,
     )
-    context = RuntimeContext(global_config=GLOBAL, origins={}, instance_name="agent", session_secret="s")
-    app = SimpleAgent(config, context).setup_webserver()
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent")
+    context = RuntimeContext(
+        global_config=global_config, origins={}, instance_name="agent", session_secret="s"
+    )
+    server = SimpleAgent(config=config, server_client=ServerClient(global_config)).bind_context(context)
+    transport = httpx.ASGITransport(app=server.build_asgi())
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+        yield client
 
 
 def call(
@@ -55,43 +74,33 @@ def message(text: str) -> dict[str, Any]:
     }
 
 
-def response(*items: dict[str, Any], status: str = "completed") -> httpx.Response:
+def response(*items: dict[str, Any], status: str = "completed") -> Answer:
     body = {"id": "resp_1", "object": "response", "status": status, "model": "m", "output": list(items)}
-    return httpx.Response(
-        200, json=body, headers={"set-cookie": "VLLMModel___policy_model=sess-1.sig; path=/"}
-    )
+    return Answer(200, body, {"set-cookie": f"{MODEL_COOKIE}; path=/"})
 
 
-@pytest.fixture
-def mock() -> respx.MockRouter:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        router.route(host="agent").pass_through()
-        yield router
+def inputs(server: ScriptedServer, n: int) -> list[dict[str, Any]]:
+    return server.calls_to("/v1/responses")[n].json["input"]
 
 
-def inputs(route: respx.Route, n: int) -> list[dict[str, Any]]:
-    return orjson.loads(route.calls[n].request.content)["input"]
-
-
-async def test_tool_call_then_final_answer_with_cookies(mock: respx.MockRouter) -> None:
-    model = mock.post(f"{MODEL}/v1/responses").mock(
-        side_effect=[response(call()), response(message("It is cold."))]
-    )
-    seed = mock.post(f"{RES}/seed_session").respond(
-        200, json={}, headers={"set-cookie": "SimpleWeather___simple_weather=res-1.sig; path=/"}
-    )
-    tool = mock.post(f"{RES}/get_weather").respond(200, text='{"city":"Paris","weather_description":"cold"}')
-    verify = mock.post(f"{RES}/verify").mock(
-        side_effect=lambda request: httpx.Response(200, json={**orjson.loads(request.content), "reward": 1.0})
-    )
+async def test_tool_call_then_final_answer_with_cookies(
+    servers: tuple[ScriptedServer, ScriptedServer],
+) -> None:
+    model, res = servers
+    model.on("/v1/responses", [response(call()), response(message("It is cold."))])
+    res.on("/seed_session", Answer(200, {}, {"set-cookie": f"{RES_COOKIE}; path=/"}))
+    res.on("/get_weather", Answer(200, '{"city":"Paris","weather_description":"cold"}'))
+    res.on("/verify", lambda c: Answer(200, {**c.json, "reward": 1.0}))
     row = {"responses_create_params": {"input": "Weather in Paris?", "tools": TOOLS}, "extra": 7}
-    async with agent() as client:
-        result = (await client.post("/run", json=row)).json()
-    assert seed.called and orjson.loads(tool.calls[0].request.content) == {"city": "Paris"}
-    assert tool.calls[0].request.headers["cookie"] == "SimpleWeather___simple_weather=res-1.sig"
-    assert verify.calls[0].request.headers["cookie"] == "SimpleWeather___simple_weather=res-1.sig"
-    assert "cookie" not in model.calls[0].request.headers
-    assert model.calls[1].request.headers["cookie"] == "VLLMModel___policy_model=sess-1.sig"
+    async with agent(servers) as client:
+        reply = await client.post("/run", json=row)
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    tool, verify = res.calls_to("/get_weather")[0], res.calls_to("/verify")[0]
+    assert tool.json == {"city": "Paris"}
+    assert tool.headers["cookie"] == RES_COOKIE and verify.headers["cookie"] == RES_COOKIE
+    first, second = model.calls_to("/v1/responses")
+    assert "cookie" not in first.headers and second.headers["cookie"] == MODEL_COOKIE
     assert inputs(model, 1) == [
         {"role": "user", "content": "Weather in Paris?"},
         call(),
@@ -109,12 +118,13 @@ async def test_tool_call_then_final_answer_with_cookies(mock: respx.MockRouter) 
     ]
 
 
-async def test_max_steps_stops_the_loop(mock: respx.MockRouter) -> None:
-    model = mock.post(f"{MODEL}/v1/responses").mock(side_effect=lambda _: response(call()))
-    mock.post(f"{RES}/get_weather").respond(200, text="ok")
-    async with agent(max_steps=2) as client:
+async def test_max_steps_stops_the_loop(servers: tuple[ScriptedServer, ScriptedServer]) -> None:
+    model, res = servers
+    model.on("/v1/responses", lambda _: response(call()))
+    res.on("/get_weather", Answer(200, "ok"))
+    async with agent(servers, max_steps=2) as client:
         out = (await client.post("/v1/responses", json={"input": "x", "tools": TOOLS})).json()
-    assert model.call_count == 2
+    assert len(model.calls_to("/v1/responses")) == 2
     assert [i["type"] for i in out["output"]] == ["function_call", "function_call_output"] * 2
 
 
@@ -127,23 +137,23 @@ async def test_max_steps_stops_the_loop(mock: respx.MockRouter) -> None:
     ],
 )
 async def test_bad_tool_calls_become_error_text_for_the_model(
-    mock: respx.MockRouter, bad_call: dict, expected: str
+    servers: tuple[ScriptedServer, ScriptedServer], bad_call: dict, expected: str
 ) -> None:
-    model = mock.post(f"{MODEL}/v1/responses").mock(
-        side_effect=[response(bad_call), response(message("sorry"))]
-    )
-    tool = mock.post(f"{RES}/get_weather").respond(200, text="unused")
-    async with agent() as client:
+    model, res = servers
+    model.on("/v1/responses", [response(bad_call), response(message("sorry"))])
+    res.on("/get_weather", Answer(200, "unused"))
+    async with agent(servers) as client:
         out = (await client.post("/v1/responses", json={"input": "x", "tools": TOOLS})).json()
     fed_back = inputs(model, 1)[-1]
     assert fed_back["type"] == "function_call_output" and fed_back["output"].startswith(expected)
-    assert not tool.called and out["output"][-1]["type"] == "message"
+    assert not res.calls_to("/get_weather") and out["output"][-1]["type"] == "message"
 
 
-async def test_tool_error_body_is_told_to_the_model(mock: respx.MockRouter) -> None:
-    model = mock.post(f"{MODEL}/v1/responses").mock(side_effect=[response(call()), response(message("ok"))])
-    mock.post(f"{RES}/get_weather").respond(400, json={"error": {"message": "Invalid 'city'"}})
-    async with agent() as client:
+async def test_tool_error_body_is_told_to_the_model(servers: tuple[ScriptedServer, ScriptedServer]) -> None:
+    model, res = servers
+    model.on("/v1/responses", [response(call()), response(message("ok"))])
+    res.on("/get_weather", Answer(400, {"error": {"message": "Invalid 'city'"}}))
+    async with agent(servers) as client:
         await client.post("/v1/responses", json={"input": "x", "tools": TOOLS})
     assert (
         inputs(model, 1)[-1]["output"]
@@ -151,20 +161,19 @@ async def test_tool_error_body_is_told_to_the_model(mock: respx.MockRouter) -> N
     )
 
 
-async def test_incomplete_response_stops_the_loop(mock: respx.MockRouter) -> None:
-    model = mock.post(f"{MODEL}/v1/responses").mock(side_effect=[response(call(), status="incomplete")])
-    async with agent() as client:
+async def test_incomplete_response_stops_the_loop(servers: tuple[ScriptedServer, ScriptedServer]) -> None:
+    model, _ = servers
+    model.on("/v1/responses", [response(call(), status="incomplete")])
+    async with agent(servers) as client:
         out = (await client.post("/v1/responses", json={"input": "x", "tools": TOOLS})).json()
-    assert (
-        model.call_count == 1
-        and out["status"] == "incomplete"
-        and [i["type"] for i in out["output"]] == ["function_call"]
-    )
+    assert len(model.calls_to("/v1/responses")) == 1
+    assert out["status"] == "incomplete" and [i["type"] for i in out["output"]] == ["function_call"]
 
 
-async def test_model_error_is_reported_not_crashed(mock: respx.MockRouter) -> None:
-    mock.post(f"{MODEL}/v1/responses").respond(400, json={"error": {"message": "bad input"}})
-    async with agent() as client:
+async def test_model_error_is_reported_not_crashed(servers: tuple[ScriptedServer, ScriptedServer]) -> None:
+    model, _ = servers
+    model.on("/v1/responses", Answer(400, {"error": {"message": "bad input"}}))
+    async with agent(servers) as client:
         r = await client.post("/v1/responses", json={"input": "x"})
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "model server 'policy_model' returned HTTP 400: bad input"

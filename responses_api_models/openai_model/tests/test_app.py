@@ -13,10 +13,12 @@ BASE = "https://api.example.test/v1"
 
 async def test_forwards_responses_and_chat_with_configured_model() -> None:
     server = OpenAIModel(
-        OpenAIModelConfig(openai_base_url=BASE, openai_api_key="sk-openai-xyz", openai_model="gpt-test"),
+        config=OpenAIModelConfig(
+            openai_base_url=BASE, openai_api_key="sk-openai-xyz", openai_model="gpt-test"
+        ),
         client_factory=httpx.AsyncClient,
     )
-    app = server.setup_webserver()
+    app = server.build_asgi()
     await server.startup()
     with respx.mock(using="httpx", assert_all_called=False) as router:
         router.route(host="adapter").pass_through()

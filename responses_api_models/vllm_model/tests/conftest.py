@@ -26,13 +26,13 @@ def make_server(**overrides: Any) -> VLLMModel:
         "retry_backoff": 0.0,
     }
     cfg.update(overrides)
-    return VLLMModel(VLLMModelConfig.model_validate(cfg), client_factory=httpx.AsyncClient)
+    return VLLMModel(config=VLLMModelConfig.model_validate(cfg), client_factory=httpx.AsyncClient)
 
 
 @asynccontextmanager
 async def adapter(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     server = make_server(**overrides)
-    app = server.setup_webserver()
+    app = server.build_asgi()
     await server.startup()
     try:
         async with httpx.AsyncClient(

@@ -105,7 +105,7 @@ def harness() -> Iterator[tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]]:
         router.route(host="adapter").pass_through()
         router.post(f"{UP1}/chat/completions").respond(200, json=chat_body("<think>r</think>ok"))
         server = make_server()
-        app = server.setup_webserver()
+        app = server.build_asgi()
         loop.run_until_complete(server.startup())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapter")
         yield loop, client

@@ -1,0 +1,144 @@
+"""Ray, only for the environments that use it.
+
+NeMo Gym environments put heavy verification (code execution, for example) in `ray.remote`
+tasks. A server class says so with `ray_enabled = True`; one that says nothing is taken to
+need Ray only if its code imports it. `ng_run` then joins the cluster named by
+`ray_head_node_address`, or starts a local one, and hands the address to every server in
+the running config; servers that do not need Ray never import it, so they pay nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+from typing import Any
+
+RAY_ADDRESS_KEY = "ray_head_node_address"
+logger = logging.getLogger("nemo_gym.ray")
+
+
+def _declared_ray_enabled(tree: ast.Module) -> bool | None:
+    """The value of a class-level `ray_enabled = True/False` in this module, if any."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                targets: list[ast.expr] = []
+                value: ast.expr | None = None
+                if isinstance(stmt, ast.Assign):
+                    targets, value = stmt.targets, stmt.value
+                elif isinstance(stmt, ast.AnnAssign):
+                    targets, value = [stmt.target], stmt.value
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id == "ray_enabled":
+                        if isinstance(value, ast.Constant) and isinstance(value.value, bool):
+                            return value.value
+    return None
+
+
+def _imports_ray(tree: ast.Module) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "ray" for a in node.names):
+            return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").split(".")[0] == "ray"
+        ):
+            return True
+    return False
+
+
+def _local_modules(tree: ast.Module, folder: Path) -> list[Path]:
+    """The server's own modules that the entrypoint imports (siblings in its folder)."""
+    found: list[Path] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for name in names:
+            candidate = folder / f"{name.rsplit('.', 1)[-1]}.py"
+            if candidate.is_file() and candidate not in found:
+                found.append(candidate)
+    return found
+
+
+def server_needs_ray(entrypoint: Path) -> bool:
+    """Whether the server started from `entrypoint` uses Ray, read from its source (not run).
+
+    An explicit `ray_enabled` in the entrypoint wins; otherwise an import of `ray` in the
+    entrypoint or in the sibling modules it imports counts.
+    """
+    try:
+        tree = ast.parse(entrypoint.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    declared = _declared_ray_enabled(tree)
+    if declared is not None:
+        return declared
+    if _imports_ray(tree):
+        return True
+    for path in _local_modules(tree, entrypoint.parent):
+        if path == entrypoint:
+            continue
+        try:
+            if _imports_ray(ast.parse(path.read_text(encoding="utf-8"))):
+                return True
+        except (OSError, SyntaxError, ValueError):
+            continue
+    return False
+
+
+class RayCluster:
+    """The cluster ng_run uses: joined when an address is configured, else started here
+    (as a driver of this process, so it ends when ng_run does)."""
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self.started_here = False
+
+    def ensure(self, configured_address: str | None) -> str:
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError(
+                "an environment needs Ray but it is not installed; install it with: pip install 'nemo-gym[ray]'"
+            ) from None
+        if configured_address:
+            self.address = configured_address
+            return configured_address
+        # Bound to loopback: a cluster started for one machine's run must not listen outside it.
+        ray.init(
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            logging_level=logging.WARNING,
+            _node_ip_address="127.0.0.1",
+        )
+        self.started_here = True
+        self.address = ray.get_runtime_context().gcs_address
+        return self.address
+
+    def stop(self) -> None:
+        if self.started_here:
+            import ray
+
+            ray.shutdown()
+            self.started_here = False
+
+
+def connect_server(global_config: dict[str, Any]) -> None:
+    """In a server process whose class needs Ray: join ng_run's cluster before serving."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = global_config.get(RAY_ADDRESS_KEY)
+    ray.init(
+        address=address or None,
+        ignore_reinit_error=True,
+        logging_level=logging.WARNING,
+        _node_ip_address="127.0.0.1",
+    )
+    logger.info("joined the Ray cluster at %s", address or "(a new local one)")

@@ -1,0 +1,680 @@
+"""The compatibility tier's machinery: fetch NeMo Gym's wheel, pick its in-scope environments,
+prepare a venv for them, and build / run / test each one in its own subprocess.
+
+Nothing from the wheel is copied into our tree: it is downloaded into `.compat_cache/` (ignored
+by git) and imported from there. Run it all with `make test-compat`, or pieces by hand:
+
+    .venv/bin/python -m tests.compat.harness prepare                 # wheel, venv, requirements
+    .compat_cache/venv/bin/python -m tests.compat.harness build [kind/name ...]      # stage (a)
+    .compat_cache/venv/bin/python -m tests.compat.harness e2e [name ...]              # stage (b)
+    .compat_cache/venv/bin/python -m tests.compat.harness own_tests [kind/name ...]  # stage (c)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from nemo_gym.config import PROJECT_ROOT
+
+WHEEL_VERSION = os.environ.get("NG_COMPAT_VERSION", "0.7.0")
+CACHE = Path(os.environ.get("NG_COMPAT_CACHE", PROJECT_ROOT / ".compat_cache"))
+WHEEL_ROOT = CACHE / "wheel"
+VENV = CACHE / "venv"
+REPORT = CACHE / "report.json"
+HERE = Path(__file__).resolve().parent
+JOBS = int(os.environ.get("NG_COMPAT_JOBS", "2"))
+ENV_KINDS = ("resources_servers", "responses_api_agents")
+
+# The parts of NeMo Gym's core an environment may import and still be "in scope".
+SUPPORTED_MODULES = frozenset(
+    {
+        "base_resources_server",
+        "openai_utils",
+        "config_types",
+        "server_utils",
+        "reward_profile",
+        "judge",
+        "global_config",
+        "base_responses_api_agent",
+    }
+)
+# Requirements that are too heavy for this tier unless NG_COMPAT_HEAVY=1.
+HEAVY = ("torch", "torchvision", "torchaudio", "unbabel-comet", "swebench", "nemo-fabric")
+
+_FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+nemo_gym(?:\.([\w.]+))?[ \t]+import\b", re.M)
+_PLAIN_IMPORT = re.compile(r"^[ \t]*import[ \t]+nemo_gym(?:\.([\w.]+))?", re.M)
+
+
+def log(msg: str) -> None:
+    print(f"[compat {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- the reference wheel
+
+
+def ensure_wheel() -> Path:
+    """Download nemo-gym==WHEEL_VERSION once (no deps, binary only) and unzip it into CACHE/wheel."""
+    marker = WHEEL_ROOT / ".unzipped"
+    if marker.exists() and marker.read_text() == WHEEL_VERSION:
+        return WHEEL_ROOT
+    download = CACHE / "download"
+    download.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(download.glob(f"nemo_gym-{WHEEL_VERSION}-*.whl"))
+    if not wheels:
+        log(f"downloading nemo-gym=={WHEEL_VERSION}")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.13.14",
+                f"nemo-gym=={WHEEL_VERSION}",
+                "-d",
+                str(download),
+            ],
+            check=True,
+        )
+        wheels = sorted(download.glob(f"nemo_gym-{WHEEL_VERSION}-*.whl"))
+    shutil.rmtree(WHEEL_ROOT, ignore_errors=True)
+    with zipfile.ZipFile(wheels[0]) as archive:
+        archive.extractall(WHEEL_ROOT)
+    marker.write_text(WHEEL_VERSION)
+    return WHEEL_ROOT
+
+
+def _nemo_gym_modules(source: str) -> set[str]:
+    """Top-level nemo_gym submodules a source file imports ("__init__" for the package itself)."""
+    found = set()
+    for pattern in (_FROM_IMPORT, _PLAIN_IMPORT):
+        for match in pattern.finditer(source):
+            found.add((match.group(1) or "__init__").split(".")[0])
+    return found
+
+
+def _is_test_path(rel: Path) -> bool:
+    return "tests" in rel.parts or rel.name.startswith("test_") or rel.name == "conftest.py"
+
+
+def core_modules_used(env_dir: Path, tests: bool = False) -> set[str]:
+    """nemo_gym modules imported by an environment's code (or, with tests=True, by its tests)."""
+    used: set[str] = set()
+    for path in env_dir.rglob("*.py"):
+        if _is_test_path(path.relative_to(env_dir)) != tests:
+            continue
+        used |= _nemo_gym_modules(path.read_text(errors="replace"))
+    return used
+
+
+def in_scope(root: Path) -> list[str]:
+    """`kind/name` of every environment whose non-test code imports only the supported modules."""
+    found = []
+    for kind in ENV_KINDS:
+        for env_dir in sorted(p for p in (root / kind).iterdir() if p.is_dir()):
+            if core_modules_used(env_dir) <= SUPPORTED_MODULES:
+                found.append(f"{kind}/{env_dir.name}")
+    return found
+
+
+# ---------------------------------------------------------------------------- the compat venv
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def ensure_venv() -> Path:
+    """A venv that sees our .venv's packages (ours first-installed, env requirements on top)."""
+    python = venv_python()
+    if python.exists() and Path(sys.prefix).resolve() == VENV.resolve():
+        return python  # already prepared; we are running inside it
+    if not python.exists():
+        log(f"creating {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    site = Path(
+        subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
+    ours = sysconfig.get_paths()["purelib"]
+    (site / "zz_nemo_gym_main_venv.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    shutil.copy(HERE / "compat_paths.py", site / "_ng_compat_paths.py")
+    (site / "zz_ng_compat_paths.pth").write_text("import _ng_compat_paths\n")
+    return python
+
+
+def _constraints() -> Path:
+    """Pin our own runtime dependencies so an environment's requirements cannot move them."""
+    path = CACHE / "constraints.txt"
+    names = ["fastapi", "starlette", "pydantic", "pydantic-core", "openai", "omegaconf", "hydra-core"]
+    names += ["aiohttp", "httpx", "uvicorn", "orjson", "pyyaml", "uvloop", "httptools"]
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = []
+    for name in names:
+        try:
+            lines.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pass
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def requirement_lines(env_dir: Path) -> tuple[list[str], list[str]]:
+    """(installable from PyPI, skipped with a reason) for an environment's requirements.txt."""
+    path = env_dir / "requirements.txt"
+    keep: list[str] = []
+    skipped: list[str] = []
+    if not path.exists():
+        return keep, skipped
+    heavy_ok = os.environ.get("NG_COMPAT_HEAVY") == "1"
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        name = re.split(r"[\s\[<>=!~;@]", line, maxsplit=1)[0].lower().replace("_", "-")
+        if "nemo-gym" in line.replace("_", "-") or line.startswith(("-e", "-r", "-c", ".")):
+            skipped.append(f"{line} (the framework itself / local path)")
+        elif "git+" in line or "://" in line:
+            skipped.append(f"{line} (not on PyPI)")
+        elif name in HEAVY and not heavy_ok:
+            skipped.append(f"{line} (heavy; NG_COMPAT_HEAVY=1 installs it)")
+        else:
+            keep.append(line)
+    return keep, skipped
+
+
+@dataclass
+class Install:
+    status: str  # none | ok | cached | failed
+    requirements: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def install_requirements(env_dir: Path, timeout: float = 600) -> Install:
+    keep, skipped = requirement_lines(env_dir)
+    if not keep:
+        return Install("none", keep, skipped)
+    digest = hashlib.sha256("\n".join(keep).encode()).hexdigest()[:16]
+    stamp = CACHE / "installed" / f"{env_dir.parent.name}.{env_dir.name}.{digest}"
+    if stamp.exists():
+        return Install("cached", keep, skipped)
+    failed_stamp = Path(f"{stamp}.failed")
+    if failed_stamp.exists() and os.environ.get("NG_COMPAT_RETRY") != "1":
+        return Install(
+            "failed", keep, skipped, failed_stamp.read_text() + " (cached; NG_COMPAT_RETRY=1 retries)"
+        )
+    command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    command += ["-c", str(_constraints()), *keep]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Install("failed", keep, skipped, f"pip install timed out after {timeout:.0f}s")
+    if result.returncode != 0:
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip().startswith("ERROR")] or [
+            ln for ln in result.stderr.splitlines() if ln.strip()
+        ]
+        error = (lines[0] if lines else "pip failed").strip()[:300]
+        failed_stamp.parent.mkdir(parents=True, exist_ok=True)
+        failed_stamp.write_text(error)
+        return Install("failed", keep, skipped, error)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+    return Install("ok", keep, skipped)
+
+
+def env_vars() -> dict[str, str]:
+    """What a compat subprocess sees: our project first, the wheel's environments after it."""
+    env = dict(os.environ)
+    env["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    env["NEMO_GYM_ENV_YAML"] = "none"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+# ---------------------------------------------------------------------------- stage (a): build apps
+
+
+@dataclass
+class Result:
+    env: str
+    status: str  # ok | install_failed+ok | <stage>_error | timeout
+    stage: str = ""
+    error: str = ""
+    detail: dict = field(default_factory=dict)
+    install: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def build_one(env: str, timeout: float = 180) -> Result:
+    kind, name = env.split("/")
+    started = time.monotonic()
+    command = [str(venv_python()), str(HERE / "build_one.py"), kind, name, str(WHEEL_ROOT)]
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=WHEEL_ROOT / kind / name,
+            env=env_vars(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return Result(env, "timeout", "build", f"no result within {timeout:.0f}s", seconds=timeout)
+    seconds = round(time.monotonic() - started, 2)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("NG_COMPAT_RESULT "):
+            data = json.loads(line.removeprefix("NG_COMPAT_RESULT "))
+            return Result(
+                env, data["status"], data["stage"], data["error"], data.get("detail", {}), seconds=seconds
+            )
+    tail = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return Result(
+        env, "crash", "process", f"exit {proc.returncode}: {tail[-1] if tail else ''}"[:300], seconds=seconds
+    )
+
+
+def run_build_stage(envs: list[str] | None = None) -> list[Result]:
+    """Build every in-scope environment's app (requirements come from `prepare`)."""
+    root = ensure_wheel()
+    envs = envs or in_scope(root)
+    ensure_venv()
+    report = CACHE / "install_report.json"
+    installs = json.loads(report.read_text()) if report.exists() else {}
+    log(f"building {len(envs)} environment apps, {JOBS} at a time")
+    with ThreadPoolExecutor(JOBS) as pool:
+        results = list(pool.map(build_one, envs))
+    for result in results:
+        result.install = installs.get(result.env, {})
+    write_report("build", results)
+    return results
+
+
+# ---------------------------------------------------------------------------- stage (b): end to end
+
+# (environment, config file, agent instance, extra overrides): diverse envs driven by the simulator.
+E2E = [
+    ("example_multi_step", "example_multi_step.yaml", "example_multi_step_simple_agent", ()),
+    (
+        "example_session_state_mgmt",
+        "example_session_state_mgmt.yaml",
+        "example_session_state_mgmt_simple_agent",
+        (),
+    ),
+    ("example_tool_call_multireward", None, None, ()),
+    ("mcqa", "mcqa.yaml", "mcqa_simple_agent", ()),
+    ("structured_outputs", "structured_outputs_json.yaml", "structured_outputs_simple_agent", ()),
+    ("workplace_assistant", "workplace_assistant.yaml", "workplace_assistant_simple_agent", ()),
+    ("calendar", "calendar.yaml", "calendar_simple_agent", ()),
+    ("xlam_fc", "xlam_fc.yaml", "xlam_fc_simple_agent", ()),
+    ("code_gen", "code_gen.yaml", "code_gen_simple_agent", ()),
+    (
+        "math_with_judge",
+        "math_with_judge.yaml",
+        "math_with_judge_simple_agent",
+        ("+math_with_judge.resources_servers.math_with_judge.should_use_judge=true",),
+    ),
+    ("string_match", None, None, ()),
+    ("gpqa_diamond", None, None, ()),
+    ("equivalence_rule", None, None, ()),
+    ("single_step_tool_use_with_argument_comparison", None, None, ()),
+]
+
+
+def e2e_plan(name: str, yaml_name: str | None, agent: str | None) -> tuple[Path, str, list[str]]:
+    """(config file, agent instance, overrides pointing wheel-only implementations at the wheel).
+
+    Agent blocks naming `simple_agent` need nothing: a relative entrypoint resolves to
+    <our project>/responses_api_agents/simple_agent/app.py, i.e. OUR simple agent. Resources
+    servers only exist in the wheel, so their entrypoints are overridden with absolute paths.
+    """
+    import yaml
+
+    env_dir = WHEEL_ROOT / "resources_servers" / name
+    configs = sorted((env_dir / "configs").glob("*.yaml"), key=lambda p: (p.stem != name, p.name))
+    path = env_dir / "configs" / yaml_name if yaml_name else configs[0]
+    data = yaml.safe_load(path.read_text()) or {}
+    overrides = []
+    agents = []
+    for inst, block in data.items():
+        if not isinstance(block, dict):
+            continue
+        for kind in ("resources_servers", "responses_api_agents", "responses_api_models"):
+            for impl, body in (block.get(kind) or {}).items():
+                if kind == "responses_api_agents":
+                    agents.append(inst)
+                if (PROJECT_ROOT / kind / impl / "app.py").exists():
+                    continue  # ours (e.g. simple_agent, vllm_model)
+                entry = (body or {}).get("entrypoint", "app.py")
+                overrides.append(f"+{inst}.{kind}.{impl}.entrypoint={WHEEL_ROOT / kind / impl / entry}")
+    return path, agent or agents[0], overrides
+
+
+class E2EError(RuntimeError):
+    """ng_run did not come up; the message's first line is the most telling line of its log."""
+
+
+def _telling_line(log_text: str) -> str:
+    """The first real error in an ng_run log (not the KeyboardInterrupts of the shutdown)."""
+    lines = log_text.splitlines()
+    for pattern in (
+        r"config error|ConfigError",
+        r"^\[[^\]]+\] \w+(Error|Exception)\b",
+        r"Error|error:|failed",
+    ):
+        for line in lines:
+            if re.search(pattern, line) and "KeyboardInterrupt" not in line:
+                return line.strip()[:300]
+    return (lines[-1].strip() if lines else "ng_run exited without output")[:300]
+
+
+def run_e2e(
+    name: str, yaml_name: str | None, agent: str | None, extra: tuple[str, ...], out_dir: Path
+) -> dict:
+    """simulator → ng_run(vllm_model + the env's own config) → ng_collect_rollouts on data/example.jsonl.
+
+    ng_run's log is kept at CACHE/e2e/<name>.ng_run.log."""
+    from nemo_gym.config import free_port
+    from nemo_gym.testing.processes import collect_rollouts_command, hermetic_env, simulator, stop_process
+
+    config, agent, overrides = e2e_plan(name, yaml_name, agent)
+    data = WHEEL_ROOT / "resources_servers" / name / "data" / "example.jsonl"
+    n_rows = sum(1 for line in data.read_text().splitlines() if line.strip())
+    out = out_dir / f"{name}.jsonl"
+    configs = f"+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml,{config}]"
+    log_path = CACHE / "e2e" / f"{name}.ng_run.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with simulator() as (sim_url, _):
+        head_port = free_port()
+        args = [
+            configs,
+            f"+policy_base_url={sim_url}",
+            "+policy_api_key=EMPTY",
+            "+policy_model_name=sim-model",
+        ]
+        args += [*overrides, *extra, f"+head_server.port={head_port}"]
+        env = dict(
+            os.environ, NEMO_GYM_ENV_YAML="none", PYTHONUNBUFFERED="1", NG_COMPAT_EXTRA_ROOTS=str(WHEEL_ROOT)
+        )
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nemo_gym.cli.run", *args],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                env=env,
+            )
+            try:
+                deadline = time.monotonic() + 150
+                while "servers ready" not in log_path.read_text(errors="replace"):
+                    if proc.poll() is not None:
+                        text = log_path.read_text(errors="replace")
+                        raise E2EError(
+                            f"ng_run exited {proc.returncode}: {_telling_line(text)}\n{text[-4000:]}"
+                        )
+                    if time.monotonic() > deadline:
+                        text = log_path.read_text(errors="replace")
+                        raise E2EError(f"ng_run not ready after 150s: {_telling_line(text)}\n{text[-4000:]}")
+                    time.sleep(0.1)
+                command = collect_rollouts_command(
+                    head_port,
+                    f"+agent_name={agent}",
+                    f"+input_jsonl_fpath={data}",
+                    f"+output_jsonl_fpath={out}",
+                )
+                result = subprocess.run(
+                    command, cwd=PROJECT_ROOT, env=hermetic_env(), capture_output=True, text=True, timeout=600
+                )
+            finally:
+                stop_process(proc)
+    log_tail = log_path.read_text(errors="replace")[-3000:]
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()] if out.exists() else []
+    failures_path = out.with_name(f"{name}_failures.jsonl")
+    failures = (
+        [json.loads(ln) for ln in failures_path.read_text().splitlines()] if failures_path.exists() else []
+    )
+    return {
+        "returncode": result.returncode,
+        "stderr": result.stderr[-3000:],
+        "n_input": n_rows,
+        "rows": rows,
+        "failures": failures,
+        "ng_run_log_tail": log_tail,
+        "ng_run_log": str(log_path),
+    }
+
+
+# ---------------------------------------------------------------------------- stage (c): own tests
+
+
+def own_tests_in_scope(root: Path) -> list[str]:
+    """In-scope envs whose tests/ import only the supported core modules."""
+    found = []
+    for env in in_scope(root):
+        tests = root / env / "tests"
+        if tests.is_dir() and any(tests.glob("test_*.py")):
+            if core_modules_used(root / env, tests=True) <= SUPPORTED_MODULES:
+                found.append(env)
+    return found
+
+
+def own_tests_one(env: str, timeout: float = 300) -> Result:
+    env_dir = WHEEL_ROOT / env
+    ini = CACHE / "own_tests_pytest.ini"
+    ini.write_text("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    command = [str(venv_python()), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini)]
+    command += ["--rootdir", str(env_dir), "-x", "--no-header", "tests"]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            command, cwd=env_dir, env=env_vars(), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return Result(env, "timeout", "tests", f"tests still running after {timeout:.0f}s", seconds=timeout)
+    seconds = round(time.monotonic() - started, 2)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    tally = lines[-1] if lines else ""
+    if proc.returncode == 0:
+        return Result(env, "ok", "tests", "", {"tally": tally}, seconds=seconds)
+    # The first "E   " line is the first failure's error; fall back to the tally line.
+    errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+    short = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    return Result(
+        env,
+        "tests_failed",
+        "tests",
+        (errors[0] if errors else short[0] if short else tally)[:300],
+        {"tally": tally, "first_failed": short[:3]},
+        seconds=seconds,
+    )
+
+
+def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
+    root = ensure_wheel()
+    envs = envs or own_tests_in_scope(root)
+    log(f"running {len(envs)} environments' own tests, {JOBS} at a time")
+    with ThreadPoolExecutor(JOBS) as pool:
+        results = list(pool.map(own_tests_one, envs))
+    write_report("own_tests", results)
+    return results
+
+
+def e2e_verdict(name: str, outcome: dict) -> dict:
+    """One stage-(b) record: every example row written, with a numeric reward, nothing in failures."""
+    rows = outcome["rows"]
+    numeric = [
+        isinstance(r.get("reward"), int | float) and not isinstance(r.get("reward"), bool) for r in rows
+    ]
+    errors = [str(f.get("error", ""))[:300] for f in outcome["failures"]]
+    if errors:
+        error = f"{len(errors)} row(s) failed: {first_line(errors[0])}"
+    elif outcome["returncode"] != 0:
+        tail = [ln for ln in outcome["stderr"].splitlines() if ln.strip() and "rollouts:" not in ln]
+        error = f"ng_collect_rollouts exit {outcome['returncode']}: {tail[-1] if tail else ''}"[:300]
+    elif len(rows) != outcome["n_input"]:
+        error = f"{len(rows)} of {outcome['n_input']} rows written"
+    elif not all(numeric):
+        error = f"non-numeric reward: {rows[numeric.index(False)].get('reward')!r}"
+    else:
+        error = ""
+    return {
+        "env": name,
+        "status": "ok" if not error else "failed",
+        "error": error,
+        "returncode": outcome["returncode"],
+        "n_input": outcome["n_input"],
+        "n_rows": len(rows),
+        "failures": errors[:3],
+        "rewards": [r.get("reward") for r in rows][:10],
+        "stderr_tail": outcome["stderr"][-500:],
+    }
+
+
+def run_e2e_stage(names: list[str] | None = None) -> list[Result]:
+    import tempfile
+
+    ensure_wheel()
+    os.environ["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
+    results = []
+    for name, yaml_name, agent, extra in E2E:
+        if names and name not in names:
+            continue
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                record = e2e_verdict(name, run_e2e(name, yaml_name, agent, extra, Path(tmp)))
+            except Exception as exc:  # ng_run did not start, a timeout, …
+                record = {
+                    "env": name,
+                    "status": "failed",
+                    "error": first_line(f"{type(exc).__name__}: {exc}"),
+                }
+                record["detail"] = str(exc)[-4000:]
+                record["ng_run_log"] = str(CACHE / "e2e" / f"{name}.ng_run.log")
+        append_e2e_record(record)
+        log(f"e2e {name}: {record['status']} {record.get('error', '')}")
+        results.append(
+            Result(
+                f"resources_servers/{name}",
+                record["status"],
+                "e2e",
+                record.get("error", ""),
+                seconds=round(time.monotonic() - started, 1),
+            )
+        )
+    return results
+
+
+def prepare() -> None:
+    """Wheel, venv and every in-scope environment's requirements (cached); install report saved."""
+    root = ensure_wheel()
+    ensure_venv()
+    installs = {}
+    for env in in_scope(root):
+        inst = install_requirements(root / env)
+        if inst.status in ("ok", "failed"):
+            log(f"install {env}: {inst.status} {inst.error}")
+        installs[env] = asdict(inst)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / "install_report.json").write_text(json.dumps(installs, indent=1))
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+def first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return ""
+
+
+def write_report(stage: str, results: list[Result]) -> dict:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    ok = sum(r.status == "ok" for r in results)
+    report[stage] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wheel_version": WHEEL_VERSION,
+        "passed": ok,
+        "total": len(results),
+        "results": [asdict(r) for r in results],
+    }
+    REPORT.write_text(json.dumps(report, indent=1))
+    return report[stage]
+
+
+def append_e2e_record(record: dict) -> None:
+    """Stage (b) results accumulate in report.json["e2e"] as each environment's test finishes."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    entries = [e for e in report.get("e2e", {}).get("results", []) if e.get("env") != record["env"]]
+    entries.append(record)
+    report["e2e"] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "passed": sum(e["status"] == "ok" for e in entries),
+        "total": len(entries),
+        "results": entries,
+    }
+    REPORT.write_text(json.dumps(report, indent=1))
+
+
+def summary(results: list[Result], title: str) -> str:
+    ok = sum(r.status == "ok" for r in results)
+    lines = [f"{title}: {ok}/{len(results)} passed"]
+    failed = [r for r in results if r.status != "ok"]
+    causes = Counter(_cause(r) for r in failed)
+    if causes:
+        lines.append("failures by first error line:")
+        for cause, count in causes.most_common():
+            members = sorted(r.env.split("/")[1] for r in failed if _cause(r) == cause)
+            lines.append(f"  {count:3d} × [{cause}]  {', '.join(members)}")
+    return "\n".join(lines)
+
+
+def _cause(r: Result) -> str:
+    # Group by the error's text with instance-specific bits (paths, names in quotes) blurred a little.
+    text = re.sub(r"/[\w./+-]+", "<path>", r.error)
+    return f"{r.stage}: {text}"[:220]
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "prepare":
+        prepare()
+        return 0
+    if not argv or argv[0] not in ("build", "own_tests", "e2e"):
+        print(__doc__)
+        return 2
+    if argv[0] == "build":
+        results = run_build_stage(argv[1:] or None)
+    elif argv[0] == "e2e":
+        results = run_e2e_stage(argv[1:] or None)
+    else:
+        results = run_own_tests_stage(argv[1:] or None)
+    print(summary(results, argv[0]))
+    return 0 if sum(r.status == "ok" for r in results) >= 0.9 * len(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,22 @@
+"""(a) Every in-scope environment's app.py imports and builds its FastAPI app from its own config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.compat import harness
+
+pytestmark = pytest.mark.compat
+THRESHOLD = float(os.environ.get("NG_COMPAT_THRESHOLD", "0.9"))
+
+
+def test_in_scope_environments_build(wheel_root: Path, capsys: pytest.CaptureFixture) -> None:
+    results = harness.run_build_stage()
+    text = harness.summary(results, "build apps")
+    with capsys.disabled():
+        print("\n" + text + f"\n(report: {harness.REPORT})")
+    ok = sum(r.status == "ok" for r in results)
+    assert ok >= THRESHOLD * len(results), text
