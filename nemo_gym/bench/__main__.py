@@ -3,7 +3,9 @@
 Starts a canned vLLM-shaped upstream, then adapters exactly as ng_run starts them (one per
 config: plain, token mode with /tokenize, token mode with inline ids), drives each scenario at
 several concurrencies with the bundled load generator, and reads each adapter's own CPU time
-from /proc. Prints one JSON line per scenario and writes docs/benchmarks.md.
+from /proc. Then the end-to-end row (`nemo_gym/bench/rollouts.py`): weather rollouts through a
+whole ng_run stack against the bundled simulator. Prints one JSON line per scenario and writes
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import orjson
 from omegaconf import OmegaConf
 
+from nemo_gym.bench import rollouts as e2e
 from nemo_gym.bench.loadgen import run, run_load
 from nemo_gym.config import PROJECT_ROOT, free_port
 from nemo_gym.config.loader import LoadedConfig
@@ -170,10 +173,13 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32,256,1024")
     parser.add_argument(
         "--scenarios",
-        default="direct,responses,chat,token_tokenize,token_inline,long,workers2,sessions",
+        default="direct,responses,chat,token_tokenize,token_inline,long,workers2,sessions,rollouts",
     )
     parser.add_argument(
         "--sessions", type=int, default=200_000, help="distinct sessions for the memory scenario"
+    )
+    parser.add_argument(
+        "--rollout-concurrency", default="32,256", help="concurrencies of the end-to-end rollouts row"
     )
     parser.add_argument("--output", default=str(PROJECT_ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
@@ -188,6 +194,7 @@ def main() -> None:
     adapters: list[Adapter] = []
     rows: list[dict[str, Any]] = []
     memory: dict[str, Any] | None = None
+    rollout_rows: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
         wait_healthy(f"http://127.0.0.1:{up_port}/health", proc=upstream_proc)
@@ -277,12 +284,27 @@ def main() -> None:
         for adapter in adapters:
             stop_process(adapter.proc)
         stop_process(upstream_proc)
-    write_markdown(Path(args.output), rows, time.monotonic() - started, args.duration, memory)
+    failed = False
+    if "rollouts" in wanted:
+        # Its own ng_run stack (simulator, adapter, environment, agent), after the above are stopped.
+        try:
+            rollout_rows = e2e.bench([int(c) for c in args.rollout_concurrency.split(",")])
+        except Exception as exc:  # keep the rows above: write them, then fail
+            print(f"error: end-to-end rollouts: {exc}", file=sys.stderr, flush=True)
+            failed = True
+    write_markdown(Path(args.output), rows, time.monotonic() - started, args.duration, memory, rollout_rows)
     print(f"wrote {args.output} ({time.monotonic() - started:.0f}s)")
+    if failed:
+        raise SystemExit(1)
 
 
 def write_markdown(
-    path: Path, rows: list[dict[str, Any]], elapsed: float, duration: float, memory: dict[str, Any] | None
+    path: Path,
+    rows: list[dict[str, Any]],
+    elapsed: float,
+    duration: float,
+    memory: dict[str, Any] | None,
+    rollout_rows: list[dict[str, Any]] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     versions = ", ".join(f"{p} {version(p)}" for p in ("fastapi", "uvicorn", "httpx", "aiohttp", "orjson"))
@@ -313,6 +335,8 @@ def write_markdown(
             f"({memory['rps']:.0f} req/s, {memory['errors']} errors): RSS {memory['rss_after_20k_mb']} MB after the first 20,000, "
             f"{memory['rss_after_all_mb']} MB at the end, growth {memory['rss_growth_mb']} MB (session table bounded by max_sessions).",
         ]
+    if rollout_rows:
+        lines += ["", *e2e.markdown_section(rollout_rows, e2e.WARMUP, e2e.ROLLOUTS, e2e.DURATION)]
     lines += ["", f"Whole run: {elapsed:.0f}s.", ""]
     path.write_text("\n".join(lines))
 

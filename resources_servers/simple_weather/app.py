@@ -41,7 +41,9 @@ class SimpleWeather(SimpleResourcesServer):
         return GetWeatherResponse(city=body.city, weather_description=f"The weather in {body.city} is cold.")
 
     async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
-        return BaseVerifyResponse(**body.model_dump(), reward=1.0)
+        # The body was validated on the way in; building the answer from its fields skips a
+        # second validation of the whole rollout.
+        return BaseVerifyResponse.model_construct(**dict(body), **(body.model_extra or {}), reward=1.0)
 
 
 if __name__ == "__main__":

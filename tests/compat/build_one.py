@@ -103,6 +103,9 @@ def main() -> None:
     from nemo_gym.server_utils import ServerClient
 
     STAGE = "import"
+    # `python app.py` (how ng_run starts a server) puts the app's own directory first on sys.path;
+    # environments rely on it for sibling modules (`from utils import …`).
+    sys.path[0] = str(env_dir)
     module = importlib.import_module(f"{kind}.{name}.app")
     DETAIL["module_file"] = getattr(module, "__file__", None)
     if DETAIL["module_file"] and not str(DETAIL["module_file"]).startswith(str(wheel_root)):

@@ -52,7 +52,7 @@ SUPPORTED_MODULES = frozenset(
     }
 )
 # Requirements that are too heavy for this tier unless NG_COMPAT_HEAVY=1.
-HEAVY = ("torch", "torchvision", "torchaudio", "unbabel-comet", "swebench", "nemo-fabric")
+HEAVY = ("torch", "torchvision", "torchaudio", "unbabel-comet", "bert-score", "swebench", "nemo-fabric")
 
 _FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+nemo_gym(?:\.([\w.]+))?[ \t]+import\b", re.M)
 _PLAIN_IMPORT = re.compile(r"^[ \t]*import[ \t]+nemo_gym(?:\.([\w.]+))?", re.M)
@@ -231,7 +231,7 @@ def install_requirements(env_dir: Path, timeout: float = 600) -> Install:
         return Install("failed", keep, skipped, f"pip install timed out after {timeout:.0f}s")
     if result.returncode != 0:
         lines = [ln for ln in result.stderr.splitlines() if ln.strip().startswith("ERROR")] or [
-            ln for ln in result.stderr.splitlines() if ln.strip()
+            ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")
         ]
         error = (lines[0] if lines else "pip failed").strip()[:300]
         failed_stamp.parent.mkdir(parents=True, exist_ok=True)
