@@ -43,7 +43,7 @@ class SimpleWeather(SimpleResourcesServer):
     async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
         # The body was validated on the way in; building the answer from its fields skips a
         # second validation of the whole rollout.
-        return BaseVerifyResponse.model_construct(**dict(body), **(body.model_extra or {}), reward=1.0)
+        return BaseVerifyResponse.model_construct(**dict(body), reward=1.0)
 
 
 if __name__ == "__main__":
