@@ -71,7 +71,7 @@ def test_limit_repeats_concurrency_overrides_metrics(
     )
     assert result.returncode == 0, result.stderr
     got = rows(out)
-    assert sorted((r["_ng_row_index"], r["_ng_repeat_index"]) for r in got) == [
+    assert sorted((r["_ng_task_index"], r["_ng_rollout_index"]) for r in got) == [
         (i, k) for i in range(3) for k in range(4)
     ]
     assert all(r["reward"] == 1.0 for r in got)
@@ -87,7 +87,7 @@ def test_limit_repeats_concurrency_overrides_metrics(
         for r in got
     )
     assert 1 < sim_stats(sim_url)["max_in_flight"] <= 5
-    metrics = json.loads((tmp_path / "roll_metrics.json").read_text())
+    metrics = json.loads((tmp_path / "roll_aggregate_metrics.json").read_text())
     assert metrics["reward"] == 1.0 and metrics["num_rollouts"] == 12 and metrics["num_failed"] == 0
     assert (tmp_path / "roll_failures.jsonl").read_text() == ""
     assert str(out) in result.stdout
@@ -111,13 +111,13 @@ def test_bad_rows_go_to_failures_and_the_run_continues(
         f"+output_jsonl_fpath={out}",
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(r["_ng_row_index"] for r in rows(out)) == [0, 4]
-    failures = {f["_ng_row_index"]: f["error"] for f in rows(tmp_path / "o_failures.jsonl")}
+    assert sorted(r["_ng_task_index"] for r in rows(out)) == [0, 4]
+    failures = {f["_ng_task_index"]: f["_ng_failure_message"] for f in rows(tmp_path / "o_failures.jsonl")}
     assert sorted(failures) == [1, 2, 3]
     assert failures[1].startswith(f"{source}:2: invalid JSON")
     assert failures[2] == f"{source}:3: row has no 'responses_create_params' object"
     assert "returned HTTP 400" in failures[3] and "'input'" in failures[3]
-    assert json.loads((tmp_path / "o_metrics.json").read_text())["num_failed"] == 3
+    assert json.loads((tmp_path / "o_aggregate_metrics.json").read_text())["num_failed"] == 3
 
 
 def test_resume_after_sigkill_completes_exactly_once(tmp_path: Path) -> None:
@@ -146,12 +146,12 @@ def test_resume_after_sigkill_completes_exactly_once(tmp_path: Path) -> None:
             proc.wait()
             partial = rows(out)
             assert 6 <= len(partial) < 40
-            result = collect(run, *args, "+resume=true")
+            result = collect(run, *args, "+resume_from_cache=true")
             assert result.returncode == 0, result.stderr
-            final = Counter((r["_ng_row_index"], r["_ng_repeat_index"]) for r in rows(out))
+            final = Counter((r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows(out))
             assert set(final) == {(i, k) for i in range(5) for k in range(8)}
             assert max(final.values()) == 1
-            metrics = json.loads((tmp_path / "r_metrics.json").read_text())
+            metrics = json.loads((tmp_path / "r_aggregate_metrics.json").read_text())
             assert metrics["num_rollouts"] == 40 and metrics["num_skipped_already_done"] == len(partial)
             assert metrics["num_attempted_this_run"] == 40 - len(partial)
 
@@ -182,7 +182,7 @@ def test_ctrl_c_leaves_only_whole_rows(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
             assert proc.returncode == 130
-            assert "rerun with +resume=true" in err
+            assert "rerun with +resume_from_cache=true" in err
             text = out.read_text()
             assert text.endswith("\n") and all(
                 json.loads(line)["reward"] == 1.0 for line in text.splitlines()
@@ -230,7 +230,7 @@ def test_equivalence_judge_with_separate_policy_and_judge(tmp_path: Path) -> Non
                 f"+output_jsonl_fpath={out}",
             )
             assert result.returncode == 0, result.stderr
-            by_row = {r["_ng_row_index"]: r for r in rows(out)}
+            by_row = {r["_ng_task_index"]: r for r in rows(out)}
             assert by_row[0]["reward"] == 1.0 and [e["verdict"] for e in by_row[0]["judge_evaluations"]] == [
                 "equal",
                 "equal",
