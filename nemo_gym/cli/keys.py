@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticUndefined
 
-from nemo_gym.config import ConfigError
+from nemo_gym.config import SERVER_TYPES, ConfigError
 from nemo_gym.config.loader import COMMAND_LINE, config_defined_names
 from nemo_gym.config.overrides import parse_overrides
 
@@ -50,6 +50,11 @@ class ConfigCommandKeys(CommandKeys):
         default_factory=HeadServerKeys, description="Head server address (host, port)."
     )
     default_host: str | None = Field(None, description="Host for server instances that set none.")
+
+
+def key_names(model: type[BaseModel]) -> list[str]:
+    """The names a user types for the model's keys (a field's alias when it has one)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def wants_help(args: list[str]) -> bool:
@@ -88,6 +93,7 @@ def render_help(command: str, summary: str, model: type[BaseModel]) -> str:
     """The `--help` text: usage, then each key with its type, default and description."""
     lines = [f"{command}: {summary}", "", f"usage: {command} [+key=value ...]", "", "keys:"]
     for name, field in model.model_fields.items():
+        name = field.alias or name
         lines.append(f"  +{name}  ({_type_name(field.annotation)}, {_default_text(field)})")
         if field.description:
             lines.append(f"      {field.description}")
@@ -115,22 +121,28 @@ def check_command_line(
     instances, `policy_base_url`, …) are legitimate overrides too. Returns the parsed overrides.
     """
     overrides = parse_overrides([a for a in args if a not in HELP_FLAGS])
-    known = set(model.model_fields)
+    known = set(key_names(model))
     allowed = set(known)
     if config_names:
         defined = config_defined_names(args)
         if defined is None:
             return overrides
         allowed |= defined
-    for name in overrides:
-        if name not in allowed:
+    for name, value in overrides.items():
+        if name not in allowed and not _is_instance(value):
             raise unknown_key_error(command, name, known)
     return overrides
 
 
+def _is_instance(value: Any) -> bool:
+    """A server instance given entirely on the command line (`+name.resources_servers.impl...`)."""
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SERVER_TYPES
+
+
 def validate_keys(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     """The command's keys as a typed model; a wrong type is a config error naming the key."""
-    mine = {k: v for k, v in values.items() if k in model.model_fields}
+    names = set(key_names(model)) | set(model.model_fields)
+    mine = {k: v for k, v in values.items() if k in names}
     try:
         return model.model_validate(mine)
     except ValidationError as exc:

@@ -7,10 +7,19 @@ import sys
 import httpx
 
 from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line
 from nemo_gym.config import load_config
+
+COMMAND = "ng_status"
+SUMMARY = "list the running server instances and their health (and their upstreams'), via the head server."
+
+
+class StatusKeys(ConfigCommandKeys):
+    """ng_status needs only the head server's address."""
 
 
 def main(args: list[str]) -> int:
+    check_command_line(COMMAND, StatusKeys, args)
     head = load_config(args).config.head_server
     base = f"http://{head.host}:{head.port}"
     try:
@@ -45,7 +54,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=StatusKeys)
 
 
 if __name__ == "__main__":
