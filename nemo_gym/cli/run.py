@@ -19,6 +19,7 @@ from nemo_gym.config import assign_ports, discover_instances, load_config
 from nemo_gym.config.redact import SecretScrubber, secret_values
 from nemo_gym.runner.head_server import HeadServerThread, build_head_app
 from nemo_gym.runner.processes import ChildProcess, stop_all
+from nemo_gym.runner.upstream_check import check_upstreams
 from nemo_gym.server.context import write_runtime_file
 
 COMMAND = "ng_run"
@@ -144,6 +145,17 @@ def main(args: list[str]) -> int:
         ]
         print(format_table(["name", "type", "implementation", "url", "pid"], rows), flush=True)
         print(f"All {len(children)} servers ready", flush=True)
+        problems = check_upstreams(plain, instances)
+        for problem in problems:
+            label = "error" if keys.require_upstreams else "WARNING"
+            print(f"{label}: {scrubber.scrub(problem.line())}", file=sys.stderr, flush=True)
+        if problems and keys.require_upstreams:
+            print(
+                f"error: {len(problems)} upstream(s) not usable and +require_upstreams=true; shutting down.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         while True:
             for child in children:
                 code = child.poll()
