@@ -68,3 +68,24 @@ def test_failure_summary_lists_the_most_common_reasons_first() -> None:
         "  1 × transport_unreachable, e.g.: ConnectError: refused"
     )
     assert FailureTally().summary(4) == "No failures (4 rollouts attempted)."
+
+
+def test_agent_routing_precedence_matches_nemo_gym() -> None:
+    from pathlib import Path
+
+    from nemo_gym.rollouts.collect import CollectSettings, resolve_agent
+
+    def row(name: str | None) -> dict:
+        return {"agent_ref": {"type": "responses_api_agents", "name": name}} if name else {}
+
+    plain = CollectSettings(agent_name=None, input_path=Path("i"), output_path=Path("o"))
+    assert [resolve_agent(plain, row(n)) for n in ("a", None)] == ["a", None]
+    named = CollectSettings(agent_name="forced", input_path=Path("i"), output_path=Path("o"))
+    assert [resolve_agent(named, row(n)) for n in ("a", None)] == ["forced", "forced"]
+    mapped = CollectSettings(
+        agent_name="forced",
+        input_path=Path("i"),
+        output_path=Path("o"),
+        agent_map={"a": "new_a", "_default": "d"},
+    )
+    assert [resolve_agent(mapped, row(n)) for n in ("a", "b", None)] == ["new_a", "d", "d"]

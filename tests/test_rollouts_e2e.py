@@ -394,3 +394,34 @@ def test_max_failures_and_context_length_fallbacks(weather_stack: tuple[NgRun, s
     assert metrics["failure_classes"] == {"invalid_input_row": 2}
     assert "1 rollouts hit the model's context length" in result.stdout
     assert collect(run, *args, "+max_failures=2").returncode == 0
+
+
+def test_interleave_repeats_disable_aggregation_and_require_complete(
+    weather_stack: tuple[NgRun, str], tmp_path: Path
+) -> None:
+    run, _ = weather_stack
+    out = tmp_path / "inter.jsonl"
+    args = ["+agent_name=simple_weather_simple_agent", f"+output_jsonl_fpath={out}", "+concurrency=1"]
+    result = collect(
+        run,
+        *args,
+        f"+input_jsonl_fpath={WEATHER}",
+        "+limit=2",
+        "+num_repeats=2",
+        "+interleave_repeats=true",
+        "+disable_aggregation=true",
+    )
+    assert result.returncode == 0, result.stderr
+    assert [(r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows(out)] == [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (1, 1),
+    ]
+    assert not (tmp_path / "inter_aggregate_metrics.json").exists()
+
+    source = tmp_path / "one_bad.jsonl"
+    source.write_text((PROJECT_ROOT / WEATHER).read_text().splitlines()[0] + "\n{not json\n")
+    result = collect(run, *args, f"+input_jsonl_fpath={source}", "+require_complete=true")
+    assert result.returncode == 1
+    assert result.stdout.rstrip().endswith("error: 1 rollouts missing and +require_complete=true")

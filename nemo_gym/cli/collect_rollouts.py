@@ -14,8 +14,7 @@ from nemo_gym.cli.common import run_cli
 from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.http.server_client import HeadServerUnreachable, ServerClient, close_shared_client
-from nemo_gym.rollouts.collect import CollectSettings, RolloutCollector, read_input_rows
-from nemo_gym.rollouts.keys import agent_ref_name
+from nemo_gym.rollouts.collect import CollectSettings, RolloutCollector, read_input_rows, resolve_agent
 
 COMMAND = "ng_collect_rollouts"
 SUMMARY = "run each input row through an agent's /run and write scored rollouts as they finish."
@@ -50,29 +49,40 @@ class CollectRolloutsKeys(ConfigCommandKeys):
     max_failures: int | None = Field(
         None, ge=0, description="Exit non-zero when more rollouts than this fail (default: only if all fail)."
     )
+    agent_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Re-route rows by their agent_ref name ({old: new}); key _default applies to every other row.",
+    )
+    interleave_repeats: bool = Field(
+        False,
+        description="Start repeats round by round (abcabc) instead of each row's back to back (aabbcc).",
+    )
+    disable_aggregation: bool = Field(
+        False, description="Write no aggregate-metrics file and call no /aggregate_metrics (sharded runs)."
+    )
+    require_complete: bool = Field(False, description="Exit non-zero if any rollout is missing (failed).")
 
 
-def _routing_check(keys: CollectRolloutsKeys, input_path: Path, client: ServerClient) -> None:
+def _routing_check(settings: CollectSettings, client: ServerClient) -> None:
     """Every agent a run will call must exist before the first rollout, not as N failures later."""
-    names = {keys.agent_name} if keys.agent_name else set()
-    if not keys.agent_name:
-        missing = []
-        for item in read_input_rows(input_path, keys.limit):
-            if item.row is None:
-                continue
-            name = agent_ref_name(item.row)
-            if name:
-                names.add(name)
-            else:
-                missing.append(item.index)
-        if missing:
-            shown = ", ".join(str(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
-            raise ConfigError(
-                f"is required: input rows {shown} have no agent_ref (give +agent_name=… or an agent_ref "
-                "{type: responses_api_agents, name: …} in every row)",
-                key="agent_name",
-                source="command line",
-            )
+    names: set[str] = set()
+    missing = []
+    for item in read_input_rows(settings.input_path, settings.limit):
+        if item.row is None:
+            continue
+        name = resolve_agent(settings, item.row)
+        if name:
+            names.add(name)
+        else:
+            missing.append(item.index)
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise ConfigError(
+            f"is required: input rows {shown} have no agent_ref (give +agent_name=… or an agent_ref "
+            "{type: responses_api_agents, name: …} in every row)",
+            key="agent_name",
+            source="command line",
+        )
     for name in sorted(names):
         try:
             client.url_for(name)
@@ -101,6 +111,10 @@ def settings_from(cfg: dict[str, Any]) -> tuple[CollectRolloutsKeys, CollectSett
         overrides=keys.responses_create_params,
         resume=keys.resume_from_cache or keys.resume,
         max_failures=keys.max_failures,
+        agent_map=keys.agent_map,
+        interleave_repeats=keys.interleave_repeats,
+        disable_aggregation=keys.disable_aggregation,
+        require_complete=keys.require_complete,
     )
     return keys, settings
 
@@ -117,7 +131,7 @@ def main(args: list[str]) -> int:
     except HeadServerUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _routing_check(keys, settings.input_path, client)
+    _routing_check(settings, client)
     collector = RolloutCollector(settings, client)
 
     async def collect() -> dict[str, Any]:
@@ -144,9 +158,12 @@ def main(args: list[str]) -> int:
         )
     print(f"Rollouts: {settings.output_path}")
     print(f"Failures: {settings.failures_path} ({metrics['num_failed']})")
-    print(f"Metrics:  {settings.metrics_path}")
+    if not settings.disable_aggregation:
+        print(f"Metrics:  {settings.metrics_path}")
     code = collector.exit_code(metrics)
-    if code and settings.max_failures is not None and metrics["num_failed"] > settings.max_failures:
+    if code and settings.require_complete and metrics["num_failed"] != metrics["num_attempted_this_run"]:
+        print(f"error: {metrics['num_failed']} rollouts missing and +require_complete=true")
+    elif code and settings.max_failures is not None and metrics["num_failed"] > settings.max_failures:
         print(
             f"error: {metrics['num_failed']} rollouts failed, more than +max_failures={settings.max_failures}"
         )

@@ -60,6 +60,10 @@ class CollectSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     resume: bool = False
     max_failures: int | None = None
+    agent_map: dict[str, str] = field(default_factory=dict)
+    interleave_repeats: bool = False
+    disable_aggregation: bool = False
+    require_complete: bool = False
 
     @property
     def failures_path(self) -> Path:
@@ -110,6 +114,14 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def resolve_agent(settings: CollectSettings, row: dict[str, Any]) -> str | None:
+    """The agent a row goes to, with NeMo Gym's precedence (see `RolloutCollector.agent_for`)."""
+    ref = agent_ref_name(row)
+    if ref is not None and ref in settings.agent_map:
+        return settings.agent_map[ref]
+    return settings.agent_map.get("_default") or settings.agent_name or ref
+
+
 def clear_previous_outputs(settings: CollectSettings) -> None:
     """Without resume, a previous run's files go, but never silently: say what is being dropped."""
     output = settings.output_path
@@ -133,8 +145,8 @@ class RolloutCollector:
         self.failures = FailureTally()
 
     def agent_for(self, row: dict[str, Any]) -> str:
-        """`+agent_name` wins; otherwise the row's own `agent_ref` routes it."""
-        agent = self.settings.agent_name or agent_ref_name(row)
+        """agent_map[row's agent_ref] > agent_map._default > `+agent_name` > the row's own agent_ref."""
+        agent = resolve_agent(self.settings, row)
         if not agent:
             raise RolloutFailure(NO_AGENT, "row has no agent_ref and +agent_name was not given")
         return agent
@@ -163,11 +175,13 @@ class RolloutCollector:
         output = JsonlAppender(s.output_path, truncate=not s.resume)
         failures = JsonlAppender(s.failures_path, truncate=True)
 
-        jobs: list[tuple[InputRow, int]] = []
-        for item in read_input_rows(s.input_path, s.limit):
-            for repeat in range(s.num_repeats):
-                if (item.index, repeat) not in done:
-                    jobs.append((item, repeat))
+        items = list(read_input_rows(s.input_path, s.limit))
+        order = (
+            [(item, r) for r in range(s.num_repeats) for item in items]
+            if s.interleave_repeats
+            else [(item, r) for item in items for r in range(s.num_repeats)]
+        )
+        jobs = [(item, repeat) for item, repeat in order if (item.index, repeat) not in done]
 
         reward_sum, reward_count = 0.0, 0
         tally = self.failures
@@ -203,11 +217,8 @@ class RolloutCollector:
                 failure_class, message = classify(exc)
                 record_failure(keys, row, failure_class, message)
             else:
-                stamp = (
-                    {}
-                    if AGENT_REF_KEY in result
-                    else {AGENT_REF_KEY: {"type": "responses_api_agents", "name": agent}}
-                )
+                # Tagged with the agent that produced it (after any agent_map re-route), as NeMo Gym does.
+                stamp = {AGENT_REF_KEY: {"type": "responses_api_agents", "name": agent}}
                 output.write({**result, **stamp, **keys})
                 reward = result.get("reward")
                 if isinstance(reward, int | float) and not isinstance(reward, bool):
@@ -246,9 +257,11 @@ class RolloutCollector:
             "failure_classes": dict(tally.counts.most_common()),
             "wall_time_s": round(elapsed, 3),
         }
+        if s.disable_aggregation:
+            return metrics
         by_agent: dict[str, list[dict[str, Any]]] = {}
         for row in all_rows:
-            name = s.agent_name or agent_ref_name(row)
+            name = agent_ref_name(row) or s.agent_name
             if name:
                 by_agent.setdefault(name, []).append(row)
         server_metrics = await resources_server_aggregates(self.client, by_agent)
@@ -258,9 +271,12 @@ class RolloutCollector:
         return metrics
 
     def exit_code(self, metrics: dict[str, Any]) -> int:
-        """Non-zero when nothing worked, or when failures passed the user's `+max_failures`."""
+        """Non-zero when nothing worked, when failures passed `+max_failures`, or any is missing
+        under `+require_complete`."""
         failed, attempted = metrics["num_failed"], metrics["num_attempted_this_run"]
         if attempted and failed == attempted:
+            return 1
+        if self.settings.require_complete and failed:
             return 1
         if self.settings.max_failures is not None and failed > self.settings.max_failures:
             return 1
