@@ -95,11 +95,11 @@ def main() -> int:
         if code != 0:
             print(f"error: ng_collect_rollouts exited with {code}", file=sys.stderr)
             return code
-        metrics = json.loads((RESULTS / "demo_rollouts_metrics.json").read_text())
+        metrics = json.loads((RESULTS / "demo_rollouts_aggregate_metrics.json").read_text())
         print(
             f"4/4 done in {time.monotonic() - started:.1f}s: {metrics['num_rollouts']} rollouts, "
             f"mean reward {metrics.get('reward', float('nan')):.3f}, {metrics['num_failed']} failed.\n"
-            f"    rollouts: {output}\n    metrics:  {RESULTS / 'demo_rollouts_metrics.json'}\n"
+            f"    rollouts: {output}\n    metrics:  {RESULTS / 'demo_rollouts_aggregate_metrics.json'}\n"
             f"    failures: {RESULTS / 'demo_rollouts_failures.jsonl'}",
             flush=True,
         )

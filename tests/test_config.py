@@ -65,6 +65,27 @@ def test_unresolvable_interpolation_names_key_and_file(files: Path) -> None:
     )
 
 
+def test_missing_env_yaml_is_named_as_the_cause(files: Path) -> None:
+    from nemo_gym.config import PROJECT_ROOT
+
+    write(files / "i.yaml", "srv:\n  url: ${policy_base_url}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(["+config_paths=[i.yaml]"])
+    assert str(info.value) == (
+        f"config key 'srv.url' (from {files / 'i.yaml'}): cannot resolve interpolation: "
+        "Interpolation key 'policy_base_url' not found "
+        f"(no env.yaml in {files.resolve()} or {PROJECT_ROOT}; copy env.yaml.example)"
+    )
+
+
+def test_present_env_yaml_gets_no_env_yaml_hint(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEMO_GYM_ENV_YAML", str(write(files / "env.yaml", "other: 1\n")))
+    write(files / "i.yaml", "srv:\n  url: ${policy_base_url}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(["+config_paths=[i.yaml]"])
+    assert "env.yaml" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     "arg",
     [

@@ -71,7 +71,7 @@ def test_limit_repeats_concurrency_overrides_metrics(
     )
     assert result.returncode == 0, result.stderr
     got = rows(out)
-    assert sorted((r["_ng_row_index"], r["_ng_repeat_index"]) for r in got) == [
+    assert sorted((r["_ng_task_index"], r["_ng_rollout_index"]) for r in got) == [
         (i, k) for i in range(3) for k in range(4)
     ]
     assert all(r["reward"] == 1.0 for r in got)
@@ -87,7 +87,7 @@ def test_limit_repeats_concurrency_overrides_metrics(
         for r in got
     )
     assert 1 < sim_stats(sim_url)["max_in_flight"] <= 5
-    metrics = json.loads((tmp_path / "roll_metrics.json").read_text())
+    metrics = json.loads((tmp_path / "roll_aggregate_metrics.json").read_text())
     assert metrics["reward"] == 1.0 and metrics["num_rollouts"] == 12 and metrics["num_failed"] == 0
     assert (tmp_path / "roll_failures.jsonl").read_text() == ""
     assert str(out) in result.stdout
@@ -111,13 +111,13 @@ def test_bad_rows_go_to_failures_and_the_run_continues(
         f"+output_jsonl_fpath={out}",
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(r["_ng_row_index"] for r in rows(out)) == [0, 4]
-    failures = {f["_ng_row_index"]: f["error"] for f in rows(tmp_path / "o_failures.jsonl")}
+    assert sorted(r["_ng_task_index"] for r in rows(out)) == [0, 4]
+    failures = {f["_ng_task_index"]: f["_ng_failure_message"] for f in rows(tmp_path / "o_failures.jsonl")}
     assert sorted(failures) == [1, 2, 3]
     assert failures[1].startswith(f"{source}:2: invalid JSON")
     assert failures[2] == f"{source}:3: row has no 'responses_create_params' object"
     assert "returned HTTP 400: Invalid 'responses_create_params.input" in failures[3]
-    assert json.loads((tmp_path / "o_metrics.json").read_text())["num_failed"] == 3
+    assert json.loads((tmp_path / "o_aggregate_metrics.json").read_text())["num_failed"] == 3
 
 
 def test_resume_after_sigkill_completes_exactly_once(tmp_path: Path) -> None:
@@ -146,12 +146,12 @@ def test_resume_after_sigkill_completes_exactly_once(tmp_path: Path) -> None:
             proc.wait()
             partial = rows(out)
             assert 6 <= len(partial) < 40
-            result = collect(run, *args, "+resume=true")
+            result = collect(run, *args, "+resume_from_cache=true")
             assert result.returncode == 0, result.stderr
-            final = Counter((r["_ng_row_index"], r["_ng_repeat_index"]) for r in rows(out))
+            final = Counter((r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows(out))
             assert set(final) == {(i, k) for i in range(5) for k in range(8)}
             assert max(final.values()) == 1
-            metrics = json.loads((tmp_path / "r_metrics.json").read_text())
+            metrics = json.loads((tmp_path / "r_aggregate_metrics.json").read_text())
             assert metrics["num_rollouts"] == 40 and metrics["num_skipped_already_done"] == len(partial)
             assert metrics["num_attempted_this_run"] == 40 - len(partial)
 
@@ -182,7 +182,7 @@ def test_ctrl_c_leaves_only_whole_rows(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
             assert proc.returncode == 130
-            assert "rerun with +resume=true" in err
+            assert "rerun with +resume_from_cache=true" in err
             text = out.read_text()
             assert text.endswith("\n") and all(
                 json.loads(line)["reward"] == 1.0 for line in text.splitlines()
@@ -230,7 +230,7 @@ def test_equivalence_judge_with_separate_policy_and_judge(tmp_path: Path) -> Non
                 f"+output_jsonl_fpath={out}",
             )
             assert result.returncode == 0, result.stderr
-            by_row = {r["_ng_row_index"]: r for r in rows(out)}
+            by_row = {r["_ng_task_index"]: r for r in rows(out)}
             assert by_row[0]["reward"] == 1.0 and [e["verdict"] for e in by_row[0]["judge_evaluations"]] == [
                 "equal",
                 "equal",
@@ -241,3 +241,189 @@ def test_equivalence_judge_with_separate_policy_and_judge(tmp_path: Path) -> Non
             assert by_row[0]["judge_evaluations"][0]["response"]["model"] == "judge-model"
             assert httpx.get(judge_url.removesuffix("/v1") + "/sim/stats").json()["requests"] == 3
             assert httpx.get(policy_url.removesuffix("/v1") + "/sim/stats").json()["requests"] == 2
+
+
+def test_unknown_flag_is_refused_and_a_200_row_output_survives(tmp_path: Path) -> None:
+    out = tmp_path / "keep.jsonl"
+    out.write_text(
+        "".join(json.dumps({"_ng_task_index": i, "_ng_rollout_index": 0}) + "\n" for i in range(200))
+    )
+    before = out.read_bytes()
+    result = collect_cmd(
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={WEATHER}",
+        f"+output_jsonl_fpath={out}",
+        "+concurency=8",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "config error: config key 'concurency' (from command line): "
+        "is not a key of ng_collect_rollouts; did you mean `concurrency`?"
+    )
+    assert out.read_bytes() == before
+
+
+def collect_cmd(*args: str) -> subprocess.CompletedProcess:
+    """The collector with no stack behind it (head port 9: nothing listens there)."""
+    return subprocess.run(
+        collect_rollouts_command(9, *args),
+        cwd=PROJECT_ROOT,
+        env=hermetic_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_lists_keys_and_exits_0() -> None:
+    for flag in ("--help", "-h", "+help=true"):
+        result = collect_cmd(flag)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("ng_collect_rollouts: ")
+        assert "  +resume_from_cache  (bool, default False)\n" in result.stdout
+        assert "  +num_samples_in_parallel  (int | None, default None)\n" in result.stdout
+
+
+def test_existing_output_is_cleared_only_after_a_notice(
+    weather_stack: tuple[NgRun, str], tmp_path: Path
+) -> None:
+    run, _ = weather_stack
+    out = tmp_path / "old.jsonl"
+    out.write_text('{"_ng_task_index": 3, "_ng_rollout_index": 0}\n' * 3)
+    result = collect(
+        run,
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={WEATHER}",
+        f"+output_jsonl_fpath={out}",
+        "+limit=1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"note: {out} already holds 3 rollouts; clearing it and its side files "
+        "(pass +resume_from_cache=true to continue it instead)\n"
+    ) in result.stderr
+    assert [(r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows(out)] == [(0, 0)]
+    assert rows(out)[0]["agent_ref"] == {
+        "type": "responses_api_agents",
+        "name": "simple_weather_simple_agent",
+    }
+
+
+def test_resume_from_cache_reads_old_key_names(weather_stack: tuple[NgRun, str], tmp_path: Path) -> None:
+    run, _ = weather_stack
+    out = tmp_path / "legacy.jsonl"
+    out.write_text('{"_ng_row_index": 0, "_ng_repeat_index": 0, "reward": 0.5}\n')
+    result = collect(
+        run,
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={WEATHER}",
+        f"+output_jsonl_fpath={out}",
+        "+limit=2",
+        "+resume_from_cache=true",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stderr
+    metrics = json.loads((tmp_path / "legacy_aggregate_metrics.json").read_text())
+    assert metrics["num_skipped_already_done"] == 1 and metrics["num_attempted_this_run"] == 1
+    assert metrics["num_rollouts"] == 2 and metrics["reward"] == 0.75
+    # Every resources server answers /aggregate_metrics (reward_profile over the run's rows).
+    weather = metrics["resources_servers"]["simple_weather"]
+    assert weather["key_metrics"] == {"mean/reward": 0.75}
+    assert [r.get("_ng_task_index") for r in rows(out)] == [None, 1]
+
+
+def test_agent_ref_routes_rows_without_agent_name(weather_stack: tuple[NgRun, str], tmp_path: Path) -> None:
+    run, _ = weather_stack
+    good = json.loads((PROJECT_ROOT / WEATHER).read_text().splitlines()[0])
+    ref = {"type": "responses_api_agents", "name": "simple_weather_simple_agent"}
+    source = tmp_path / "routed.jsonl"
+    source.write_text(json.dumps({**good, "agent_ref": ref}) + "\n")
+    out = tmp_path / "routed_out.jsonl"
+    result = collect(run, f"+input_jsonl_fpath={source}", f"+output_jsonl_fpath={out}")
+    assert result.returncode == 0, result.stderr
+    assert [r["reward"] for r in rows(out)] == [1.0]
+
+    source.write_text(json.dumps({**good, "agent_ref": ref}) + "\n" + json.dumps(good) + "\n")
+    result = collect(run, f"+input_jsonl_fpath={source}", f"+output_jsonl_fpath={out}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "config error: config key 'agent_name' (from command line): is required: input rows 1 have no "
+        "agent_ref (give +agent_name=… or an agent_ref {type: responses_api_agents, name: …} in every row)"
+    )
+
+
+def test_every_rollout_failing_exits_1_with_the_top_reasons(
+    weather_stack: tuple[NgRun, str], tmp_path: Path
+) -> None:
+    run, _ = weather_stack
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"no_params": 1}\n' * 3)
+    out = tmp_path / "bad_out.jsonl"
+    result = collect(
+        run,
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={source}",
+        f"+output_jsonl_fpath={out}",
+    )
+    assert result.returncode == 1
+    assert (
+        "3 of 3 rollouts failed. Most common reasons:\n"
+        f"  3 × invalid_input_row, e.g.: {source}:1: row has no 'responses_create_params' object\n"
+    ) in result.stdout
+    assert result.stdout.rstrip().endswith("error: every rollout failed")
+    failures = rows(tmp_path / "bad_out_failures.jsonl")
+    assert [f["_ng_failure_class"] for f in failures] == ["invalid_input_row"] * 3
+    assert sorted(f["_ng_task_index"] for f in failures) == [0, 1, 2]
+
+
+def test_max_failures_and_context_length_fallbacks(weather_stack: tuple[NgRun, str], tmp_path: Path) -> None:
+    run, _ = weather_stack
+    good = (PROJECT_ROOT / WEATHER).read_text().splitlines()[0]
+    too_long = json.dumps({"responses_create_params": {"input": "weather " * 6000}})
+    source = tmp_path / "mixed.jsonl"
+    source.write_text("\n".join([good, too_long, "{not json", "{not json"]) + "\n")
+    out = tmp_path / "mixed_out.jsonl"
+    args = [
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={source}",
+        f"+output_jsonl_fpath={out}",
+    ]
+    result = collect(run, *args, "+max_failures=1")
+    assert result.returncode == 1
+    assert result.stdout.rstrip().endswith("error: 2 rollouts failed, more than +max_failures=1")
+    metrics = json.loads((tmp_path / "mixed_out_aggregate_metrics.json").read_text())
+    assert metrics["num_context_length_fallbacks"] == 1 and metrics["num_rollouts"] == 2
+    assert metrics["failure_classes"] == {"invalid_input_row": 2}
+    assert "1 rollouts hit the model's context length" in result.stdout
+    assert collect(run, *args, "+max_failures=2").returncode == 0
+
+
+def test_interleave_repeats_disable_aggregation_and_require_complete(
+    weather_stack: tuple[NgRun, str], tmp_path: Path
+) -> None:
+    run, _ = weather_stack
+    out = tmp_path / "inter.jsonl"
+    args = ["+agent_name=simple_weather_simple_agent", f"+output_jsonl_fpath={out}", "+concurrency=1"]
+    result = collect(
+        run,
+        *args,
+        f"+input_jsonl_fpath={WEATHER}",
+        "+limit=2",
+        "+num_repeats=2",
+        "+interleave_repeats=true",
+        "+disable_aggregation=true",
+    )
+    assert result.returncode == 0, result.stderr
+    assert [(r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows(out)] == [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (1, 1),
+    ]
+    assert not (tmp_path / "inter_aggregate_metrics.json").exists()
+
+    source = tmp_path / "one_bad.jsonl"
+    source.write_text((PROJECT_ROOT / WEATHER).read_text().splitlines()[0] + "\n{not json\n")
+    result = collect(run, *args, f"+input_jsonl_fpath={source}", "+require_complete=true")
+    assert result.returncode == 1
+    assert result.stdout.rstrip().endswith("error: 1 rollouts missing and +require_complete=true")

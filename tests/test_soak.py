@@ -35,7 +35,7 @@ def lines(path: Path) -> list[dict]:
 
 
 def keys(rows: list[dict]) -> Counter:
-    return Counter((r["_ng_row_index"], r["_ng_repeat_index"]) for r in rows)
+    return Counter((r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows)
 
 
 def test_soak_nothing_lost_nothing_duplicated(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_soak_nothing_lost_nothing_duplicated(tmp_path: Path) -> None:
                 for url in (url_a, f"http://127.0.0.1:{port_b}/v1"):  # faults off: the retry must complete
                     httpx.post(url.removesuffix("/v1") + "/sim/faults", json={"mode": None})
                 resumed = subprocess.run(
-                    [*args, "+resume=true"],
+                    [*args, "+resume_from_cache=true"],
                     cwd=PROJECT_ROOT,
                     env=env,
                     capture_output=True,
@@ -103,7 +103,7 @@ def test_soak_nothing_lost_nothing_duplicated(tmp_path: Path) -> None:
                 final = keys(lines(out))
                 assert set(final) == everything and max(final.values()) == 1
                 assert lines(failures) == []
-                metrics = json.loads((tmp_path / "soak_metrics.json").read_text())
+                metrics = json.loads((tmp_path / "soak_aggregate_metrics.json").read_text())
                 assert metrics["num_rollouts"] == ROWS * REPEATS and metrics["num_attempted_this_run"] == len(
                     failed
                 )

@@ -1,15 +1,30 @@
-"""Shared CLI plumbing: turn config errors into one clear line and exit code 2."""
+"""Shared CLI plumbing: `--help` from the command's keys; config errors as one clear line, exit 2."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 
+from pydantic import BaseModel
+
 from nemo_gym.config import ConfigError
 
 
-def run_cli(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
+def run_cli(
+    main: Callable[[list[str]], int],
+    argv: list[str] | None = None,
+    *,
+    command: str | None = None,
+    summary: str = "",
+    keys: type[BaseModel] | None = None,
+) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if command and keys is not None:
+        from nemo_gym.cli.keys import render_help, wants_help
+
+        if wants_help(args):
+            print(render_help(command, summary, keys))
+            raise SystemExit(0)
     try:
         code = main(args)
     except ConfigError as exc:

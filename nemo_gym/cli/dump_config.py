@@ -6,10 +6,20 @@ import yaml
 from omegaconf import OmegaConf
 
 from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.keys import check_command_line
+from nemo_gym.cli.run import RunKeys
 from nemo_gym.config import discover_instances, load_config, redact
+
+COMMAND = "ng_dump_config"
+SUMMARY = "print the merged, resolved global config with secrets redacted."
+
+
+class DumpConfigKeys(RunKeys):
+    """ng_dump_config takes ng_run's command line unchanged, so the two can be run with one set of args."""
 
 
 def main(args: list[str]) -> int:
+    check_command_line(COMMAND, DumpConfigKeys, args)
     loaded = load_config(args)
     discover_instances(loaded)  # validate instances and references, as ng_run would
     plain = OmegaConf.to_container(loaded.config, resolve=True)
@@ -18,7 +28,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=DumpConfigKeys)
 
 
 if __name__ == "__main__":

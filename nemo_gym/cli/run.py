@@ -11,16 +11,40 @@ from typing import Any
 
 import httpx
 from omegaconf import OmegaConf
+from pydantic import Field
 
 from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
 from nemo_gym.config import assign_ports, discover_instances, load_config
 from nemo_gym.config.redact import SecretScrubber, secret_values
 from nemo_gym.runner.head_server import HeadServerThread, build_head_app
 from nemo_gym.runner.processes import ChildProcess, stop_all
 from nemo_gym.runner.ray_cluster import RAY_ADDRESS_KEY, RayCluster, server_needs_ray
+from nemo_gym.runner.upstream_check import check_upstreams
 from nemo_gym.server.context import write_runtime_file
 
-RUNNER_KEYS = ("startup_timeout", "log_dir", "shutdown_grace")
+COMMAND = "ng_run"
+SUMMARY = "start the head server and every configured server instance, then supervise them."
+
+
+class RunKeys(ConfigCommandKeys):
+    """ng_run's own keys; server instances and env.yaml values are config, not flags."""
+
+    startup_timeout: float = Field(180.0, gt=0, description="Seconds every server gets to answer /health.")
+    shutdown_grace: float = Field(10.0, ge=0, description="Seconds between SIGINT and SIGKILL at shutdown.")
+    log_dir: str | None = Field(
+        None, description="Write each server's output to <log_dir>/<name>.log instead of prefixed stdout."
+    )
+    session_secret: str | None = Field(
+        None, description="Secret signing session cookies (default: random per run)."
+    )
+    require_upstreams: bool = Field(
+        False, description="Fail the start when a model server's upstream is unreachable or lacks the model."
+    )
+    ray_head_node_address: str | None = Field(
+        None,
+        description="Ray cluster to join (host:port) for servers that use Ray; unset: start a local one when needed.",
+    )
 
 
 class _Stop(Exception):
@@ -53,11 +77,13 @@ def _wait_ready(children: list[ChildProcess], timeout: float) -> ChildProcess | 
 
 
 def main(args: list[str]) -> int:
+    check_command_line(COMMAND, RunKeys, args)
     loaded = load_config(args)
-    runner = {k: loaded.config.get(k) for k in RUNNER_KEYS}
-    startup_timeout = float(runner["startup_timeout"] or 180)
-    grace = float(runner["shutdown_grace"] or 10)
-    log_dir = Path(runner["log_dir"]) if runner["log_dir"] else None
+    keys = validate_keys(RunKeys, OmegaConf.to_container(loaded.config, resolve=True))  # type: ignore[arg-type]
+    assert isinstance(keys, RunKeys)
+    startup_timeout = keys.startup_timeout
+    grace = keys.shutdown_grace
+    log_dir = Path(keys.log_dir) if keys.log_dir else None
     instances = assign_ports(loaded, discover_instances(loaded))
     if not instances:
         print('config error: no server instances found; pass "+config_paths=[...]"', file=sys.stderr)
@@ -76,7 +102,7 @@ def main(args: list[str]) -> int:
         print(f"{verb} the Ray cluster at {address} for: {', '.join(needing_ray)}", flush=True)
         OmegaConf.update(loaded.config, RAY_ADDRESS_KEY, address, force_add=True)
 
-    session_secret = str(loaded.config.get("session_secret") or secrets.token_hex(32))
+    session_secret = keys.session_secret or secrets.token_hex(32)
     config_file = write_runtime_file(loaded, session_secret)
     plain: dict[str, Any] = OmegaConf.to_container(loaded.config, resolve=True)  # type: ignore[assignment]
     scrubber = SecretScrubber(secret_values(plain))
@@ -137,6 +163,17 @@ def main(args: list[str]) -> int:
         ]
         print(format_table(["name", "type", "implementation", "url", "pid"], rows), flush=True)
         print(f"All {len(children)} servers ready", flush=True)
+        problems = check_upstreams(plain, instances)
+        for problem in problems:
+            label = "error" if keys.require_upstreams else "WARNING"
+            print(f"{label}: {scrubber.scrub(problem.line())}", file=sys.stderr, flush=True)
+        if problems and keys.require_upstreams:
+            print(
+                f"error: {len(problems)} upstream(s) not usable and +require_upstreams=true; shutting down.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         while True:
             for child in children:
                 code = child.poll()
@@ -166,7 +203,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=RunKeys)
 
 
 if __name__ == "__main__":

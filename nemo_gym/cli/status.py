@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import httpx
 
 from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line
 from nemo_gym.config import load_config
+
+COMMAND = "ng_status"
+SUMMARY = "list the running server instances and their health (and their upstreams'), via the head server."
+
+
+class StatusKeys(ConfigCommandKeys):
+    """ng_status needs only the head server's address."""
 
 
 def main(args: list[str]) -> int:
+    check_command_line(COMMAND, StatusKeys, args)
     head = load_config(args).config.head_server
     base = f"http://{head.host}:{head.port}"
     try:
@@ -39,13 +49,39 @@ def main(args: list[str]) -> int:
                     "healthy" if ok else "UNHEALTHY",
                 ]
             )
+        upstream_rows = _upstream_rows(client, instances)
     print(format_table(["name", "implementation", "url", "pid", "health"], rows))
     print(f"{len(rows) - unhealthy}/{len(rows)} healthy")
-    return 0 if unhealthy == 0 else 1
+    down = [r for r in upstream_rows if r[2] != "healthy"]
+    if upstream_rows:
+        print()
+        print(format_table(["model server", "upstream", "health", "detail"], upstream_rows))
+        print(f"{len(upstream_rows) - len(down)}/{len(upstream_rows)} upstreams healthy")
+    return 0 if unhealthy == 0 and not down else 1
+
+
+def _upstream_rows(client: httpx.Client, instances: list[dict[str, Any]]) -> list[list[str]]:
+    """Each model server's own view of its upstreams (`/health?upstream=true`).
+
+    A model server can be up while the vLLM behind it is down; that is the failure users hit.
+    Servers that do not report upstreams (no `upstreams` in the answer) add no rows.
+    """
+    rows = []
+    for inst in instances:
+        if inst.get("server_type") != "responses_api_models":
+            continue
+        try:
+            body = client.get(inst["url"] + "/health", params={"upstream": "true"}, timeout=15).json()
+        except (httpx.HTTPError, ValueError):
+            continue  # the server itself is already reported UNHEALTHY above
+        for upstream in body.get("upstreams") or [] if isinstance(body, dict) else []:
+            status = str(upstream.get("status", "unknown"))
+            rows.append([inst["name"], str(upstream.get("url")), status, str(upstream.get("error") or "")])
+    return rows
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=StatusKeys)
 
 
 if __name__ == "__main__":

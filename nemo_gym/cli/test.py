@@ -5,14 +5,28 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from pydantic import Field
+
 from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
 from nemo_gym.config import PROJECT_ROOT, ConfigError
-from nemo_gym.config.overrides import parse_overrides
+
+COMMAND = "ng_test"
+SUMMARY = "run one server implementation's tests with pytest (extra -x/-k/... go to pytest)."
+
+
+class NgTestKeys(CommandKeys):
+    """ng_test's keys: which implementation to test."""
+
+    entrypoint: str | None = Field(
+        None, description="The implementation folder, e.g. responses_api_models/vllm_model. Required."
+    )
 
 
 def main(args: list[str]) -> int:
-    overrides = parse_overrides([a for a in args if not a.startswith("-")])
-    entry = overrides.get("entrypoint")
+    plain = [a for a in args if not a.startswith("-")]
+    overrides = check_command_line(COMMAND, NgTestKeys, plain, config_names=False)
+    entry = validate_keys(NgTestKeys, overrides).entrypoint  # type: ignore[attr-defined]
     if not entry:
         raise ConfigError(
             "is required, e.g. +entrypoint=responses_api_models/vllm_model",
@@ -31,7 +45,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=NgTestKeys)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,19 @@ ourselves so we can remember which file set each key: every config error names b
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import (
+    InterpolationKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.overrides import parse_overrides
@@ -192,13 +198,18 @@ def load_config(args: list[str] | None = None, cwd: Path | None = None) -> Loade
 
     loaded = LoadedConfig(config=OmegaConf.create({}), origins=origins, files=merged["config_paths"])
     raw = OmegaConf.create(merged)
-    resolved = _resolve(raw, loaded)
+    resolved = _resolve(raw, loaded, None if env_path else _missing_env_hint(cwd))
     _split_comma_lists(resolved)
     loaded.config = OmegaConf.create(resolved)
     return loaded
 
 
-def _resolve(raw: DictConfig, loaded: LoadedConfig) -> dict[str, Any]:
+def _missing_env_hint(cwd: Path) -> str:
+    """Why a `${policy_base_url}` fails most often: the user never created env.yaml."""
+    return f"no env.yaml in {cwd} or {PROJECT_ROOT}; copy env.yaml.example"
+
+
+def _resolve(raw: DictConfig, loaded: LoadedConfig, env_hint: str | None = None) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(raw, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except MissingMandatoryValue as exc:
@@ -211,9 +222,10 @@ def _resolve(raw: DictConfig, loaded: LoadedConfig) -> dict[str, Any]:
         ) from None
     except InterpolationResolutionError as exc:
         key = exc.full_key
-        raise ConfigError(
-            f"cannot resolve interpolation: {exc.msg}", key=key, source=loaded.source_of(key)
-        ) from None
+        message = f"cannot resolve interpolation: {str(exc.msg).splitlines()[0]}"
+        if env_hint and isinstance(exc, InterpolationKeyError):
+            message += f" ({env_hint})"
+        raise ConfigError(message, key=key, source=loaded.source_of(key)) from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(
@@ -232,3 +244,44 @@ def _split_comma_lists(node: Any) -> None:
     elif isinstance(node, list):
         for item in node:
             _split_comma_lists(item)
+
+
+_INTERPOLATION = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)")
+
+
+def _referenced_names(node: Any, names: set[str]) -> None:
+    if isinstance(node, dict):
+        for value in node.values():
+            _referenced_names(value, names)
+    elif isinstance(node, list):
+        for item in node:
+            _referenced_names(item, names)
+    elif isinstance(node, str):
+        names.update(_INTERPOLATION.findall(node))
+
+
+def config_defined_names(args: list[str] | None = None, cwd: Path | None = None) -> set[str] | None:
+    """Top-level names the config files and env.yaml define or interpolate (`${name}`).
+
+    A command uses this to tell its own misspelt flags from legitimate config keys given on the
+    command line (a server instance, `+policy_base_url=…`). None when the files cannot be read:
+    `load_config` then reports that problem properly.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    try:
+        cli = parse_overrides(list(args or []))
+        env_path = _find_env_yaml(cwd)
+        env_data = _read_yaml(env_path, "env.yaml") if env_path else {}
+        paths = _as_path_list(env_data.pop("config_paths", None), "config_paths", "env.yaml")
+        paths += _as_path_list(cli.get("config_paths"), "config_paths", COMMAND_LINE)
+        loader = _FileLoader(cwd)
+        loader.load(paths, COMMAND_LINE, [cwd, PROJECT_ROOT])
+    except ConfigError:
+        return None
+    names: set[str] = set(env_data)
+    for _, data in loader.ordered:
+        names.update(str(k) for k in data)
+        _referenced_names(data, names)
+    _referenced_names(env_data, names)
+    _referenced_names(cli, names)
+    return names

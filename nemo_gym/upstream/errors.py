@@ -60,3 +60,13 @@ def upstream_http_error(status: int, content: bytes, body: dict[str, Any]) -> Up
     if isinstance(etype, str) and etype[:1].isupper() and " " not in etype:
         etype = None  # vLLM's Python exception names ("BadRequestError") → our OpenAI-style type
     return UpstreamError(status, message, type=etype, param=param, code=code)
+
+
+def lacks_v1(base_url: str) -> bool:
+    """vLLM serves the OpenAI routes under /v1; a base_url without it 404s on every call."""
+    return not base_url.rstrip("/").endswith("/v1")
+
+
+def missing_v1_message(url: str) -> str:
+    """The 404 a base_url without `/v1` causes, said in the words that fix it."""
+    return f"`{url}` returned 404 — does `base_url` end with `/v1`?"

@@ -19,7 +19,7 @@ from nemo_gym.upstream.client import (
     UpstreamConnectionLost,
     UpstreamReadTimeout,
 )
-from nemo_gym.upstream.errors import UpstreamError, upstream_http_error
+from nemo_gym.upstream.errors import UpstreamError, lacks_v1, missing_v1_message, upstream_http_error
 from nemo_gym.upstream.http1 import Http1UpstreamClient
 from nemo_gym.upstream.router import SessionRouter
 
@@ -120,8 +120,16 @@ class UpstreamPool:
                 return
 
     async def check_health(self, upstream: Upstream) -> str | None:
-        """None when healthy, else a short reason."""
+        """None when healthy, else a short reason.
+
+        vLLM's `/health` sits at the root and answers 200 whatever the base_url's path, so a
+        base_url without `/v1` would look healthy while every request 404s; ask its `/models` too.
+        """
         try:
+            if lacks_v1(upstream.base_url):
+                models_url = upstream.base_url.rstrip("/") + "/models"
+                if await upstream.client.get_status(models_url, timeout_s=5.0) == 404:
+                    return missing_v1_message(models_url)
             status = await upstream.client.get_status(upstream.root_url + "/health", timeout_s=5.0)
         except UpstreamConnectError as exc:
             return str(exc)
@@ -226,7 +234,9 @@ class UpstreamPool:
                 continue
             if status >= 400:
                 error = upstream_http_error(status, payload, body)
-                if status >= 500:
+                if status == 404 and lacks_v1(upstream.base_url):
+                    error.message = missing_v1_message(url)
+                elif status >= 500:
                     error.message = f"upstream {upstream.base_url} returned {status}: {error.message}"
                 raise error
             try:
