@@ -314,3 +314,9 @@ def test_rendering_with_fewer_turns_is_refused() -> None:
 def test_divergence_past_the_end() -> None:
     assert divergence([1, 2, 3], [1, 2]) == {"index": 2, "expected": 3, "actual": None}
     assert divergence([1, 2], [1, 2, 3]) is None
+
+
+def test_several_end_of_turn_ids() -> None:
+    gen = [*GENERATED_CALL, IM_END]
+    assert splice(carried(P1, gen), T, frozenset({IM_END, 151643})) == P1 + gen + TAIL
+    assert splice(carried(P1, [1670]), T, frozenset({IM_END, 151643})) == P1 + [1670, IM_END] + TAIL
