@@ -7,7 +7,13 @@ injected by flag or at run time through `POST /sim/faults`.
 
     python -m nemo_gym.testing.vllm_simulator --port 8000 [--model NAME] [--max-model-len N]
         [--reasoning-parser] [--latency-ms X] [--per-token-ms Y] [--instance-id ID]
-        [--fail-rate R --fail-status S] [--count N]
+        [--fail-rate R --fail-status S] [--count N] [--ignore-prompt-token-ids]
+
+Like vLLM >= 0.32 it takes `kv_transfer_params.prompt_token_ids` as the prompt (no rendering);
+`--ignore-prompt-token-ids` makes it an upstream that does not. Its template re-serializes
+tool-call arguments (", " / ": ") while generations are compact, so a re-rendered tool-call
+turn drifts from the generated tokens, as with real vLLM; finished generations end with
+`<|im_end|>` in their ids.
 """
 
 from __future__ import annotations
