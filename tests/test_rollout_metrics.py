@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import aiohttp
 
 from nemo_gym.http.server_client import ServerClient, close_shared_client

@@ -216,3 +216,34 @@ def test_fault_injection(sim: str) -> None:
     assert chat().status_code == 200
     stats = httpx.get(sim + "/sim/stats").json()
     assert stats["instance_id"] != "" and stats["requests"] >= 6
+
+
+def test_prompt_token_ids_in_kv_transfer_params_and_tool_call_drift(sim: str) -> None:
+    """vLLM >= 0.32: kv_transfer_params.prompt_token_ids is the prompt (no rendering). And like
+    real vLLM, a generated tool call re-renders differently (arguments re-serialized)."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    body = {"messages": ask, "tools": tools, "return_token_ids": True}
+    first = httpx.post(sim + CHAT, json=body).json()
+    choice = first["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["token_ids"][-1] == 1667  # <|im_end|>
+    message = {k: v for k, v in choice["message"].items() if k in ("role", "content", "tool_calls")}
+    history = [*ask, message]
+    rendered = httpx.post(sim + "/tokenize", json={"messages": history, "tools": tools}).json()["tokens"]
+    generated = first["prompt_token_ids"] + choice["token_ids"]
+    assert rendered[: len(generated)] != generated  # re-tokenization drift
+    echoed = httpx.post(
+        sim + CHAT, json={**body, "kv_transfer_params": {"prompt_token_ids": [1, 2, 3]}}
+    ).json()
+    assert echoed["prompt_token_ids"] == [1, 2, 3] and echoed["usage"]["prompt_tokens"] == 3
+
+
+def test_ignore_prompt_token_ids_flag() -> None:
+    with simulator("--ignore-prompt-token-ids") as (url, _):
+        body = {
+            "messages": HELLO,
+            "return_token_ids": True,
+            "kv_transfer_params": {"prompt_token_ids": [1, 2]},
+        }
+        out = httpx.post(url + "/chat/completions", json=body).json()
+    assert out["prompt_token_ids"] != [1, 2] and len(out["prompt_token_ids"]) > 2

@@ -27,6 +27,7 @@ import orjson
 from omegaconf import OmegaConf
 
 from nemo_gym.bench import rollouts as e2e
+from nemo_gym.bench.fast_upstream import TURN1_GEN, TURN1_PROMPT
 from nemo_gym.bench.loadgen import run, run_load
 from nemo_gym.config import PROJECT_ROOT, free_port
 from nemo_gym.config.loader import LoadedConfig
@@ -44,6 +45,26 @@ RESPONSES_BODY = orjson.dumps(
         "input": [
             {"role": "developer", "content": "Use the get_weather tool, then answer briefly."},
             {"role": "user", "content": "What is the weather in Paris?"},
+        ],
+        "tools": [WEATHER_TOOL],
+    }
+)
+# The second turn of a rollout in token mode: the first turn's ids come back on its function
+# call, so the adapter splices (one /tokenize before the generation instead of beside it).
+TURN2_RESPONSES_BODY = orjson.dumps(
+    {
+        "input": [
+            *orjson.loads(RESPONSES_BODY)["input"],
+            {
+                "type": "function_call",
+                "call_id": "chatcmpl-tool-9fcd95b0593843c3",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+                "prompt_token_ids": TURN1_PROMPT,
+                "generation_token_ids": TURN1_GEN,
+                "generation_log_probs": [-0.5] * len(TURN1_GEN),
+            },
+            {"type": "function_call_output", "call_id": "chatcmpl-tool-9fcd95b0593843c3", "output": "cold"},
         ],
         "tools": [WEATHER_TOOL],
     }
@@ -173,7 +194,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32,256,1024")
     parser.add_argument(
         "--scenarios",
-        default="direct,responses,chat,token_tokenize,token_inline,long,workers2,sessions,rollouts",
+        default=(
+            "direct,responses,chat,token_tokenize,token_inline,token_spliced,token_unspliced,"
+            "long,workers2,sessions,rollouts"
+        ),
     )
     parser.add_argument(
         "--sessions", type=int, default=200_000, help="distinct sessions for the memory scenario"
@@ -218,9 +242,28 @@ def main() -> None:
                 "/v1/responses",
                 RESPONSES_BODY,
             ),
+            "token_spliced": (
+                "token",
+                {"return_token_id_information": True},
+                "/v1/responses",
+                TURN2_RESPONSES_BODY,
+            ),
+            "token_unspliced": (
+                "token_off",
+                {"return_token_id_information": True, "prefix_token_ids": "off"},
+                "/v1/responses",
+                TURN2_RESPONSES_BODY,
+            ),
         }
         started_adapters: dict[str, Adapter] = {}
-        for scenario in ("responses", "chat", "token_tokenize", "token_inline"):
+        for scenario in (
+            "responses",
+            "chat",
+            "token_tokenize",
+            "token_inline",
+            "token_spliced",
+            "token_unspliced",
+        ):
             if scenario not in wanted:
                 continue
             key, overrides, path, body = configs[scenario]

@@ -107,6 +107,46 @@ RESPONSES = {
 TOKENIZE = _http(
     orjson.dumps({"count": 19, "max_model_len": 4096, "tokens": list(range(1000, 1019)), "token_strs": None})
 )
+# A second turn (the request carries the first turn's ids): /tokenize renders the history with the
+# tool result, and /chat/completions echoes kv_transfer_params.prompt_token_ids as its prompt ids,
+# like vLLM >= 0.32 does; that is what prefix splicing needs.
+TURN1_PROMPT = [1666, *range(1000, 1010), 1667, 198, 1666, 750, 198]
+TURN1_GEN = [*_GEN_IDS, 1667]
+TOKENIZE_TURN2 = _http(
+    orjson.dumps(
+        {
+            "count": 0,
+            "max_model_len": 4096,
+            "tokens": [
+                *TURN1_PROMPT,
+                *_GEN_IDS,
+                1667,
+                198,
+                1666,
+                486,
+                198,
+                2000,
+                2001,
+                1667,
+                198,
+                1666,
+                750,
+                198,
+            ],
+            "token_strs": None,
+        }
+    )
+)
+
+
+def _echo_prompt(body: bytes, canned: bytes) -> bytes:
+    """The canned chat answer with the supplied prompt ids as its `prompt_token_ids`."""
+    supplied = orjson.loads(body)["kv_transfer_params"]["prompt_token_ids"]
+    answer = orjson.loads(canned.split(b"\r\n\r\n", 1)[1])
+    answer["prompt_token_ids"] = supplied
+    return _http(orjson.dumps(answer))
+
+
 HEALTH = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 
 
@@ -138,8 +178,10 @@ class _Protocol(asyncio.Protocol):
             reply = RESPONSES[
                 (b'"logprobs":true' in body, b'"return_token_ids":true' in body, b'"max_tokens":1000' in body)
             ]
+            if b'"kv_transfer_params"' in body:
+                reply = _echo_prompt(body, reply)
         elif url.endswith(b"/tokenize"):
-            reply = TOKENIZE
+            reply = TOKENIZE_TURN2 if b'"generation_token_ids"' in body else TOKENIZE
         else:
             reply = HEALTH
         self.transport.write(reply)  # type: ignore[attr-defined]

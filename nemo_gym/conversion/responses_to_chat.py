@@ -21,6 +21,7 @@ TOKEN_FIELDS = ("prompt_token_ids", "generation_token_ids", "generation_log_prob
 _PASSTHROUGH = ("temperature", "top_p", "parallel_tool_calls", "user", "metadata", "seed")
 # vLLM sampling extras a Responses caller may add; forwarded as is.
 _VLLM_EXTRAS = (
+    "required_prefix_token_ids",  # vLLM: generation must start with these ids (passed through)
     "top_k",
     "min_p",
     "repetition_penalty",

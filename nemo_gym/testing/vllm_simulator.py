@@ -7,13 +7,20 @@ injected by flag or at run time through `POST /sim/faults`.
 
     python -m nemo_gym.testing.vllm_simulator --port 8000 [--model NAME] [--max-model-len N]
         [--reasoning-parser] [--latency-ms X] [--per-token-ms Y] [--instance-id ID]
-        [--fail-rate R --fail-status S] [--count N]
+        [--fail-rate R --fail-status S] [--count N] [--ignore-prompt-token-ids]
+
+Like vLLM >= 0.32 it takes `kv_transfer_params.prompt_token_ids` as the prompt (no rendering);
+`--ignore-prompt-token-ids` makes it an upstream that does not. Its template re-serializes
+tool-call arguments (", " / ": ") while generations are compact, so a re-rendered tool-call
+turn drifts from the generated tokens, as with real vLLM; finished generations end with
+`<|im_end|>` in their ids.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -79,11 +86,23 @@ def render_prompt(
             text = f"<think>{message['reasoning_content']}</think>{text}"
         for call in message.get("tool_calls") or []:
             fn = call.get("function", {})
-            text += f'<tool_call>\n{{"name": "{fn.get("name")}", "arguments": {fn.get("arguments")}}}\n</tool_call>'
+            text += f'<tool_call>\n{{"name": "{fn.get("name")}", "arguments": {_rerender_arguments(fn.get("arguments"))}}}\n</tool_call>'
         out.append(f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n")
     if add_generation_prompt:
         out.append("<|im_start|>assistant\n")
     return "".join(out)
+
+
+def _rerender_arguments(arguments: Any) -> str:
+    """Like Qwen's template (`arguments | tojson` over the parsed dict): the arguments the model
+    generated compactly come back with ", " and ": " separators, so a re-rendered tool-call
+    turn tokenizes differently from what was generated: real vLLM's re-tokenization drift."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return arguments
+    return json.dumps(arguments, ensure_ascii=False)
 
 
 @dataclass
@@ -116,6 +135,8 @@ class SimConfig:
     per_token_ms: float = 0.0
     instance_id: str = "0"
     api_key: str | None = None
+    # False: behave like a vLLM that ignores kv_transfer_params.prompt_token_ids (renders messages)
+    honour_prompt_token_ids: bool = True
     faults: Faults = field(default_factory=Faults)
 
 
@@ -411,7 +432,11 @@ class Simulator:
             )
         cfg = self.config
         tools = data.get("tools")
-        prompt_ids, _ = tokenize_text(render_prompt(messages, tools))
+        supplied = (data.get("kv_transfer_params") or {}).get("prompt_token_ids")
+        if cfg.honour_prompt_token_ids and isinstance(supplied, list):
+            prompt_ids = supplied  # vLLM >= 0.32: the given ids are the prompt; no rendering
+        else:
+            prompt_ids, _ = tokenize_text(render_prompt(messages, tools))
         n_prompt = len(prompt_ids)
         max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
         if max_tokens is not None and max_tokens > cfg.max_model_len:
@@ -447,6 +472,9 @@ class Simulator:
                 f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {call["arguments"]}}}\n</tool_call>'
             )
         gen_ids, gen_pieces = tokenize_text(generated)
+        # Like a real model, a finished turn ends with the end-of-turn token (in the ids, not the text).
+        gen_ids.append(SPECIAL["<|im_end|>"])
+        gen_pieces.append("")
         finish = "tool_calls" if calls else "stop"
         if len(gen_ids) > limit:
             gen_ids, gen_pieces = gen_ids[:limit], gen_pieces[:limit]
@@ -551,6 +579,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' like vllm serve --api-key"
     )
     parser.add_argument("--fail-status", type=int, default=503)
+    parser.add_argument(
+        "--ignore-prompt-token-ids",
+        action="store_true",
+        help="ignore kv_transfer_params.prompt_token_ids (an upstream without prefix support)",
+    )
     return parser.parse_args(argv)
 
 
@@ -588,6 +621,7 @@ def main(argv: list[str] | None = None) -> None:
         per_token_ms=args.per_token_ms,
         instance_id=args.instance_id if args.instance_id is not None else str(args.port),
         api_key=args.api_key,
+        honour_prompt_token_ids=not args.ignore_prompt_token_ids,
         faults=faults,
     )
     print(

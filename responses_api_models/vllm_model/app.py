@@ -58,6 +58,9 @@ class VLLMModel(SimpleServer):
         if request.query_params.get("upstream", "").lower() not in ("1", "true", "yes"):
             return await super().detailed_health(request)
         report = await self.pool.health_report()
+        if self.serving.token_mode:  # drift is measured in token mode only
+            for entry, upstream in zip(report, self.pool.upstreams, strict=True):
+                entry["token_drift"] = self.serving.drift_counts(upstream.index)
         healthy = sum(entry["status"] == "healthy" for entry in report)
         status = "ok" if healthy == len(report) else ("degraded" if healthy else "unavailable")
         return json_response({"status": status, "upstreams": report}, status_code=200 if healthy else 503)

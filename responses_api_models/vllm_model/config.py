@@ -27,6 +27,8 @@ class VLLMModelConfig(BaseServerConfig):
     chat_template_kwargs: dict[str, Any] | None = None
     sampling_overrides: dict[str, Any] | None = None
     request_prompt_and_generation_token_ids: bool = False
+    prefix_token_ids: Literal["auto", "required", "off"] = "auto"
+    end_of_turn_token_ids: list[int] | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_retries: int = Field(default=3, ge=0, le=20)
     retry_backoff: float = Field(default=0.1, ge=0)

@@ -6,6 +6,7 @@ methods, so the logic is testable with a mocked upstream alone.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from nemo_gym.conversion import (
@@ -21,13 +22,45 @@ from nemo_gym.conversion.chat_to_responses import (
     empty_chat_completion,
     first_choice,
 )
+from nemo_gym.conversion.prefix import (
+    CarriedTokens,
+    SpliceError,
+    carried_tokens,
+    drift_report,
+    end_of_turn_candidates,
+    splice,
+)
 from nemo_gym.conversion.responses_to_chat import chat_messages_for_upstream
 from nemo_gym.conversion.tokens import generation_tokens, prompt_tokens_from
 from nemo_gym.server.errors import APIError
 from nemo_gym.upstream import ContextLengthExceeded, UpstreamPool
+from nemo_gym.upstream.pool import Upstream
 from responses_api_models.vllm_model.config import VLLMModelConfig
 
 _CHAT = "/chat/completions"
+_MAX_LEARNED_EOT = 4
+_IGNORED = (
+    "upstream ignores kv_transfer_params.prompt_token_ids (vLLM >= 0.32 honours it); "
+    "the prompt was rendered by the chat template, so it may drift from the carried tokens"
+)
+
+logger = logging.getLogger("nemo_gym.vllm_model")
+
+
+class DriftCounts:
+    """Per-upstream drift counters, shown on /health?upstream=true."""
+
+    __slots__ = ("measured", "extends", "diverged", "spliced", "fallbacks")
+
+    def __init__(self) -> None:
+        self.measured = 0
+        self.extends = 0
+        self.diverged = 0
+        self.spliced = 0
+        self.fallbacks = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class VLLMServing:
@@ -46,6 +79,31 @@ class VLLMServing:
         self._overrides = dict(config.sampling_overrides or {})
         if config.chat_template_kwargs:
             self._extra_body.setdefault("chat_template_kwargs", config.chat_template_kwargs)
+        self.prefix_mode = config.prefix_token_ids
+        self._configured_eot = frozenset(config.end_of_turn_token_ids or ())
+        self._learned_eot: set[int] = set()
+        # upstream index -> does it honour kv_transfer_params.prompt_token_ids (absent: unknown)
+        self._honours_prefix: dict[int, bool] = {}
+        self._drift: dict[int, DriftCounts] = {}
+
+    def drift_counts(self, index: int) -> dict[str, int]:
+        return (self._drift.get(index) or DriftCounts()).as_dict()
+
+    def _eot_ids(self, carried: CarriedTokens) -> frozenset[int]:
+        return end_of_turn_candidates(carried, self._configured_eot or self._learned_eot)
+
+    def _learn_eot(self, choice: dict[str, Any], ids: list[int]) -> None:
+        """A generation that stopped on the model's own stop token (no stop string) ends
+        with the template's end-of-turn id: remember it for splicing cut-off generations."""
+        if (
+            self._configured_eot
+            or not ids
+            or choice.get("finish_reason") not in ("stop", "tool_calls")
+            or isinstance(choice.get("stop_reason"), str)
+            or len(self._learned_eot) >= _MAX_LEARNED_EOT
+        ):
+            return
+        self._learned_eot.add(ids[-1])
 
     def _finalize(self, body: dict[str, Any]) -> dict[str, Any]:
         """extra_body under the request, sampling_overrides over it, then the token flags."""
@@ -75,37 +133,132 @@ class VLLMServing:
         if not self.token_mode:
             chat, _ = await self.pool.post(_CHAT, body, session_id=session_id)
             return chat, None
-        if self.inline_ids:
-            chat, _ = await self.pool.post(_CHAT, body, session_id=session_id)
+        carried = carried_tokens(body["messages"])
+        report: dict[str, Any] | None = None
+        if carried is not None and self.prefix_mode != "off":
+            chat, prompt_ids, used, report = await self._generate_spliced(body, session_id, carried)
+        elif self.inline_ids:
+            chat, used = await self.pool.post(_CHAT, body, session_id=session_id)
             prompt_ids = prompt_tokens_from(chat, "inline")
         else:
-            # /tokenize goes out beside the generation, on the same upstream, as one write on
-            # an idle connection (no task); if that was not possible or did not work, or the
-            # generation moved to another upstream, ask the one that answered afterwards.
-            upstream = self.pool.route(session_id)
-            tokenize_body = self._tokenize_body(body)
-            pending = self.pool.post_nowait("/tokenize", tokenize_body, upstream, at_root=True)
-            try:
-                chat, used = await self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream)
-            except BaseException:
-                if pending is not None:
-                    self.pool.abandon(pending)
-                raise
-            tokenized = None
-            if pending is not None:
-                if used is upstream:
-                    tokenized = await self.pool.nowait_result(pending)
-                else:
-                    self.pool.abandon(pending)
-            if tokenized is None:
-                tokenized, _ = await self.pool.post("/tokenize", tokenize_body, upstream=used, at_root=True)
-            prompt_ids = prompt_tokens_from(tokenized, "tokenize")
-        ids, log_probs = generation_tokens(first_choice(chat))
-        return chat, {
+            chat, prompt_ids, used = await self._generate_with_tokenize(body, session_id)
+        choice = first_choice(chat)
+        ids, log_probs = generation_tokens(choice)
+        self._learn_eot(choice, ids)
+        token_info: dict[str, Any] = {
             "prompt_token_ids": prompt_ids,
             "generation_token_ids": ids,
             "generation_log_probs": log_probs,
         }
+        if carried is not None:
+            if report is None:
+                report = drift_report(carried, prompt_ids, spliced=False, note=None)
+            self._count(used, report)
+            token_info["token_drift"] = report
+        return chat, token_info
+
+    def _count(self, upstream: Upstream, report: dict[str, Any]) -> None:
+        counts = self._drift.get(upstream.index)
+        if counts is None:
+            counts = self._drift[upstream.index] = DriftCounts()
+        counts.measured += 1
+        if report["extends_carried_tokens"]:
+            counts.extends += 1
+        else:
+            counts.diverged += 1
+        if report["spliced"]:
+            counts.spliced += 1
+        elif self.prefix_mode != "off":
+            counts.fallbacks += 1
+
+    async def _generate_with_tokenize(
+        self, body: dict[str, Any], session_id: str | None
+    ) -> tuple[dict[str, Any], list[int], Upstream]:
+        # /tokenize goes out beside the generation, on the same upstream, as one write on
+        # an idle connection (no task); if that was not possible or did not work, or the
+        # generation moved to another upstream, ask the one that answered afterwards.
+        upstream = self.pool.route(session_id)
+        tokenize_body = self._tokenize_body(body)
+        pending = self.pool.post_nowait("/tokenize", tokenize_body, upstream, at_root=True)
+        try:
+            chat, used = await self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream)
+        except BaseException:
+            if pending is not None:
+                self.pool.abandon(pending)
+            raise
+        tokenized = None
+        if pending is not None:
+            if used is upstream:
+                tokenized = await self.pool.nowait_result(pending)
+            else:
+                self.pool.abandon(pending)
+        if tokenized is None:
+            tokenized, _ = await self.pool.post("/tokenize", tokenize_body, upstream=used, at_root=True)
+        return chat, prompt_tokens_from(tokenized, "tokenize"), used
+
+    def _not_spliced(self, why: str) -> str:
+        if self.prefix_mode == "required":
+            raise APIError(502, f"prefix_token_ids is 'required' but the prompt could not be spliced: {why}")
+        return why
+
+    async def _generate_spliced(
+        self, body: dict[str, Any], session_id: str | None, carried: CarriedTokens
+    ) -> tuple[dict[str, Any], list[int], Upstream, dict[str, Any]]:
+        """The prompt = the carried ids + the template's tokens after that turn, sent as
+        `kv_transfer_params.prompt_token_ids`. The /tokenize this needs (before the
+        generation, for the tail) replaces the one token mode makes anyway."""
+        tokenized, upstream = await self.pool.post(
+            "/tokenize", self._tokenize_body(body), session_id=session_id, at_root=True
+        )
+        rendered = prompt_tokens_from(tokenized, "tokenize")
+        note: str | None = None
+        prompt: list[int] | None = None
+        if self._honours_prefix.get(upstream.index) is False:
+            note = self._not_spliced(_IGNORED)
+        else:
+            try:
+                prompt = splice(carried, rendered, self._eot_ids(carried))
+            except SpliceError as exc:
+                note = self._not_spliced(str(exc))
+        if prompt is None:
+            chat, used = await self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream)
+            prompt_ids = (
+                rendered
+                if used is upstream
+                else prompt_tokens_from(
+                    (
+                        await self.pool.post(
+                            "/tokenize", self._tokenize_body(body), upstream=used, at_root=True
+                        )
+                    )[0],
+                    "tokenize",
+                )
+            )
+            return chat, prompt_ids, used, drift_report(carried, prompt_ids, spliced=False, note=note)
+        kv = body.get("kv_transfer_params")
+        send = {
+            **body,
+            "kv_transfer_params": {**kv, "prompt_token_ids": prompt}
+            if isinstance(kv, dict)
+            else {"prompt_token_ids": prompt},
+            "return_token_ids": True,
+        }
+        chat, used = await self.pool.post(_CHAT, send, session_id=session_id, upstream=upstream)
+        returned = chat.get("prompt_token_ids")
+        if returned == prompt:
+            self._honours_prefix[used.index] = True
+            return chat, prompt, used, drift_report(carried, prompt, spliced=True, note=None)
+        if self._honours_prefix.get(used.index) is not False:
+            self._honours_prefix[used.index] = False
+            logger.warning(
+                "upstream %s returned other prompt ids than the kv_transfer_params.prompt_token_ids sent: %s%s",
+                used.base_url,
+                _IGNORED,
+                "" if self.prefix_mode == "required" else "; falling back to plain rendering for it",
+            )
+        note = self._not_spliced(_IGNORED)
+        prompt_ids = returned if isinstance(returned, list) else rendered
+        return chat, prompt_ids, used, drift_report(carried, prompt_ids, spliced=False, note=note)
 
     async def responses(self, params: dict[str, Any], session_id: str | None) -> dict[str, Any]:
         try:
