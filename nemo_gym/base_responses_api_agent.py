@@ -8,6 +8,8 @@ FastAPI validates and injects.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Body, FastAPI
 from pydantic import Field
 
@@ -34,6 +36,24 @@ class SimpleResponsesAPIAgent(AggregateMetricsMixin, SimpleServer):
         app.post("/run")(self.run)
         app.post("/aggregate_metrics")(self.aggregate_metrics)
         return app
+
+    # NeMo Gym can route a rollout's model calls through rollout-id path prefixes for tracing;
+    # our servers have no such routes, so paths and URLs stay as they are.
+    def url_path_for_run(self, url_path: str, body: Any) -> str:
+        return url_path
+
+    def url_path_for_request(self, url_path: str, request: Any) -> str:
+        return url_path
+
+    def base_url_for_run(self, base_url: str, body: Any) -> str:
+        return base_url
+
+    def rollout_id_from_run(self, body: Any) -> str | None:
+        return getattr(body, "capture_rollout_id", None)
+
+    def resolve_model_base_url(self, model_server_name: str, rollout_id: str | None = None) -> str:
+        """The OpenAI-style base URL (ending in /v1) of a model server of the running config."""
+        return f"{self.server_client.url_for(model_server_name)}/v1"
 
     async def responses(self, body: NeMoGymResponseCreateParamsNonStreaming = Body()) -> NeMoGymResponse:
         raise TypeError(f"{type(self).__name__} does not define responses()")

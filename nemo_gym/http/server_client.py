@@ -276,6 +276,21 @@ class ServerClient:
     ) -> aiohttp.ClientResponse:
         return await self.request(server_name, url_path, "GET", cookies=cookies, **kwargs)
 
+    def poll_for_status(self, server_name: str, *, timeout_seconds: float = 5) -> str:
+        """One blocking probe of a server (any HTTP answer counts as up): "success",
+        "connection_error", "timeout" or "unknown_error", as NeMo Gym's callers expect."""
+        import httpx
+
+        try:
+            httpx.get(self.url_for(server_name), timeout=timeout_seconds)
+            return "success"
+        except httpx.ConnectError:
+            return "connection_error"
+        except httpx.TimeoutException:
+            return "timeout"
+        except Exception:
+            return "unknown_error"
+
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()

@@ -110,7 +110,9 @@ class RayCluster:
             self.address = configured_address
             return configured_address
         # Bound to loopback: a cluster started for one machine's run must not listen outside it.
+        # address="local": always a new cluster, never one some earlier run left registered.
         ray.init(
+            address="local",
             include_dashboard=False,
             ignore_reinit_error=True,
             logging_level=logging.WARNING,
@@ -136,7 +138,7 @@ def connect_server(global_config: dict[str, Any]) -> None:
         return
     address = global_config.get(RAY_ADDRESS_KEY)
     ray.init(
-        address=address or None,
+        address=address or "local",
         ignore_reinit_error=True,
         logging_level=logging.WARNING,
         _node_ip_address="127.0.0.1",

@@ -79,9 +79,18 @@ class BaseServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _num_workers_is_workers(self) -> BaseServerConfig:
-        if self.num_workers is not None:
+        # An environment's config may declare a `workers` field of its own meaning (a list, say);
+        # only an int here is the process count.
+        if self.num_workers is not None and isinstance(self.workers, int):
             self.workers = self.num_workers
         return self
+
+    @property
+    def process_count(self) -> int:
+        """How many uvicorn processes serve this instance."""
+        if isinstance(self.num_workers, int):
+            return self.num_workers
+        return self.workers if isinstance(self.workers, int) else 1
 
 
 class BaseServer(BaseModel):
@@ -263,7 +272,7 @@ class SimpleServer(BaseServer):
             connect_server(context.global_config)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is hot-path cost
         logging.getLogger().setLevel(server.config.log_level.upper())
-        if server.config.workers > 1:
+        if server.config.process_count > 1:
             server.serve_workers(context, entrypoint)
             return
         server.serve(server.build_asgi())
@@ -279,7 +288,7 @@ class SimpleServer(BaseServer):
             uvicorn.run(
                 "nemo_gym.server.worker_app:create_app",
                 factory=True,
-                workers=self.config.workers,
+                workers=self.config.process_count,
                 **self._uvicorn_options(),
             )
         except KeyboardInterrupt:

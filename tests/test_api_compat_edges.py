@@ -1,0 +1,64 @@
+"""Corners of the NeMo Gym API that environments lean on: a config field named `workers` of the
+environment's own, `ServerClient.poll_for_status`, and an agent's rollout-path helpers."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from nemo_gym.base_resources_server import BaseResourcesServerConfig
+from nemo_gym.base_responses_api_agent import BaseResponsesAPIAgentConfig, SimpleResponsesAPIAgent
+from nemo_gym.config import free_port
+from nemo_gym.http.server_client import ServerClient
+
+
+class ListWorkersConfig(BaseResourcesServerConfig):
+    workers: list[str] = []
+
+
+def test_an_environments_own_workers_field_is_not_the_process_count() -> None:
+    config = ListWorkersConfig(workers=["vm-a", "vm-b"], num_workers=None)
+    assert config.workers == ["vm-a", "vm-b"] and config.process_count == 1
+    assert BaseResourcesServerConfig(num_workers=3).process_count == 3
+    assert BaseResourcesServerConfig(workers=2).process_count == 2
+
+
+class _Teapot(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+        self.send_response(418)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_poll_for_status() -> None:
+    httpd = HTTPServer(("127.0.0.1", 0), _Teapot)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        dead = free_port()
+        client = ServerClient(
+            {
+                "up": {"resources_servers": {"x": {"host": "127.0.0.1", "port": httpd.server_port}}},
+                "down": {"resources_servers": {"x": {"host": "127.0.0.1", "port": dead}}},
+            }
+        )
+        assert client.poll_for_status("up") == "success"  # any answer means the server is up
+        assert client.poll_for_status("down", timeout_seconds=1) == "connection_error"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_agent_rollout_path_helpers_leave_paths_alone() -> None:
+    global_config = {
+        "policy_model": {"responses_api_models": {"vllm_model": {"host": "127.0.0.1", "port": 9}}}
+    }
+    agent = SimpleResponsesAPIAgent(
+        config=BaseResponsesAPIAgentConfig(), server_client=ServerClient(global_config)
+    )
+    assert agent.url_path_for_run("/v1/responses", object()) == "/v1/responses"
+    assert agent.url_path_for_request("/v1/responses", None) == "/v1/responses"
+    assert agent.base_url_for_run("http://x", object()) == "http://x"
+    assert agent.resolve_model_base_url("policy_model") == "http://127.0.0.1:9/v1"
