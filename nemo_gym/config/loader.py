@@ -206,7 +206,8 @@ def load_config(args: list[str] | None = None, cwd: Path | None = None) -> Loade
 
 def _missing_env_hint(cwd: Path) -> str:
     """Why a `${policy_base_url}` fails most often: the user never created env.yaml."""
-    return f"no env.yaml in {cwd} or {PROJECT_ROOT}; copy env.yaml.example"
+    places = str(cwd) if Path(cwd).resolve() == PROJECT_ROOT.resolve() else f"{cwd} or {PROJECT_ROOT}"
+    return f"no env.yaml in {places}; copy env.yaml.example"
 
 
 def _resolve(raw: DictConfig, loaded: LoadedConfig, env_hint: str | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 from nemo_gym.config.redact import install_scrubber
+from nemo_gym.config.strict_keys import check_keys
 from nemo_gym.http.server_client import close_shared_client
 from nemo_gym.runner.ray_cluster import connect_server, server_needs_ray
 from nemo_gym.server.body_limit import BodyLimitMiddleware
@@ -239,8 +240,11 @@ class SimpleServer(BaseServer):
     def from_context(cls, context: RuntimeContext) -> SimpleServer:
         server_type, impl_name, impl = context.instance_location()
         key_prefix = f"{context.instance_name}.{server_type}.{impl_name}"
+        config_cls = cls.config_class()
+        if getattr(config_cls, "strict_keys", False):
+            check_keys(config_cls, impl, key_prefix, context.source_of, what=f"server ({cls.__name__})")
         try:
-            config = cls.config_class().model_validate({**impl, "name": context.instance_name})
+            config = config_cls.model_validate({**impl, "name": context.instance_name})
         except ValidationError as exc:
             error = exc.errors()[0]
             loc = ".".join(str(p) for p in error["loc"])

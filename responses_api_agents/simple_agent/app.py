@@ -12,7 +12,7 @@ on the way in; what other servers answer is passed on as parsed JSON, not re-val
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
@@ -29,6 +29,11 @@ from nemo_gym.server.errors import APIError
 
 
 class SimpleAgentConfig(BaseResponsesAPIAgentConfig):
+    strict_keys: ClassVar[bool] = True
+    unsupported_keys: ClassVar[dict[str, tuple[Any, str]]] = {
+        "execute_tools": (True, "remove it (this agent always runs the model's tool calls)"),
+        "tool_accesses": ([], "remove it (tools come from each row's responses_create_params.tools)"),
+    }
     resources_server: ResourcesServerRef | None = None
     model_server: ModelServerRef
     max_steps: int | None = Field(default=None, ge=1, description="Model calls per rollout at most.")

@@ -6,7 +6,7 @@ agents. The configured model always replaces the caller's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from pydantic import Field, PrivateAttr
@@ -20,6 +20,7 @@ from nemo_gym.upstream import UpstreamPool, UpstreamSettings
 
 
 class OpenAIModelConfig(BaseServerConfig):
+    strict_keys: ClassVar[bool] = True
     openai_base_url: str
     openai_api_key: str
     openai_model: str

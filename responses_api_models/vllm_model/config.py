@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,7 +16,38 @@ class Timeouts(BaseModel):
     read: float | None = None  # None: a generation may take as long as it takes
 
 
+_NOT_HERE = "remove it (this adapter speaks Chat Completions to vLLM and has no such mode)"
+
+
 class VLLMModelConfig(BaseServerConfig):
+    strict_keys: ClassVar[bool] = True
+    # NeMo Gym vllm_model keys this adapter does not implement: (NeMo Gym's default, what to do).
+    unsupported_keys: ClassVar[dict[str, tuple[Any, str]]] = {
+        "use_completions_api": (False, _NOT_HERE),
+        "is_responses_native": (False, _NOT_HERE),
+        "supply_prefix_token_ids": (
+            False,
+            "use prefix_token_ids: auto|required (stock vLLM, no engine patch)",
+        ),
+        "uses_interleaved_reasoning": (True, "remove it (reasoning is carried back as <think> blocks)"),
+        "propagate_context_overflow_errors": (
+            False,
+            "remove it (context overflow always gives an empty result)",
+        ),
+        "preserve_reasoning_in_assistant_content": (False, _NOT_HERE),
+        "sequential_reasoning_allowed": (True, _NOT_HERE),
+        "forward_request_chat_template_kwargs": (False, "set chat_template_kwargs in this config"),
+        "continue_final_assistant_message": (False, _NOT_HERE),
+        "default_headers": ({}, "remove it (only the api_key header is sent)"),
+        "endpoint_file": (None, "list the upstreams in base_url"),
+        "endpoint_stale_grace_s": (300.0, "remove it (no endpoint file is watched)"),
+        "endpoint_connection_retries": (8, "use max_retries"),
+        "endpoint_check_interval_s": (10.0, "remove it (no endpoint file is watched)"),
+        "forward_session_id_as_conversation_id": (False, _NOT_HERE),
+        "audio_root": (None, _NOT_HERE),
+        "reasoning_field": (None, _NOT_HERE),
+    }
+
     base_url: list[str]
     api_key: str
     model: str

@@ -6,12 +6,14 @@ It is not a Responses API model: it stands where `vllm serve` would, so a whole 
 
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
 from nemo_gym.config import ConfigError
+from nemo_gym.config.strict_keys import DESCRIPTIVE_KEYS
 from nemo_gym.server.context import load_runtime_context
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.testing.vllm_simulator import Faults, SimConfig, Simulator
@@ -27,12 +29,16 @@ def main() -> None:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     _, _, impl = context.instance_location()
-    unknown = set(impl) - _KEYS - {"entrypoint", "host", "port"}
-    if unknown:
-        print(
-            f"config error: unknown simulator keys {sorted(unknown)} in instance {context.instance_name}",
-            file=sys.stderr,
+    server_type, impl_name, _ = context.instance_location()
+    known = sorted(_KEYS | {"entrypoint", "host", "port"})
+    for key in sorted(set(impl) - set(known) - DESCRIPTIVE_KEYS):
+        dotted = f"{context.instance_name}.{server_type}.{impl_name}.{key}"
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}"
+        error = ConfigError(
+            f"is not a key of the vLLM simulator; {hint}", key=dotted, source=context.source_of(dotted)
         )
+        print(f"config error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2)
     config = SimConfig(**{k: v for k, v in impl.items() if k in _KEYS and v is not None}, faults=Faults())
     if not impl.get("instance_id"):

@@ -75,3 +75,19 @@ def test_several_instances_from_one_command() -> None:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def test_a_misspelt_simulator_key_fails_the_start_with_a_suggestion() -> None:
+    configs = "+config_paths=[responses_api_models/vllm_simulator/configs/vllm_simulator.yaml]"
+    with pytest.raises(RuntimeError) as caught:
+        with ng_run(
+            configs,
+            "+policy_model_name=sim-model",
+            "+vllm_simulator.responses_api_models.vllm_simulator.max_modle_len=512",
+            timeout=30,
+        ):
+            pass
+    assert (
+        "config key 'vllm_simulator.responses_api_models.vllm_simulator.max_modle_len' (from command line): "
+        "is not a key of the vLLM simulator; did you mean `max_model_len`?"
+    ) in str(caught.value)
