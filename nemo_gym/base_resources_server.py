@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
-from nemo_gym.reward_profile import AggregateMetricsMixin, compute_aggregate_metrics
+from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
 
 # Keys under which MCP metadata and session tokens travel in NeMo Gym (kept for imports).
@@ -88,12 +88,7 @@ class SimpleResourcesServer(AggregateMetricsMixin, SimpleServer):
         raise TypeError(f"{type(self).__name__} does not define verify()")
 
     async def aggregate_metrics(self, body: AggregateMetricsRequest) -> AggregateMetrics:
-        return compute_aggregate_metrics(
-            body.verify_responses,
-            compute_metrics_fn=self.compute_metrics,
-            get_key_metrics_fn=self.get_key_metrics,
-            compute_repeat_metrics_fn=self.compute_repeat_metrics,
-        )
+        return self.aggregate_with_hooks(body.verify_responses)
 
     async def get_reverify_mode(self) -> ReverifyMode:
         return self.config.REVERIFY_MODE

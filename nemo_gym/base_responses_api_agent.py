@@ -16,7 +16,7 @@ from pydantic import Field
 from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyResponse
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
-from nemo_gym.reward_profile import AggregateMetricsMixin, compute_aggregate_metrics
+from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
 
 
@@ -64,12 +64,7 @@ class SimpleResponsesAPIAgent(AggregateMetricsMixin, SimpleServer):
     async def aggregate_metrics(self, body: AggregateMetricsRequest = Body()) -> AggregateMetrics:
         if self.config.skip_verification:
             return AggregateMetrics()
-        return compute_aggregate_metrics(
-            body.verify_responses,
-            compute_metrics_fn=self.compute_metrics,
-            get_key_metrics_fn=self.get_key_metrics,
-            compute_repeat_metrics_fn=self.compute_repeat_metrics,
-        )
+        return self.aggregate_with_hooks(body.verify_responses)
 
 
 __all__ = ["BaseResponsesAPIAgentConfig", "Body", "SimpleResponsesAPIAgent"]

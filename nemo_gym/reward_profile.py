@@ -238,6 +238,15 @@ def highest_k_metrics(
 class AggregateMetricsMixin:
     """Hooks a resources server (or agent) overrides to shape its ``/aggregate_metrics``."""
 
+    def aggregate_with_hooks(self, verify_responses: list[dict[str, Any]]) -> AggregateMetrics:
+        """The `/aggregate_metrics` answer, shaped by this server's own hook overrides."""
+        return compute_aggregate_metrics(
+            verify_responses,
+            compute_metrics_fn=self.compute_metrics,
+            get_key_metrics_fn=self.get_key_metrics,
+            compute_repeat_metrics_fn=self.compute_repeat_metrics,
+        )
+
     def compute_metrics(self, tasks: list[list[dict[str, Any]]]) -> dict[str, Any]:
         """Extra run-level metrics from all verify responses grouped by task (merged into agent_metrics).
 
