@@ -37,6 +37,7 @@ import httpx
 import uvloop
 
 from nemo_gym.config import PROJECT_ROOT, free_port
+from nemo_gym.testing.processes import children_of, process_parents
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WEATHER_ROWS = PROJECT_ROOT / "resources_servers" / "simple_weather" / "data" / "example.jsonl"
@@ -67,27 +68,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _parents() -> dict[int, int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    return parents
-
-
-def descendants(pid: int, parents: dict[int, int] | None = None) -> set[int]:
-    parents = _parents() if parents is None else parents
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def _role_of(pid: int) -> str | None:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -102,7 +82,7 @@ def _role_of(pid: int) -> str | None:
 
 def server_pids(ng_run_pid: int) -> dict[str, int]:
     """role -> pid of each of ng_run's direct children."""
-    parents = _parents()
+    parents = process_parents()
     out: dict[str, int] = {}
     for child, parent in parents.items():
         if parent == ng_run_pid and (role := _role_of(child)):
@@ -112,11 +92,11 @@ def server_pids(ng_run_pid: int) -> dict[str, int]:
 
 def cpu_by_role(ng_run_pid: int, roles: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of each server's process tree (workers included), and of ng_run itself."""
-    parents = _parents()
+    parents = process_parents()
     out: dict[str, float] = {}
     for role, pid in roles.items():
         total = 0.0
-        for p in {pid} | descendants(pid, parents):
+        for p in {pid} | children_of(pid, parents):
             try:
                 total += cpu_seconds(p)
             except (OSError, IndexError, ValueError):
@@ -201,7 +181,7 @@ def _cmdline(pid: int) -> bytes | None:
 def stop_stack(stack: Stack) -> None:
     """SIGINT to ng_run (it stops its servers); then SIGKILL any of its descendants left behind
     (the same pid with the same command line as before the stop, so never a reused pid)."""
-    leftovers = {pid: _cmdline(pid) for pid in descendants(stack.proc.pid) | set(stack.roles.values())}
+    leftovers = {pid: _cmdline(pid) for pid in children_of(stack.proc.pid) | set(stack.roles.values())}
     if stack.proc.poll() is None:
         stack.proc.send_signal(signal.SIGINT)
         try:

@@ -125,8 +125,8 @@ class NgRun:
         return next(i["url"] for i in self.instances() if i["name"] == name)
 
 
-def children_of(pid: int) -> set[int]:
-    """All descendants of `pid` (from /proc), to assert nothing is left behind."""
+def process_parents() -> dict[int, int]:
+    """`pid → parent pid` of every process now (one /proc snapshot, reusable across lookups)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -135,6 +135,12 @@ def children_of(pid: int) -> set[int]:
                 parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
+    return parents
+
+
+def children_of(pid: int, parents: dict[int, int] | None = None) -> set[int]:
+    """All descendants of `pid` (from /proc), to assert nothing is left behind."""
+    parents = process_parents() if parents is None else parents
     found: set[int] = set()
     frontier = {pid}
     while frontier:
