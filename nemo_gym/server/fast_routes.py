@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from nemo_gym.server.errors import APIError, error_body
+from nemo_gym.exceptions import APIError
+from nemo_gym.server.errors import api_error_payload, error_body, internal_error_message
 from nemo_gym.server.sessions import SessionSigner
 
 logger = logging.getLogger("nemo_gym.server")
@@ -62,16 +63,11 @@ class FastRoutes:
             payload = orjson.dumps(await handler(body, session_id))
         except APIError as exc:
             status = exc.status
-            payload = orjson.dumps(
-                error_body(exc.message, exc.status, type=exc.type, param=exc.param, code=exc.code)
-            )
+            payload = api_error_payload(exc)
         except Exception as exc:
             logger.exception("unhandled error in POST %s", scope["path"])
-            first_line = (str(exc).splitlines() or [""])[0][:300]
             status = 500
-            payload = orjson.dumps(
-                error_body(f"Internal server error: {type(exc).__name__}: {first_line}".rstrip(": "), 500)
-            )
+            payload = orjson.dumps(error_body(internal_error_message(exc), 500))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -1,9 +1,8 @@
-"""The upstream client interface: POST bytes, get (status, bytes); and the failure kinds.
+"""The upstream client interface: POST bytes, get (status, bytes), or a transport error.
 
-Production uses `nemo_gym.upstream.http1` (a lean pooled HTTP/1.1 client: the hot path).
-Tests plug in the httpx implementation below, so respx can mock upstreams. Both map failures
-to the kinds the retry logic needs: nothing was sent (safe to retry), the read timed out, or
-the answer broke off.
+Production uses `nemo_gym.upstream.http1` for plain-HTTP upstreams (the hot path). Tests plug
+in the httpx implementation below, so respx can mock upstreams. Every implementation raises
+only `nemo_gym.exceptions.TransportError` kinds, which are what the retry rules read.
 """
 
 from __future__ import annotations
@@ -12,22 +11,14 @@ from typing import Protocol
 
 import httpx
 
-
-class UpstreamConnectError(Exception):
-    """The request never reached a server (refused, reset before any answer): safe to retry."""
-
-
-class UpstreamConnectionLost(UpstreamConnectError):
-    """The server closed the connection before answering: usually a kept-alive connection the
-    server had just closed as idle. Retried on the same upstream; not a sign it is down."""
-
-
-class UpstreamReadTimeout(Exception):
-    """No answer within the read timeout: the generation may still run, so never retried."""
-
-
-class UpstreamBrokenResponse(Exception):
-    """The answer started but broke off: never retried (the generation happened)."""
+from nemo_gym.exceptions import (
+    ConnectError,
+    ConnectionDropped,
+    ConnectTimeout,
+    PoolTimeout,
+    ProtocolError,
+    ReadTimeout,
+)
 
 
 class UpstreamClient(Protocol):
@@ -50,12 +41,20 @@ class HttpxUpstreamClient:
     async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
         try:
             response = await self.client.post(url, content=content, headers=self.headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
-        except httpx.TimeoutException:
-            raise UpstreamReadTimeout() from None
+        except httpx.ConnectTimeout as exc:
+            raise ConnectTimeout(str(exc) or "connect timeout") from None
+        except httpx.PoolTimeout as exc:
+            raise PoolTimeout(str(exc) or "pool timeout") from None
+        except httpx.ConnectError as exc:
+            raise ConnectError(f"{type(exc).__name__}: {exc}") from None
+        except httpx.TimeoutException as exc:
+            raise ReadTimeout(str(exc) or "read timeout") from None
+        except httpx.RemoteProtocolError as exc:
+            if "without sending" in str(exc):
+                raise ConnectionDropped(str(exc)) from None
+            raise ProtocolError(f"{type(exc).__name__}: {exc}") from None
         except httpx.HTTPError as exc:
-            raise UpstreamBrokenResponse(f"{type(exc).__name__}: {exc}") from None
+            raise ProtocolError(f"{type(exc).__name__}: {exc}") from None
         return response.status_code, response.content
 
     async def start(self) -> None:
@@ -65,7 +64,7 @@ class HttpxUpstreamClient:
         try:
             return (await self.client.get(url, timeout=timeout_s)).status_code
         except httpx.HTTPError as exc:
-            raise UpstreamConnectError(type(exc).__name__) from None
+            raise ConnectError(type(exc).__name__) from None
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -8,9 +8,10 @@ We only ever POST a finished JSON body and read a whole JSON answer, so a reques
 `transport.write` and one future. What it does not do, on purpose: proxies, cookies,
 redirects, streaming bodies, HTTP/2.
 
-Failure kinds follow `nemo_gym.upstream.client`: nothing was sent (connect errors), the server
-closed before answering (a kept-alive connection it had just closed as idle), no answer within
-the read timeout, or an answer that broke off or was not HTTP.
+Failure kinds are `nemo_gym.exceptions`' transport errors: nothing was sent (connect errors,
+pool wait), a reused connection the server had just closed (the keep-alive race), any other
+close before an answer byte, no answer within the read timeout, and an answer that broke off,
+was not HTTP or was over a limit (head, body, decompressed body).
 """
 
 from __future__ import annotations
@@ -26,15 +27,34 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from nemo_gym.upstream.client import (
-    UpstreamBrokenResponse,
-    UpstreamConnectError,
-    UpstreamConnectionLost,
-    UpstreamReadTimeout,
+from nemo_gym.exceptions import (
+    ClientClosed,
+    ConnectError,
+    ConnectionDropped,
+    ConnectTimeout,
+    PoolTimeout,
+    ProtocolError,
+    ReadTimeout,
+    ResponseTooLarge,
+    StaleConnection,
+    TransportError,
+    check_header_value,
 )
 
 Origin = tuple[str, str, int]  # (scheme, host, port)
 DNS_TTL = 300.0  # seconds a resolved upstream address is reused for new connections
+# A reused connection closed this soon after our write, with no answer byte, is the keep-alive
+# race (the server closed it as idle while the request was on its way), not a failing upstream.
+STALE_CLOSE_WINDOW = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one answer may be: bigger means a broken or hostile upstream, not a generation."""
+
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 256 * 1024 * 1024
+    max_decompressed_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +73,7 @@ def _parse_target(url: str, headers: dict[str, str]) -> _Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise UpstreamConnectError(f"unsupported upstream URL {url!r} (expected http:// or https://)")
+        raise ConnectError(f"unsupported upstream URL {url!r} (expected http:// or https://)")
     default_port = 443 if scheme == "https" else 80
     port = parts.port or default_port
     host_header = parts.hostname if port == default_port else f"{parts.hostname}:{port}"
@@ -74,12 +94,15 @@ class _Connection(asyncio.Protocol):
     """One kept-alive connection; at most one request in flight (no pipelining)."""
 
     __slots__ = (
+        "_body_size",
         "_chunks",
         "_encoding",
+        "_fed",
         "_framed",
         "_last_data",
         "_parser",
         "_received",
+        "_sent_at",
         "_status",
         "_timer",
         "_waiter",
@@ -87,6 +110,7 @@ class _Connection(asyncio.Protocol):
         "closed",
         "idle_since",
         "origin",
+        "served",
         "transport",
     )
 
@@ -105,6 +129,10 @@ class _Connection(asyncio.Protocol):
         self._received = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_data = 0.0
+        self._sent_at = 0.0
+        self._fed = 0  # bytes of the current answer's head seen so far (until its status is known)
+        self._body_size = 0
+        self.served = 0  # answers completed on this connection: > 0 means it was reused
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,8 +148,15 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamBrokenResponse(f"malformed HTTP response: {exc}"))
+            self._fail(ProtocolError(f"malformed HTTP response: {exc}"))
             self._close()
+            return
+        if not self._status and self._waiter is not None:
+            self._fed += len(data)
+            limit = self.client.limits.max_header_bytes
+            if self._fed > limit:
+                self._fail(ResponseTooLarge(f"response head is larger than max_header_bytes ({limit})"))
+                self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -131,10 +166,20 @@ class _Connection(asyncio.Protocol):
             self._complete()
         if self._waiter is not None:
             if self._received:
-                self._fail(UpstreamBrokenResponse("connection closed mid-response"))
+                self._fail(ProtocolError("connection closed mid-response"))
             else:
-                self._fail(UpstreamConnectionLost("server closed the connection before answering"))
+                self._fail(self._closed_before_answer())
         self.client._forget(self)
+
+    def _closed_before_answer(self) -> TransportError:
+        waited = self.client.loop.time() - self._sent_at
+        if self.served and waited < STALE_CLOSE_WINDOW:
+            return StaleConnection(
+                f"kept-alive connection closed by the server {waited * 1000:.1f} ms after the request was written"
+            )
+        return ConnectionDropped(
+            f"server closed the connection {waited:.3f} s after the request, without answering"
+        )
 
     # ---- httptools callbacks ------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -151,6 +196,14 @@ class _Connection(asyncio.Protocol):
         self._status = status
 
     def on_body(self, body: bytes) -> None:
+        if self._waiter is None:
+            return
+        self._body_size += len(body)
+        limit = self.client.limits.max_body_bytes
+        if self._body_size > limit:
+            self._fail(ResponseTooLarge(f"response body is larger than max_body_bytes ({limit})"))
+            self._close()
+            return
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -158,6 +211,7 @@ class _Connection(asyncio.Protocol):
             return
         if self._status < 200:  # an interim 1xx answer: the real one follows
             self._chunks, self._encoding, self._status, self._framed = [], None, 0, False
+            self._fed = self._body_size = 0
             return
         self._complete()
 
@@ -168,13 +222,14 @@ class _Connection(asyncio.Protocol):
         self._waiter = None
         self._stop_timer()
         if self._encoding not in (None, b"identity"):
-            body = _decode(body, self._encoding)
+            body = _decode(body, self._encoding, self.client.limits.max_decompressed_bytes)
         if not waiter.done():
             if isinstance(body, Exception):
                 waiter.set_exception(body)
             else:
                 waiter.set_result((self._status, body))
         if self._parser.should_keep_alive() and not self.closed:
+            self.served += 1
             self.client._release(self)
         else:
             self._close()
@@ -191,10 +246,12 @@ class _Connection(asyncio.Protocol):
         self._received = False
         self._status = 0
         self._framed = False
+        self._fed = self._body_size = 0
+        self._sent_at = now = loop.time()
         timeout = self.client.read_timeout
         if timeout is not None:
-            self._last_data = loop.time()
-            self._timer = loop.call_at(self._last_data + timeout, self._check_timeout)
+            self._last_data = now
+            self._timer = loop.call_at(now + timeout, self._check_timeout)
         self.transport.write(data)  # type: ignore[union-attr]
         return waiter
 
@@ -217,7 +274,7 @@ class _Connection(asyncio.Protocol):
             self._timer = self.client.loop.call_later(remaining, self._check_timeout)
             return
         self._timer = None
-        self._fail(UpstreamReadTimeout())
+        self._fail(ReadTimeout(f"{timeout}s"))
         self._close()
 
     def _stop_timer(self) -> None:
@@ -238,19 +295,30 @@ class _Connection(asyncio.Protocol):
         self.client._forget(self)
 
 
-def _decode(body: bytes, encoding: bytes) -> bytes | Exception:
-    """We never ask for compression; decode it anyway if a proxy in between adds it."""
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ResponseTooLarge(f"decompressed response body is larger than max_decompressed_bytes ({limit})")
+    return out
+
+
+def _decode(body: bytes, encoding: bytes, limit: int) -> bytes | Exception:
+    """We never ask for compression; decode it anyway if a proxy in between adds it, bounded so
+    that a small compressed answer cannot expand into gigabytes."""
     try:
         if encoding in (b"gzip", b"x-gzip"):
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            return _inflate(body, 16 + zlib.MAX_WBITS, limit)
         if encoding == b"deflate":
             try:
-                return zlib.decompress(body)
+                return _inflate(body, zlib.MAX_WBITS, limit)
             except zlib.error:
-                return zlib.decompress(body, -zlib.MAX_WBITS)
+                return _inflate(body, -zlib.MAX_WBITS, limit)
     except zlib.error as exc:
-        return UpstreamBrokenResponse(f"cannot decode {encoding.decode('latin-1')} body: {exc}")
-    return UpstreamBrokenResponse(f"unsupported content-encoding {encoding.decode('latin-1')!r}")
+        return ProtocolError(f"cannot decode {encoding.decode('latin-1')} body: {exc}")
+    except ResponseTooLarge as exc:
+        return exc
+    return ProtocolError(f"unsupported content-encoding {encoding.decode('latin-1')!r}")
 
 
 class Http1UpstreamClient:
@@ -266,12 +334,18 @@ class Http1UpstreamClient:
         # server is closing at the same moment.
         keepalive: float = 4.0,
         headers: dict[str, str] | None = None,
+        pool_timeout: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.pool_timeout = pool_timeout
         self.keepalive = keepalive
+        self.limits = limits or Limits()
         self._headers = {"content-type": "application/json", **(headers or {})}
+        for name, value in self._headers.items():
+            check_header_value(name, value)
         self._targets: dict[str, _Target] = {}
         self._idle: dict[Origin, dict[_Connection, None]] = {}
         self._all: set[_Connection] = set()
@@ -286,6 +360,11 @@ class Http1UpstreamClient:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
 
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        """Used without `start()`: bind to the running loop on first use instead of failing."""
+        self.loop = asyncio.get_running_loop()
+        return self.loop
+
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
         if target is None:  # a handful of distinct URLs: parse each once, not per request
@@ -293,6 +372,8 @@ class Http1UpstreamClient:
         return target
 
     async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
+        if self.loop is None:
+            self._bind_loop()
         target = self._target(url)
         conn = self._pop_idle(target.origin) or await self._open(target.origin)
         return await conn.request(target.post_request(content))
@@ -301,6 +382,8 @@ class Http1UpstreamClient:
         """Send at once on an idle connection and return the answer's future, or None when no
         connection is idle (then use `post`). No coroutine or task per request: a /tokenize
         call can go out beside the generation for the cost of one write."""
+        if self.loop is None or self._closed:
+            return None
         target = self._target(url)
         conn = self._pop_idle(target.origin)
         if conn is None:
@@ -308,17 +391,15 @@ class Http1UpstreamClient:
         return conn.send(target.post_request(content))
 
     async def get_status(self, url: str, timeout_s: float) -> int:
+        if self.loop is None:
+            self._bind_loop()
         try:
             async with asyncio.timeout(timeout_s):
                 target = self._target(url)
                 conn = self._pop_idle(target.origin) or await self._open(target.origin)
                 return (await conn.request(target.get_request))[0]
-        except (TimeoutError, UpstreamReadTimeout):
-            raise UpstreamConnectError(f"no answer within {timeout_s}s") from None
-        except UpstreamConnectError:
-            raise
-        except UpstreamBrokenResponse as exc:
-            raise UpstreamConnectError(str(exc)) from None
+        except (TimeoutError, ReadTimeout):
+            raise ConnectTimeout(f"no answer within {timeout_s}s") from None
 
     # ---- the pool -------------------------------------------------------------------------
     def _pop_idle(self, origin: Origin) -> _Connection | None:
@@ -340,18 +421,32 @@ class Http1UpstreamClient:
 
     async def _open(self, origin: Origin) -> _Connection:
         if self._closed:
-            raise UpstreamConnectError("client is closed")
+            raise ClientClosed("client is closed")
+        deadline = None if self.pool_timeout is None else self.loop.time() + self.pool_timeout
         while len(self._all) + self._opening >= self.max_connections:
             if self._evict_idle():
                 break
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                if deadline is None:
+                    await waiter
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        await waiter
+            except TimeoutError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()
+                raise PoolTimeout(
+                    f"no free connection within timeouts.pool ({self.pool_timeout}s); "
+                    f"all {self.max_connections} (max_connections) are busy"
+                ) from None
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # we were handed a free slot: pass it on
                 raise
+            if self._closed:
+                raise ClientClosed("client is closed")
             conn = self._pop_idle(origin)
             if conn is not None:
                 return conn
@@ -388,9 +483,7 @@ class Http1UpstreamClient:
                         error = exc
         except TimeoutError:
             self._wake_one()
-            raise UpstreamConnectError(
-                f"ConnectionTimeoutError: no connection to {host}:{port} within {self.connect_timeout}s"
-            ) from None
+            raise ConnectTimeout(f"no connection to {host}:{port} within {self.connect_timeout}s") from None
         except OSError as exc:
             error = exc
         except BaseException:
@@ -398,7 +491,7 @@ class Http1UpstreamClient:
             raise
         self._wake_one()
         detail = getattr(error, "strerror", None) or error
-        raise UpstreamConnectError(f"cannot connect to {host}:{port}: {detail}") from None
+        raise ConnectError(f"cannot connect to {host}:{port}: {detail}") from None
 
     async def _resolve(self, host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
         """Addresses of `host`, cached for DNS_TTL seconds and shared by concurrent lookups: a
@@ -458,5 +551,5 @@ class Http1UpstreamClient:
             conn._close()
         for waiter in self._waiters:
             if not waiter.done():
-                waiter.set_exception(UpstreamConnectError("client is closed"))
+                waiter.set_exception(ClientClosed("client is closed"))
         self._waiters.clear()

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from nemo_gym.server.base import SimpleServer
 from nemo_gym.server.fast_routes import FastHandler
 from nemo_gym.server.json_io import json_response, parse_json_object
-from nemo_gym.upstream import UpstreamPool, UpstreamSettings
+from nemo_gym.upstream import UpstreamPool
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.serving import VLLMServing
 
@@ -25,20 +25,8 @@ class VLLMModel(SimpleServer):
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        config = self.config
-        settings = UpstreamSettings(
-            base_urls=tuple(config.base_url),
-            api_key=config.api_key,
-            connect_timeout=config.timeouts.connect,
-            read_timeout=config.timeouts.read,
-            max_connections=config.max_connections,
-            max_retries=config.max_retries,
-            retry_backoff=config.retry_backoff,
-            routing=config.routing,
-            max_sessions=config.max_sessions,
-        )
-        self._pool = UpstreamPool(settings, client_factory=self.client_factory)
-        self._serving = VLLMServing(config, self._pool)
+        self._pool = UpstreamPool(self.config, client_factory=self.client_factory)
+        self._serving = VLLMServing(self.config, self._pool)
 
     @property
     def pool(self) -> UpstreamPool:
