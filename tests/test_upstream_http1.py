@@ -21,7 +21,6 @@ from nemo_gym.exceptions import (
     ConnectTimeout,
     ProtocolError,
     ReadTimeout,
-    TransportError,
 )
 from nemo_gym.upstream.http1 import Http1UpstreamClient
 from nemo_gym.upstream.pool import UpstreamPool
@@ -510,7 +509,7 @@ async def test_nowait_result_is_none_for_anything_but_a_clean_answer() -> None:
     assert await UpstreamPool.nowait_result(done((200, b"not json"))) is None
     assert await UpstreamPool.nowait_result(done(exc=ProtocolError("cut"))) is None
     assert await UpstreamPool.nowait_result(done(exc=ConnectionDropped("gone"))) is None
-    failed = done(exc=ReadTimeout('x'))
+    failed = done(exc=ReadTimeout("x"))
     UpstreamPool.abandon(failed)  # retrieves the exception: nothing logged at GC
     assert failed._log_traceback is False  # type: ignore[attr-defined]
 
@@ -535,7 +534,9 @@ async def test_answers_over_a_limit_are_refused(server_factory, answer: bytes, m
     from nemo_gym.upstream.http1 import Limits
 
     srv = await server_factory(answer_once(answer, linger=0.2))
-    client = await new_client(limits=Limits(max_header_bytes=2048, max_body_bytes=4096, max_decompressed_bytes=8192))
+    client = await new_client(
+        limits=Limits(max_header_bytes=2048, max_body_bytes=4096, max_decompressed_bytes=8192)
+    )
     with pytest.raises(ResponseTooLarge, match=match):
         await client.post(srv.url + "/a", b"{}")
     await client.aclose()

@@ -9,8 +9,8 @@ from pydantic import PrivateAttr
 from starlette.responses import Response
 
 from nemo_gym.server.base import SimpleServer
-from nemo_gym.server.fast_routes import FastHandler
 from nemo_gym.server.json_io import json_response, parse_json_object
+from nemo_gym.server.request_path import FastHandler
 from nemo_gym.upstream import UpstreamPool
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.serving import VLLMServing
