@@ -3,8 +3,12 @@ aiohttp`): one `aiohttp.ClientSession`, so proxies, TLS options and HTTP corner 
 handled by a well-kept library rather than by us.
 
 What it adds to aiohttp, and why:
-- proxy variables (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) are honoured (`trust_env`), since a
-  public endpoint is often only reachable through one;
+- proxy variables (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, proxy credentials in ~/.netrc) are
+  honoured, since a public endpoint is often only reachable through one. They are read once
+  per URL, the way aiohttp's `trust_env` reads them, rather than by `trust_env` itself: that
+  reads them again, and ~/.netrc twice, in a worker thread on every request (most of this
+  client's CPU, measured), and an upstream's own ~/.netrc entry would clash with our
+  authorization header;
 - `ssl_verify`, `ca_bundle`, `client_cert`/`client_key` make one SSL context, checked when the
   client is built so a wrong path fails at start, naming the key;
 - the same failure kinds as the lean client (`nemo_gym.upstream.http1`), because the retry
@@ -38,6 +42,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import client_exceptions as aio_errors
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from nemo_gym.exceptions import (
     ClientClosed,
@@ -165,6 +171,7 @@ class AiohttpUpstreamClient:
         self._session: aiohttp.ClientSession | None = None
         self._connector: _Connector | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
         self._closed = False
 
     async def start(self) -> None:
@@ -182,7 +189,6 @@ class AiohttpUpstreamClient:
             self._slots = asyncio.Semaphore(config.max_connections)
             self._session = aiohttp.ClientSession(
                 connector=self._connector,
-                trust_env=True,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=config.timeouts.connect, sock_read=config.timeouts.read
@@ -233,14 +239,28 @@ class AiohttpUpstreamClient:
         except (TimeoutError, ReadTimeout, PoolTimeout):
             raise ConnectTimeout(f"no answer within {timeout_s}s") from None
 
+    def _proxy_for(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The proxy the environment names for `url` (NO_PROXY applied), looked up once."""
+        proxy = self._proxies.get(url)
+        if proxy is None:
+            try:
+                proxy = get_env_proxy_for_url(URL(url))
+            except (LookupError, ValueError):
+                proxy = (None, None)
+            self._proxies[url] = proxy
+        return proxy
+
     async def _request(
         self, session: aiohttp.ClientSession, method: str, url: str, content: bytes | None
     ) -> tuple[int, bytes]:
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
+            proxy, proxy_auth = self._proxy_for(url)
             try:
-                response = await session.request(method, url, data=content, allow_redirects=False)
+                response = await session.request(
+                    method, url, data=content, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
+                )
             finally:
                 _ATTEMPT.reset(token)
             try:
