@@ -16,7 +16,9 @@ What it adds to aiohttp, and why:
   request went out, is the keep-alive race (`StaleConnection`); any other is
   `ConnectionDropped`. Reuse is told by remembering which connection protocols were already
   handed out once: a protocol object is one TCP connection, and a connection that did not
-  finish its answer is closed, never pooled again;
+  finish its answer is closed, never pooled again. "No answer byte" is as far as aiohttp
+  tells: a close after part of a status line, or a reset (which carries no count of what
+  arrived), counts as no answer;
 - the pool wait is bounded by `timeouts.pool` with our own slot count in front of the
   connector (aiohttp folds pool waiting into its connect timeout), so `timeouts.connect`
   covers exactly name resolution, TCP, proxy tunnel and TLS;
