@@ -21,7 +21,6 @@ from nemo_gym.exceptions import (
     ConnectTimeout,
     ProtocolError,
     ReadTimeout,
-    TransportError,
 )
 from nemo_gym.upstream.http1 import Http1UpstreamClient
 from nemo_gym.upstream.pool import UpstreamPool
@@ -510,6 +509,6 @@ async def test_nowait_result_is_none_for_anything_but_a_clean_answer() -> None:
     assert await UpstreamPool.nowait_result(done((200, b"not json"))) is None
     assert await UpstreamPool.nowait_result(done(exc=ProtocolError("cut"))) is None
     assert await UpstreamPool.nowait_result(done(exc=ConnectionDropped("gone"))) is None
-    failed = done(exc=ReadTimeout('x'))
+    failed = done(exc=ReadTimeout("x"))
     UpstreamPool.abandon(failed)  # retrieves the exception: nothing logged at GC
     assert failed._log_traceback is False  # type: ignore[attr-defined]
