@@ -59,6 +59,20 @@ def sse_server(
     return handler
 
 
+@pytest.fixture(params=["lean", "aiohttp"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def new_client(kind: str, read: float | None = None) -> object:
+    if kind == "lean":
+        return Http1UpstreamClient(4, 2.0, read)
+    from nemo_gym.upstream.aiohttp_client import AiohttpUpstreamClient
+
+    config = UpstreamConfig(base_url=["http://127.0.0.1:1/v1"], api_key="EMPTY", timeouts={"read": read})
+    return AiohttpUpstreamClient(config, headers={"content-type": "application/json"})
+
+
 @pytest.fixture
 async def start_server() -> AsyncIterator[Callable[[Callable], Awaitable[Server]]]:
     servers: list[Server] = []
@@ -74,9 +88,9 @@ async def start_server() -> AsyncIterator[Callable[[Callable], Awaitable[Server]
         await srv.stop()
 
 
-async def test_chunks_arrive_as_sent_and_the_connection_is_reused(start_server) -> None:
+async def test_chunks_arrive_as_sent_and_the_connection_is_reused(start_server, kind) -> None:
     srv = await start_server(sse_server(gap=0.1))
-    client = Http1UpstreamClient(4, 2.0, None)
+    client = new_client(kind)
     loop = asyncio.get_running_loop()
     started = loop.time()
     status, stream = await client.post_stream(srv.url + "/v1/chat/completions", b"{}")
@@ -93,9 +107,9 @@ async def test_chunks_arrive_as_sent_and_the_connection_is_reused(start_server) 
     await client.aclose()
 
 
-async def test_abandoning_a_stream_closes_its_connection(start_server) -> None:
+async def test_abandoning_a_stream_closes_its_connection(start_server, kind) -> None:
     srv = await start_server(sse_server(gap=0.2))
-    client = Http1UpstreamClient(4, 2.0, None)
+    client = new_client(kind)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
     assert await stream.__anext__() == EVENTS[0]
     await stream.aclose()
@@ -106,9 +120,9 @@ async def test_abandoning_a_stream_closes_its_connection(start_server) -> None:
     await client.aclose()
 
 
-async def test_a_cancelled_reader_closes_the_connection(start_server) -> None:
+async def test_a_cancelled_reader_closes_the_connection(start_server, kind) -> None:
     srv = await start_server(sse_server(gap=0.5))
-    client = Http1UpstreamClient(4, 2.0, None)
+    client = new_client(kind)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
 
     async def read_all() -> None:
@@ -125,9 +139,9 @@ async def test_a_cancelled_reader_closes_the_connection(start_server) -> None:
     await client.aclose()
 
 
-async def test_a_stream_cut_midway_raises_from_the_iteration(start_server) -> None:
+async def test_a_stream_cut_midway_raises_from_the_iteration(start_server, kind) -> None:
     srv = await start_server(sse_server(gap=0.01, cut_after=2))
-    client = Http1UpstreamClient(4, 2.0, None)
+    client = new_client(kind)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
     got = []
     with pytest.raises(ProtocolError, match="connection closed mid-response"):
@@ -137,9 +151,9 @@ async def test_a_stream_cut_midway_raises_from_the_iteration(start_server) -> No
     await client.aclose()
 
 
-async def test_read_timeout_applies_between_chunks(start_server) -> None:
+async def test_read_timeout_applies_between_chunks(start_server, kind) -> None:
     srv = await start_server(sse_server(gap=0.5))
-    client = Http1UpstreamClient(4, 2.0, 0.2)
+    client = new_client(kind, 0.2)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
     assert await stream.__anext__() == EVENTS[0]
     with pytest.raises(ReadTimeout):
@@ -147,15 +161,16 @@ async def test_read_timeout_applies_between_chunks(start_server) -> None:
     await client.aclose()
 
 
-def pool_for(srv: Server) -> UpstreamPool:
+def pool_for(srv: Server, kind: str) -> UpstreamPool:
     return UpstreamPool(
-        UpstreamConfig(base_url=[f"{srv.url}/v1"], api_key="EMPTY", retry_backoff=0.01), probe_interval=30.0
+        UpstreamConfig(base_url=[f"{srv.url}/v1"], api_key="EMPTY", retry_backoff=0.01, upstream_client=kind),
+        probe_interval=30.0,
     )
 
 
-async def test_pool_retries_a_503_before_the_stream_starts(start_server) -> None:
+async def test_pool_retries_a_503_before_the_stream_starts(start_server, kind) -> None:
     srv = await start_server(sse_server(gap=0.01, statuses=[503, 200]))
-    pool = pool_for(srv)
+    pool = pool_for(srv, kind)
     await pool.start()
     stream, used = await pool.post_stream("/chat/completions", {"stream": True})
     assert await stream.read() == b"".join(EVENTS)
@@ -163,18 +178,18 @@ async def test_pool_retries_a_503_before_the_stream_starts(start_server) -> None
     await pool.aclose()
 
 
-async def test_pool_raises_error_answers_whole_including_context_length(start_server) -> None:
+async def test_pool_raises_error_answers_whole_including_context_length(start_server, kind) -> None:
     srv = await start_server(sse_server(statuses=[400]))
-    pool = pool_for(srv)
+    pool = pool_for(srv, kind)
     await pool.start()
     with pytest.raises(ContextLengthExceeded):
         await pool.post_stream("/chat/completions", {"stream": True})
     await pool.aclose()
 
 
-async def test_pool_never_resends_a_stream_that_broke_off(start_server) -> None:
+async def test_pool_never_resends_a_stream_that_broke_off(start_server, kind) -> None:
     srv = await start_server(sse_server(gap=0.01, cut_after=1))
-    pool = pool_for(srv)
+    pool = pool_for(srv, kind)
     await pool.start()
     stream, _ = await pool.post_stream("/chat/completions", {"stream": True})
     with pytest.raises(ProtocolError):
@@ -183,7 +198,7 @@ async def test_pool_never_resends_a_stream_that_broke_off(start_server) -> None:
     await pool.aclose()
 
 
-async def test_pool_stream_over_the_body_limit(start_server) -> None:
+async def test_pool_stream_over_the_body_limit(start_server, kind) -> None:
     async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
         await srv.read_request(reader)
         writer.write(
@@ -194,7 +209,9 @@ async def test_pool_stream_over_the_body_limit(start_server) -> None:
 
     srv = await start_server(big)
     pool = UpstreamPool(
-        UpstreamConfig(base_url=[f"{srv.url}/v1"], api_key="EMPTY", limits={"max_body_bytes": 4096})
+        UpstreamConfig(
+            base_url=[f"{srv.url}/v1"], api_key="EMPTY", limits={"max_body_bytes": 4096}, upstream_client=kind
+        )
     )
     await pool.start()
     stream, _ = await pool.post_stream("/chat/completions", {})

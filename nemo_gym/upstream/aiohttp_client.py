@@ -155,6 +155,63 @@ def _too_large(exc: BaseException) -> bool:
     return False
 
 
+class _AiohttpBodyStream:
+    """A streamed answer's body, with the lean client's `BodyStream` behaviour: chunks as they
+    arrive, the body limit, our failure kinds, and the connection closed if left unfinished."""
+
+    def __init__(
+        self, client: AiohttpUpstreamClient, response: aiohttp.ClientResponse, attempt: _Attempt, url: str
+    ) -> None:
+        self._client = client
+        self._response = response
+        self._attempt = attempt
+        self._url = url
+        self._size = 0
+        self._finished = False
+
+    def _finish(self, close: bool) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if close:
+            self._response.close()
+        else:
+            self._response.release()
+        self._client._slots.release()  # type: ignore[union-attr]
+
+    def __aiter__(self) -> _AiohttpBodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._finished:
+            raise StopAsyncIteration
+        limit = self._client.config.limits.max_body_bytes
+        try:
+            chunk = await self._response.content.readany()
+        except BaseException as exc:
+            self._finish(close=True)
+            if isinstance(exc, (aio_errors.ClientError, OSError, RuntimeError, ValueError)):
+                kind = self._client._kind(exc, self._attempt, self._url)
+                if isinstance(kind, ConnectionDropped | StaleConnection):
+                    kind = ProtocolError("connection closed mid-response")  # the head had arrived
+                raise kind from None
+            raise
+        if not chunk:
+            self._finish(close=False)
+            raise StopAsyncIteration
+        self._size += len(chunk)
+        if self._size > limit:
+            self._finish(close=True)
+            raise ResponseTooLarge(f"response body is larger than max_body_bytes ({limit})")
+        return chunk
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
+
+    async def aclose(self) -> None:
+        self._finish(close=True)
+
+
 class AiohttpUpstreamClient:
     """The `UpstreamClient` protocol over one aiohttp session, at most `max_connections`
     requests in flight (further ones wait up to `timeouts.pool`)."""
@@ -228,6 +285,32 @@ class AiohttpUpstreamClient:
             return await self._request(session, "POST", url, content)
         finally:
             self._slots.release()  # type: ignore[union-attr]
+
+    async def post_stream(self, url: str, content: bytes) -> tuple[int, _AiohttpBodyStream]:
+        """POST and return once the head is in; the connection slot is held until the stream ends."""
+        session = self._session or self._open()
+        await self._acquire()
+        attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
+        try:
+            proxy, proxy_auth = self._proxy_for(url)
+            try:
+                response = await session.request(
+                    "POST", url, data=content, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
+                )
+            finally:
+                _ATTEMPT.reset(token)
+        except BaseException as exc:
+            self._slots.release()  # type: ignore[union-attr]
+            if isinstance(exc, (aio_errors.ClientError, OSError, RuntimeError, ValueError)):
+                raise self._kind(exc, attempt, url) from None
+            raise
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            response.close()
+            self._slots.release()  # type: ignore[union-attr]
+            raise ProtocolError(f"a streamed answer may not be {encoding}-encoded")
+        return response.status, _AiohttpBodyStream(self, response, attempt, url)
 
     async def get_status(self, url: str, timeout_s: float) -> int:
         session = self._session or self._open()
