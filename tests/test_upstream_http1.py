@@ -21,7 +21,6 @@ from nemo_gym.exceptions import (
     ConnectTimeout,
     ProtocolError,
     ReadTimeout,
-    TransportError,
 )
 from nemo_gym.upstream.http1 import Http1UpstreamClient
 from nemo_gym.upstream.pool import UpstreamPool
@@ -510,6 +509,52 @@ async def test_nowait_result_is_none_for_anything_but_a_clean_answer() -> None:
     assert await UpstreamPool.nowait_result(done((200, b"not json"))) is None
     assert await UpstreamPool.nowait_result(done(exc=ProtocolError("cut"))) is None
     assert await UpstreamPool.nowait_result(done(exc=ConnectionDropped("gone"))) is None
-    failed = done(exc=ReadTimeout('x'))
+    failed = done(exc=ReadTimeout("x"))
     UpstreamPool.abandon(failed)  # retrieves the exception: nothing logged at GC
     assert failed._log_traceback is False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nx-pad: " + b"a" * 5000 + b"\r\ncontent-length: 2\r\n\r\n{}",
+            r"response head is larger than max_header_bytes \(2048\)",
+        ),
+        (reply(b"x" * 5000), r"response body is larger than max_body_bytes \(4096\)"),
+        (
+            reply(gzip.compress(b" " * 100_000), extra=b"content-encoding: gzip\r\n"),
+            r"decompressed response body is larger than max_decompressed_bytes \(8192\)",
+        ),
+    ],
+    ids=["head", "body", "gzip-bomb"],
+)
+async def test_answers_over_a_limit_are_refused(server_factory, answer: bytes, match: str) -> None:
+    from nemo_gym.exceptions import ResponseTooLarge
+    from nemo_gym.upstream.http1 import Limits
+
+    srv = await server_factory(answer_once(answer, linger=0.2))
+    client = await new_client(
+        limits=Limits(max_header_bytes=2048, max_body_bytes=4096, max_decompressed_bytes=8192)
+    )
+    with pytest.raises(ResponseTooLarge, match=match):
+        await client.post(srv.url + "/a", b"{}")
+    await client.aclose()
+
+
+def test_header_values_with_line_breaks_are_refused_without_echoing_them() -> None:
+    from nemo_gym.exceptions import HeaderValueError
+
+    with pytest.raises(HeaderValueError) as caught:
+        Http1UpstreamClient(1, 1.0, None, headers={"authorization": "Bearer sk-SECRET\r\nx-evil: 1"})
+    assert str(caught.value) == (
+        "header 'authorization' contains a line break or NUL character (check how the value was pasted)"
+    )
+
+
+async def test_post_without_start_binds_to_the_running_loop(server_factory) -> None:
+    srv = await server_factory(answer_each)
+    client = Http1UpstreamClient(4, 2.0, None)  # no start()
+    assert client.post_nowait(srv.url + "/a", b"{}") is None
+    assert await client.post(srv.url + "/a", b"hello") == (200, b"hello")
+    await client.aclose()

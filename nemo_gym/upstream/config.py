@@ -49,7 +49,9 @@ class ResponseLimits(BaseModel):
 
 
 class UpstreamConfig(BaseModel):
-    base_url: list[str] = Field(description="One or more upstream URLs ending in /v1 (a list, or comma-separated).")
+    base_url: list[str] = Field(
+        description="One or more upstream URLs ending in /v1 (a list, or comma-separated)."
+    )
     api_key: str = Field(description="Sent as `authorization: Bearer <key>` unless it is EMPTY.")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     limits: ResponseLimits = Field(default_factory=ResponseLimits)
@@ -60,7 +62,9 @@ class UpstreamConfig(BaseModel):
         description="Retries after a failure before any answer (connect errors, dropped connections, "
         "502/503/504), with exponential backoff.",
     )
-    retry_backoff: float = Field(default=0.1, ge=0, description="First backoff in seconds; doubles per retry.")
+    retry_backoff: float = Field(
+        default=0.1, ge=0, description="First backoff in seconds; doubles per retry."
+    )
     routing: Literal["round_robin", "hash"] = Field(
         default="round_robin", description="How new sessions are spread over upstreams."
     )

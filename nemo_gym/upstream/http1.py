@@ -99,6 +99,7 @@ class _Connection(asyncio.Protocol):
         "_encoding",
         "_fed",
         "_framed",
+        "_head_size",
         "_last_data",
         "_parser",
         "_received",
@@ -130,7 +131,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_data = 0.0
         self._sent_at = 0.0
-        self._fed = 0  # bytes of the current answer's head seen so far (until its status is known)
+        self._fed = 0  # raw bytes fed while the current answer's head is incomplete
+        self._head_size = 0  # bytes of its header lines
         self._body_size = 0
         self.served = 0  # answers completed on this connection: > 0 means it was reused
 
@@ -183,6 +185,7 @@ class _Connection(asyncio.Protocol):
 
     # ---- httptools callbacks ------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
         size = len(name)
         if size == 14 or size == 17:  # content-length, transfer-encoding
             self._framed = self._framed or name.lower() in (b"content-length", b"transfer-encoding")
@@ -190,6 +193,10 @@ class _Connection(asyncio.Protocol):
             self._encoding = value.strip().lower()
 
     def on_headers_complete(self) -> None:
+        limit = self.client.limits.max_header_bytes
+        if self._head_size > limit and self._waiter is not None:
+            self._fail(ResponseTooLarge(f"response head is larger than max_header_bytes ({limit})"))
+            self._close()
         status = self._parser.get_status_code()
         if status in (204, 304) or status < 200:
             self._framed = True  # no body by definition
@@ -211,7 +218,7 @@ class _Connection(asyncio.Protocol):
             return
         if self._status < 200:  # an interim 1xx answer: the real one follows
             self._chunks, self._encoding, self._status, self._framed = [], None, 0, False
-            self._fed = self._body_size = 0
+            self._fed = self._head_size = self._body_size = 0
             return
         self._complete()
 
@@ -246,7 +253,7 @@ class _Connection(asyncio.Protocol):
         self._received = False
         self._status = 0
         self._framed = False
-        self._fed = self._body_size = 0
+        self._fed = self._head_size = self._body_size = 0
         self._sent_at = now = loop.time()
         timeout = self.client.read_timeout
         if timeout is not None:

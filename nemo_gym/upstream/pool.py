@@ -272,7 +272,9 @@ class UpstreamPool:
             upstream = self.route(session_id)
 
     @staticmethod
-    def _answer(status: int, payload: bytes, body: dict[str, Any], upstream: Upstream, url: str) -> dict[str, Any]:
+    def _answer(
+        status: int, payload: bytes, body: dict[str, Any], upstream: Upstream, url: str
+    ) -> dict[str, Any]:
         if status >= 400:
             error = upstream_http_error(status, payload, body)
             if status == 404 and lacks_v1(upstream.base_url):

@@ -19,6 +19,7 @@ from nemo_gym.server.json_io import json_response, read_json_object
 from nemo_gym.server.sessions import SESSION_ID_KEY
 from nemo_gym.upstream import UpstreamPool
 from nemo_gym.upstream.config import Timeouts, UpstreamConfig
+from nemo_gym.upstream.metrics import PoolCollector
 
 
 class OpenAIModelConfig(BaseServerConfig):
@@ -45,6 +46,7 @@ class OpenAIModel(SimpleServer):
     config: OpenAIModelConfig
     client_factory: Any = None
     _pool: UpstreamPool = PrivateAttr()
+    _pool_metrics: PoolCollector = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
@@ -62,6 +64,7 @@ class OpenAIModel(SimpleServer):
             client_key=config.client_key,
         )
         self._pool = UpstreamPool(upstream, client_factory=self.client_factory)
+        self._pool_metrics = PoolCollector(self._pool)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -69,6 +72,10 @@ class OpenAIModel(SimpleServer):
 
     async def startup(self) -> None:
         await self.pool.start()
+        self._pool_metrics.attach()
+
+    def metrics_collectors(self) -> list[Any]:
+        return [self._pool_metrics]
 
     async def shutdown(self) -> None:
         await self.pool.aclose()

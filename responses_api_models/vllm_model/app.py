@@ -9,10 +9,12 @@ from pydantic import PrivateAttr
 from starlette.responses import Response
 
 from nemo_gym.server.base import SimpleServer
-from nemo_gym.server.fast_routes import FastHandler
 from nemo_gym.server.json_io import json_response, parse_json_object
+from nemo_gym.server.request_path import FastHandler
 from nemo_gym.upstream import UpstreamPool
+from nemo_gym.upstream.metrics import PoolCollector
 from responses_api_models.vllm_model.config import VLLMModelConfig
+from responses_api_models.vllm_model.metrics import AdapterCollector
 from responses_api_models.vllm_model.serving import VLLMServing
 
 
@@ -22,11 +24,13 @@ class VLLMModel(SimpleServer):
     client_factory: Any = None
     _pool: UpstreamPool = PrivateAttr()
     _serving: VLLMServing = PrivateAttr()
+    _pool_metrics: PoolCollector = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         self._pool = UpstreamPool(self.config, client_factory=self.client_factory)
         self._serving = VLLMServing(self.config, self._pool)
+        self._pool_metrics = PoolCollector(self._pool)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -38,6 +42,10 @@ class VLLMModel(SimpleServer):
 
     async def startup(self) -> None:
         await self.pool.start()
+        self._pool_metrics.attach()
+
+    def metrics_collectors(self) -> list[Any]:
+        return [self._pool_metrics, AdapterCollector(self.serving, self.pool)]
 
     async def shutdown(self) -> None:
         await self.pool.aclose()

@@ -85,6 +85,7 @@ class VLLMServing:
         # upstream index -> does it honour kv_transfer_params.prompt_token_ids (absent: unknown)
         self._honours_prefix: dict[int, bool] = {}
         self._drift: dict[int, DriftCounts] = {}
+        self.context_length_fallbacks = 0  # answered with an empty result instead of an error
 
     def drift_counts(self, index: int) -> dict[str, int]:
         return (self._drift.get(index) or DriftCounts()).as_dict()
@@ -275,6 +276,7 @@ class VLLMServing:
                 token_info=token_info,
             )
         except ContextLengthExceeded:
+            self.context_length_fallbacks += 1
             return empty_response(params, self.config.model)
         except UpstreamFormatError as exc:
             raise APIError(502, exc.message) from None
@@ -301,6 +303,7 @@ class VLLMServing:
                 token_info=token_info,
             )
         except ContextLengthExceeded:
+            self.context_length_fallbacks += 1
             return empty_chat_completion(self.config.model)
         except UpstreamFormatError as exc:
             raise APIError(502, exc.message) from None
