@@ -219,8 +219,18 @@ class ChatAccumulator:
     def token_info(self, prompt_token_ids: list[int] | None = None) -> dict[str, Any]:
         """The three token fields, as the non-streaming path builds them: generation ids and
         log-probs of choice 0 (`generation_tokens`, same checks), and the prompt ids given (from
-        /tokenize) or, when None, the stream's own `prompt_token_ids` (`return_token_ids`)."""
+        /tokenize) or, when None, the stream's own `prompt_token_ids` (`return_token_ids`).
+
+        With a usage chunk (`stream_options.include_usage`) the token count is checked against
+        it: a stream without `return_token_ids` silently drops the tokens that add no text."""
         ids, log_probs = generation_tokens(self.choice0())
+        counted = (self.usage or {}).get("completion_tokens")
+        if len(self._choices) == 1 and isinstance(counted, int) and counted != len(ids):
+            raise UpstreamFormatError(
+                f"the upstream stream carried {len(ids)} generation tokens but its usage counts {counted}: "
+                "vLLM streams no chunk for a token that adds no text (think tags, tool-call markup) unless "
+                "the request sets return_token_ids: true, so those ids and log-probs are missing"
+            )
         if prompt_token_ids is None:
             prompt_token_ids = prompt_tokens_from(self._head, "inline")
         return {

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from nemo_gym.exceptions import UpstreamFormatError
+
 DONE = "[DONE]"
 DONE_BYTES = b"data: [DONE]\n\n"
 MEDIA_TYPE = "text/event-stream"
@@ -43,12 +45,33 @@ class SSEEvent:
 
 
 class SSEParser:
-    """Feed bytes as they arrive; get back every event completed by them."""
+    """Feed bytes as they arrive; get back every event completed by them.
 
-    __slots__ = ("_buffer", "_skip_lf", "_started", "_data", "_event", "_last_id", "_retry")
+    Pieces without a line ending are only collected (joined once the line ends), so an event
+    arriving in many small pieces costs linear time. `max_event_bytes` bounds what one event may
+    hold in memory; past it `feed` raises `UpstreamFormatError`.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "_buffer",
+        "_parts",
+        "_partial",
+        "_data_bytes",
+        "_skip_lf",
+        "_started",
+        "_data",
+        "_event",
+        "_last_id",
+        "_retry",
+        "max_event_bytes",
+    )
+
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self.max_event_bytes = max_event_bytes
         self._buffer = b""
+        self._parts: list[bytes] = []  # pieces of an unfinished line, after _buffer
+        self._partial = 0  # bytes of the unfinished line
+        self._data_bytes = 0  # bytes of the current event's data lines
         self._skip_lf = False  # the previous chunk ended in CR: a LF opening this one is part of it
         self._started = False
         self._data: list[bytes] = []
@@ -63,7 +86,18 @@ class SSEParser:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        data = self._buffer + chunk if self._buffer else chunk
+                if not chunk:
+                    return []
+        if self._started and b"\n" not in chunk and b"\r" not in chunk:
+            self._parts.append(chunk)
+            self._partial += len(chunk)
+            self._check_size()
+            return []
+        if self._parts:
+            data = b"".join([self._buffer, *self._parts, chunk])
+            self._parts = []
+        else:
+            data = self._buffer + chunk if self._buffer else chunk
         if not self._started:
             if len(data) < len(_BOM) and _BOM.startswith(data):
                 self._buffer = data
@@ -85,14 +119,23 @@ class SSEParser:
                     self._event = None
             elif line[0] != 0x3A:  # ':' starts a comment
                 self._field(line)
+        self._partial = len(self._buffer)
+        self._check_size()
         return events
+
+    def _check_size(self) -> None:
+        if self.max_event_bytes is not None and self._data_bytes + self._partial > self.max_event_bytes:
+            raise UpstreamFormatError(f"upstream stream event larger than {self.max_event_bytes} bytes")
 
     def close(self) -> bool:
         """End of the body. True if it ended cleanly: nothing pending. An event without its
         closing blank line is discarded (per the spec), and a truncated upstream stream shows
         up here rather than as a half-parsed event."""
-        clean = not self._buffer and not self._data
+        clean = not self._buffer and not self._parts and not self._data
         self._buffer = b""
+        self._parts = []
+        self._partial = 0
+        self._data_bytes = 0
         self._data = []
         self._event = None
         return clean
@@ -103,6 +146,7 @@ class SSEParser:
             value = value[1:]
         if name == b"data":
             self._data.append(value)
+            self._data_bytes += len(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
         elif name == b"id":
@@ -118,7 +162,45 @@ class SSEParser:
         event = SSEEvent(raw.decode("utf-8", "replace"), self._event, self._last_id, self._retry)
         self._data = []
         self._event = None
+        self._data_bytes = 0
         return event
+
+
+class ChunkReader:
+    """An upstream chat stream's body → its JSON payloads, up to `data: [DONE]`.
+
+    `feed` returns the payloads completed by a piece of the body (`UpstreamFormatError` for one
+    that is not JSON); `close` at the end of the body raises `UpstreamFormatError` if the stream
+    stopped before `[DONE]`, which is how a cut upstream stream shows when the connection itself
+    closed cleanly. Payloads after `[DONE]` are ignored.
+    """
+
+    __slots__ = ("parser", "done")
+
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self.parser = SSEParser(max_event_bytes)
+        self.done = False
+
+    def feed(self, data: bytes) -> list[Any]:
+        payloads: list[Any] = []
+        if self.done:
+            return payloads
+        for event in self.parser.feed(data):
+            if event.done:
+                self.done = True
+                break
+            try:
+                payloads.append(orjson.loads(event.data))
+            except orjson.JSONDecodeError:
+                raise UpstreamFormatError(
+                    f"upstream stream event is not JSON: {event.data[:200]!r}"
+                ) from None
+        return payloads
+
+    def close(self) -> None:
+        self.parser.close()
+        if not self.done:
+            raise UpstreamFormatError("the upstream stream ended before its final `data: [DONE]`")
 
 
 def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:

@@ -9,8 +9,10 @@ import orjson
 import pytest
 from openai._streaming import SSEDecoder
 
+from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.sse import (
     DONE_BYTES,
+    ChunkReader,
     SSEEvent,
     SSEParser,
     encode_chunk,
@@ -133,3 +135,38 @@ def test_encoders_round_trip_through_openai_decoder() -> None:
     ]
     assert [e.json() for e in events_of([raw])[:2]] == [event, chunk]
     assert encode_events([event, event]) == encode_event(event) * 2
+
+
+def test_long_event_in_many_small_pieces() -> None:
+    payload = orjson.dumps({"prompt_token_ids": list(range(20_000))})
+    raw = b"data: " + payload + b"\n\n"
+    parser = SSEParser()
+    events = [e for i in range(0, len(raw), 7) for e in parser.feed(raw[i : i + 7])]
+    assert [e.json() for e in events] == [orjson.loads(payload)] and parser.close()
+
+
+def test_event_size_limit() -> None:
+    parser = SSEParser(max_event_bytes=100)
+    assert parser.feed(b"data: " + b"x" * 90 + b"\n\n") == [SSEEvent("x" * 90)]
+    parser.feed(b"data: " + b"y" * 60 + b"\n")
+    with pytest.raises(UpstreamFormatError, match="larger than 100 bytes"):
+        parser.feed(b"data: " + b"z" * 40)  # the unfinished line counts too
+    with pytest.raises(UpstreamFormatError):
+        SSEParser(max_event_bytes=10).feed(b"data: " + b"a" * 20)
+
+
+@pytest.mark.parametrize("name", ["chat_stream.sse", "tools_required_strict_enum_stream.sse"])
+def test_chunk_reader(name: str) -> None:
+    raw = (WIRE / name).read_bytes()
+    whole = [e.json() for e in events_of([raw]) if not e.done]
+    reader = ChunkReader()
+    assert [c for i in range(0, len(raw), 13) for c in reader.feed(raw[i : i + 13])] == whole
+    assert reader.done
+    reader.close()
+    assert reader.feed(b"data: {}\n\n") == []  # nothing after [DONE]
+    cut = ChunkReader()
+    assert cut.feed(raw[: raw.index(b"data: [DONE]")]) == whole
+    with pytest.raises(UpstreamFormatError, match="ended before its final"):
+        cut.close()
+    with pytest.raises(UpstreamFormatError, match="not JSON"):
+        ChunkReader().feed(b"data: {broken\n\n")

@@ -631,11 +631,17 @@ def test_responses_token_mode_fields_on_the_last_item() -> None:
     chunks[0]["prompt_token_ids"] = [5, 6]
     for index, c in enumerate(chunks[1:-1], start=1):
         c["choices"][0]["logprobs"] = {"content": [{"token": f"token_id:{index}", "logprob": -index / 10}]}
-    expected_chat = nonstreaming("hi", reasoning="r", calls=whole)
+    generated = len(chunks) - 2
+    chunks[-1]["usage"] = {"prompt_tokens": 2, "total_tokens": 2 + generated, "completion_tokens": generated}
+    expected_chat = {**nonstreaming("hi", reasoning="r", calls=whole), "usage": chunks[-1]["usage"]}
     events, final = assert_responses_equivalent(chunks, expected_chat, token_mode=True)
     assert final["output"][-1]["generation_token_ids"] == list(range(1, len(chunks) - 1))
     assert final["output"][-1]["prompt_token_ids"] == [5, 6]
     assert all("generation_token_ids" not in item for item in final["output"][:-1])
+    # A usage count that disagrees with the tokens streamed (vLLM without return_token_ids) is refused.
+    chunks[-1]["usage"] = {**chunks[-1]["usage"], "completion_tokens": generated + 2}
+    with pytest.raises(UpstreamFormatError, match="its usage counts"):
+        run_responses(chunks, token_mode=True)
 
 
 def test_responses_reasoning_without_parser_is_a_misconfiguration() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from nemo_gym.conversion.chat_stream import ChatAccumulator
 from nemo_gym.conversion.chat_to_responses import chat_to_response, first_choice
+from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.responses_stream import ResponsesStream
 from nemo_gym.conversion.sse import SSEParser, iter_events
 from nemo_gym.conversion.tokens import generation_tokens
@@ -156,6 +157,8 @@ def test_textless_tokens_stream_only_with_return_token_ids(sims: dict[str, str])
     remaining = iter(full)
     assert all(any(entry == other for other in remaining) for entry in entries)  # an ordered subsequence
     assert tokens[-1] == "token_id:1667"  # the finishing token always has its chunk
+    with pytest.raises(UpstreamFormatError, match="unless the request sets return_token_ids: true"):
+        streamed.token_info([1])
 
 
 def test_time_to_first_byte_with_per_token_latency() -> None:
