@@ -24,6 +24,7 @@ from nemo_gym.conversion.tokens import generation_tokens, prompt_tokens_from
 from nemo_gym.exceptions import UpstreamError
 
 _REASONING_KEYS = ("reasoning_content", "reasoning")
+_CHOICE_FIELDS = frozenset(("index", "delta", "logprobs", "token_ids", "finish_reason"))
 
 
 def upstream_error_of(chunk: dict[str, Any]) -> UpstreamError | None:
@@ -47,9 +48,10 @@ def upstream_error_of(chunk: dict[str, Any]) -> UpstreamError | None:
 def check_chunk(chunk: Any) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise UpstreamFormatError("upstream stream event is not a JSON object")
-    error = upstream_error_of(chunk)
-    if error is not None:
-        raise error
+    if "error" in chunk or chunk.get("object") == "error":
+        error = upstream_error_of(chunk)
+        if error is not None:
+            raise error
     return chunk
 
 
@@ -83,6 +85,45 @@ class _Choice:
 
     def add(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta") or {}
+        # One text field is the common delta: skip the general walk for it.
+        if len(delta) == 1 and type(value := next(iter(delta.values()))) is str:
+            key = next(iter(delta))
+            if key == "content":
+                self.saw_content = True
+                if value:
+                    self.text.append(value)
+            elif key in _REASONING_KEYS:
+                self.reasoning.setdefault(key, []).append(value)
+            else:
+                self._delta_field(key, value)
+        else:
+            self._delta(delta)
+        logprobs = choice.get("logprobs")
+        if logprobs is not None and isinstance(logprobs.get("content"), list):
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(logprobs["content"])
+        token_ids = choice.get("token_ids")
+        if token_ids is not None and isinstance(token_ids, list):
+            if self.token_ids is None:
+                self.token_ids = []
+            self.token_ids.extend(token_ids)
+        if choice.get("finish_reason") is not None:
+            self.finish_reason = choice["finish_reason"]
+        if len(choice) > len(_CHOICE_FIELDS) or not choice.keys() <= _CHOICE_FIELDS:
+            for key in choice.keys() - _CHOICE_FIELDS:
+                value = choice[key]
+                if value is not None or key not in self.extra:
+                    self.extra[key] = value
+
+    def _delta_field(self, key: str, value: Any) -> None:
+        if value is not None:
+            previous = self.extra_delta.get(key)
+            self.extra_delta[key] = (
+                previous + value if isinstance(previous, str) and isinstance(value, str) else value
+            )
+
+    def _delta(self, delta: dict[str, Any]) -> None:
         for key, value in delta.items():
             if key == "content":
                 if isinstance(value, str):
@@ -98,28 +139,8 @@ class _Choice:
             elif key == "tool_calls":
                 for call in value or ():
                     self._tool(call)
-            elif value is not None:
-                previous = self.extra_delta.get(key)
-                self.extra_delta[key] = (
-                    previous + value if isinstance(previous, str) and isinstance(value, str) else value
-                )
-        logprobs = choice.get("logprobs")
-        if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-            if self.logprobs is None:
-                self.logprobs = []
-            self.logprobs.extend(logprobs["content"])
-        token_ids = choice.get("token_ids")
-        if isinstance(token_ids, list):
-            if self.token_ids is None:
-                self.token_ids = []
-            self.token_ids.extend(token_ids)
-        if choice.get("finish_reason") is not None:
-            self.finish_reason = choice["finish_reason"]
-        for key, value in choice.items():
-            if key not in ("index", "delta", "logprobs", "token_ids", "finish_reason") and (
-                value is not None or key not in self.extra
-            ):
-                self.extra[key] = value
+            else:
+                self._delta_field(key, value)
 
     def _tool(self, call: dict[str, Any]) -> None:
         index = call.get("index", len(self.tools))
@@ -306,8 +327,9 @@ class ChatStream:
         self._finished0 = False
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        """Chunks to send now. Raises `UpstreamError` for an error event in the stream and
-        `UpstreamFormatError` for a reasoning field the adapter is not configured for."""
+        """Chunks to send now (the chunk itself, changed: pass one this stream may keep).
+        Raises `UpstreamError` for an error event in the stream and `UpstreamFormatError` for a
+        reasoning field the adapter is not configured for."""
         chunk = check_chunk(chunk)
         self.accumulated.add(chunk)
         out = self._convert(chunk)
@@ -362,27 +384,29 @@ class ChatStream:
         return any(c.get("index", 0) == 0 and c.get("finish_reason") is not None for c in choices)
 
     def _convert(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """The chunk changed in place: it is ours (parsed for this stream) and copying every
+        chunk of every stream is the larger part of the cost."""
         choices = chunk.get("choices")
         if not choices:
             if not self.send_usage and chunk.get("usage") is not None:
                 return None
-            return {**chunk, "model": self.model}
-        converted = []
-        for choice in choices:
-            if choice.get("index", 0) == 0:
-                choice = self._convert_choice0(choice)
-            converted.append(choice)
-        return {**chunk, "model": self.model, "choices": converted}
+        else:
+            for choice in choices:
+                if choice.get("index", 0) == 0:
+                    self._convert_choice0(choice)
+        chunk["model"] = self.model
+        return chunk
 
-    def _convert_choice0(self, choice: dict[str, Any]) -> dict[str, Any]:
+    def _convert_choice0(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta") or {}
-        closing = choice.get("finish_reason") is not None
-        if not any(key in delta for key in _REASONING_KEYS) and not self._folder.open:
-            return choice
-        piece = self._folder.fold(delta)
-        if closing:
-            piece = (piece or "") + self._folder.close()
-        new_delta = {k: v for k, v in delta.items() if k not in _REASONING_KEYS}
+        folder = self._folder
+        if not folder.open and "reasoning" not in delta and "reasoning_content" not in delta:
+            return
+        piece = folder.fold(delta)
+        if choice.get("finish_reason") is not None:
+            piece = (piece or "") + folder.close()
+        delta.pop("reasoning", None)
+        delta.pop("reasoning_content", None)
         if piece is not None:
-            new_delta["content"] = piece
-        return {**choice, "delta": new_delta}
+            delta["content"] = piece
+        choice["delta"] = delta

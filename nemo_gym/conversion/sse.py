@@ -80,6 +80,40 @@ class SSEParser:
         self._retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        for line in self._lines(chunk):
+            if not line:
+                if self._data:
+                    events.append(self._dispatch())
+                else:
+                    self._event = None
+            elif line[0] != 0x3A:  # ':' starts a comment
+                self._field(line)
+        self._after_lines()
+        return events
+
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """`feed` for readers that only want each event's data, undecoded (orjson reads bytes):
+        the upstream's chat stream, where it is most of the adapter's parsing time."""
+        payloads: list[bytes] = []
+        data = self._data
+        for line in self._lines(chunk):
+            if not line:
+                if data:
+                    payloads.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data.clear()
+                    self._data_bytes = 0
+                self._event = None
+            elif line[:6] == b"data: ":
+                data.append(line[6:])
+                self._data_bytes += len(line) - 6
+            elif line[0] != 0x3A:
+                self._field(line)
+        self._after_lines()
+        return payloads
+
+    def _lines(self, chunk: bytes) -> list[bytes]:
+        """The lines this piece completes (line endings normalized, BOM dropped)."""
         if not chunk:
             return []
         if self._skip_lf:
@@ -110,18 +144,11 @@ class SSEParser:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = data.split(b"\n")
         self._buffer = lines.pop()
-        events: list[SSEEvent] = []
-        for line in lines:
-            if not line:
-                if self._data:
-                    events.append(self._dispatch())
-                else:
-                    self._event = None
-            elif line[0] != 0x3A:  # ':' starts a comment
-                self._field(line)
+        return lines
+
+    def _after_lines(self) -> None:
         self._partial = len(self._buffer)
         self._check_size()
-        return events
 
     def _check_size(self) -> None:
         if self.max_event_bytes is not None and self._data_bytes + self._partial > self.max_event_bytes:
@@ -136,7 +163,7 @@ class SSEParser:
         self._parts = []
         self._partial = 0
         self._data_bytes = 0
-        self._data = []
+        self._data.clear()
         self._event = None
         return clean
 
@@ -185,16 +212,15 @@ class ChunkReader:
         payloads: list[Any] = []
         if self.done:
             return payloads
-        for event in self.parser.feed(data):
-            if event.done:
+        for raw in self.parser.feed_data(data):
+            if raw == b"[DONE]":
                 self.done = True
                 break
             try:
-                payloads.append(orjson.loads(event.data))
+                payloads.append(orjson.loads(raw))
             except orjson.JSONDecodeError:
-                raise UpstreamFormatError(
-                    f"upstream stream event is not JSON: {event.data[:200]!r}"
-                ) from None
+                text = raw[:200].decode("utf-8", "replace")
+                raise UpstreamFormatError(f"upstream stream event is not JSON: {text!r}") from None
         return payloads
 
     def close(self) -> None:

@@ -47,9 +47,12 @@ CLOSE = "close"
 
 def _held_prefix(text: str, tag: str) -> int:
     """Length of the longest end of `text` that could be the start of `tag`."""
-    for size in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-size:]):
-            return size
+    # Both tags start with "<", so only a "<" near the end can start a held prefix.
+    at = text.find("<", max(0, len(text) - len(tag) + 1))
+    while at >= 0:
+        if tag.startswith(text[at:]):
+            return len(text) - at
+        at = text.find("<", at + 1)
     return 0
 
 

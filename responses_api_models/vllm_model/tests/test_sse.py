@@ -32,6 +32,13 @@ def events_of(pieces: list[bytes]) -> list[SSEEvent]:
     return events
 
 
+def data_of(pieces: list[bytes]) -> list[bytes]:
+    parser = SSEParser()
+    payloads = [data for piece in pieces for data in parser.feed_data(piece)]
+    assert parser.close() is True
+    return payloads
+
+
 def openai_events(raw: bytes) -> list[tuple[str | None, str]]:
     return [(sse.event, sse.data) for sse in SSEDecoder().iter_bytes(iter([raw]))]
 
@@ -54,9 +61,12 @@ def test_every_split_of_every_capture(name: str, newline: bytes) -> None:
     # The same events as the openai client's decoder reads, and every payload is JSON or [DONE].
     assert [(e.event, e.data) for e in whole] == openai_events(raw)
     assert all(e.done or isinstance(e.json(), dict) for e in whole)
+    payloads = [e.data.encode() for e in whole]
     for cut in range(1, len(raw)):
         assert events_of([raw[:cut], raw[cut:]]) == whole, cut
+        assert data_of([raw[:cut], raw[cut:]]) == payloads, cut
     assert events_of([raw[i : i + 1] for i in range(len(raw))]) == whole
+    assert data_of([raw[i : i + 1] for i in range(len(raw))]) == payloads
 
 
 def test_capture_event_counts_and_types() -> None:
@@ -97,8 +107,10 @@ def test_field_rules() -> None:
         SSEEvent("[DONE]", None, "7", 1500),
     ]
     assert events_of([raw]) == expected
+    assert data_of([raw]) == [e.data.encode() for e in expected]
     for cut in range(1, len(raw)):
         assert events_of([raw[:cut], raw[cut:]]) == expected, cut
+        assert data_of([raw[:cut], raw[cut:]]) == [e.data.encode() for e in expected], cut
     assert expected[-1].done and not expected[0].done
 
 
