@@ -6,7 +6,7 @@ re-sent."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -45,21 +45,6 @@ def scripted(plan: Callable[[int, int], str]) -> Callable:
     return handler
 
 
-@pytest.fixture
-async def start_server() -> AsyncIterator[Callable[[Callable], Awaitable[Server]]]:
-    servers: list[Server] = []
-
-    async def make(handler: Callable) -> Server:
-        srv = Server(handler)
-        await srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        await srv.stop()
-
-
 def pool_for(*servers: Server, max_retries: int = 3, read: float | None = None) -> UpstreamPool:
     config = UpstreamConfig(
         base_url=[f"{s.url}/v1" for s in servers],
@@ -71,8 +56,8 @@ def pool_for(*servers: Server, max_retries: int = 3, read: float | None = None) 
     return UpstreamPool(config, probe_interval=30.0)
 
 
-async def test_reused_connection_closed_at_once_is_resent_once_on_the_same_upstream(start_server) -> None:
-    srv = await start_server(scripted(lambda n, c: "close" if n == 2 else "ok"))
+async def test_reused_connection_closed_at_once_is_resent_once_on_the_same_upstream(server_factory) -> None:
+    srv = await server_factory(scripted(lambda n, c: "close" if n == 2 else "ok"))
     pool = pool_for(srv)
     await pool.start()
     assert (await pool.post("/x", {}))[0] == {"ok": 1}
@@ -83,8 +68,8 @@ async def test_reused_connection_closed_at_once_is_resent_once_on_the_same_upstr
     await pool.aclose()
 
 
-async def test_fresh_connection_closed_without_answer_is_an_upstream_failure(start_server) -> None:
-    srv = await start_server(scripted(lambda n, c: "close"))
+async def test_fresh_connection_closed_without_answer_is_an_upstream_failure(server_factory) -> None:
+    srv = await server_factory(scripted(lambda n, c: "close"))
     pool = pool_for(srv, max_retries=2)
     await pool.start()
     with pytest.raises(UpstreamError) as caught:
@@ -98,8 +83,8 @@ async def test_fresh_connection_closed_without_answer_is_an_upstream_failure(sta
     await pool.aclose()
 
 
-async def test_reused_connection_closed_after_working_on_it_is_not_the_race(start_server) -> None:
-    srv = await start_server(scripted(lambda n, c: "late-close" if n == 2 else "ok"))
+async def test_reused_connection_closed_after_working_on_it_is_not_the_race(server_factory) -> None:
+    srv = await server_factory(scripted(lambda n, c: "late-close" if n == 2 else "ok"))
     pool = pool_for(srv)
     await pool.start()
     await pool.post("/x", {})
@@ -110,10 +95,10 @@ async def test_reused_connection_closed_after_working_on_it_is_not_the_race(star
     await pool.aclose()
 
 
-async def test_the_race_twice_in_a_row_counts_as_a_failure(start_server) -> None:
+async def test_the_race_twice_in_a_row_counts_as_a_failure(server_factory) -> None:
     # Request 2 hits the race on the reused connection; its re-send (request 3, on a new
     # connection) is closed too: that is no longer the race.
-    srv = await start_server(scripted(lambda n, c: "close" if n in (2, 3) else "ok"))
+    srv = await server_factory(scripted(lambda n, c: "close" if n in (2, 3) else "ok"))
     pool = pool_for(srv)
     await pool.start()
     await pool.post("/x", {})
@@ -123,9 +108,9 @@ async def test_the_race_twice_in_a_row_counts_as_a_failure(start_server) -> None
     await pool.aclose()
 
 
-async def test_a_dropped_session_moves_to_another_upstream_as_a_new_pin(start_server) -> None:
-    bad = await start_server(scripted(lambda n, c: "close"))
-    good = await start_server(scripted(lambda n, c: "ok"))
+async def test_a_dropped_session_moves_to_another_upstream_as_a_new_pin(server_factory) -> None:
+    bad = await server_factory(scripted(lambda n, c: "close"))
+    good = await server_factory(scripted(lambda n, c: "ok"))
     pool = pool_for(bad, good)
     await pool.start()
     assert pool.router.route("s1") == 0
@@ -137,12 +122,12 @@ async def test_a_dropped_session_moves_to_another_upstream_as_a_new_pin(start_se
     await pool.aclose()
 
 
-async def test_connect_refused_goes_to_another_upstream(start_server) -> None:
+async def test_connect_refused_goes_to_another_upstream(server_factory) -> None:
     dead = Server(scripted(lambda n, c: "ok"))
     await dead.start()
     await dead.stop()
     await asyncio.sleep(0.05)
-    good = await start_server(scripted(lambda n, c: "ok"))
+    good = await server_factory(scripted(lambda n, c: "ok"))
     pool = pool_for(dead, good)
     await pool.start()
     data, used = await pool.post("/x", {}, session_id="s1")
@@ -151,8 +136,8 @@ async def test_connect_refused_goes_to_another_upstream(start_server) -> None:
     await pool.aclose()
 
 
-async def test_503_is_retried_on_the_same_upstream_with_a_count(start_server) -> None:
-    srv = await start_server(scripted(lambda n, c: "503" if n <= 2 else "ok"))
+async def test_503_is_retried_on_the_same_upstream_with_a_count(server_factory) -> None:
+    srv = await server_factory(scripted(lambda n, c: "503" if n <= 2 else "ok"))
     pool = pool_for(srv)
     await pool.start()
     assert (await pool.post("/x", {}))[0] == {"ok": 3}
@@ -170,9 +155,9 @@ async def test_503_is_retried_on_the_same_upstream_with_a_count(start_server) ->
     ],
 )
 async def test_what_may_have_run_is_never_resent(
-    start_server, action: str, status: int, message: str
+    server_factory, action: str, status: int, message: str
 ) -> None:
-    srv = await start_server(scripted(lambda n, c: action))
+    srv = await server_factory(scripted(lambda n, c: action))
     pool = pool_for(srv, read=0.3)
     await pool.start()
     with pytest.raises(UpstreamError) as caught:
@@ -183,8 +168,8 @@ async def test_what_may_have_run_is_never_resent(
     await pool.aclose()
 
 
-async def test_pool_wait_timeout_is_a_503_naming_the_keys(start_server) -> None:
-    srv = await start_server(scripted(lambda n, c: "stall"))
+async def test_pool_wait_timeout_is_a_503_naming_the_keys(server_factory) -> None:
+    srv = await server_factory(scripted(lambda n, c: "stall"))
     config = UpstreamConfig(
         base_url=[f"{srv.url}/v1"], api_key="EMPTY", max_connections=1, timeouts={"pool": 0.2}
     )

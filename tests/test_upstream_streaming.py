@@ -5,7 +5,7 @@ the iteration, retries only before the answer starts, error answers read whole."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -73,23 +73,8 @@ def new_client(kind: str, read: float | None = None) -> object:
     return AiohttpUpstreamClient(config, headers={"content-type": "application/json"})
 
 
-@pytest.fixture
-async def start_server() -> AsyncIterator[Callable[[Callable], Awaitable[Server]]]:
-    servers: list[Server] = []
-
-    async def make(handler: Callable) -> Server:
-        srv = Server(handler)
-        await srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        await srv.stop()
-
-
-async def test_chunks_arrive_as_sent_and_the_connection_is_reused(start_server, kind) -> None:
-    srv = await start_server(sse_server(gap=0.1))
+async def test_chunks_arrive_as_sent_and_the_connection_is_reused(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(gap=0.1))
     client = new_client(kind)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -107,8 +92,8 @@ async def test_chunks_arrive_as_sent_and_the_connection_is_reused(start_server, 
     await client.aclose()
 
 
-async def test_abandoning_a_stream_closes_its_connection(start_server, kind) -> None:
-    srv = await start_server(sse_server(gap=0.2))
+async def test_abandoning_a_stream_closes_its_connection(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(gap=0.2))
     client = new_client(kind)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
     assert await stream.__anext__() == EVENTS[0]
@@ -120,8 +105,8 @@ async def test_abandoning_a_stream_closes_its_connection(start_server, kind) -> 
     await client.aclose()
 
 
-async def test_a_cancelled_reader_closes_the_connection(start_server, kind) -> None:
-    srv = await start_server(sse_server(gap=0.5))
+async def test_a_cancelled_reader_closes_the_connection(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(gap=0.5))
     client = new_client(kind)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
 
@@ -139,8 +124,8 @@ async def test_a_cancelled_reader_closes_the_connection(start_server, kind) -> N
     await client.aclose()
 
 
-async def test_a_stream_cut_midway_raises_from_the_iteration(start_server, kind) -> None:
-    srv = await start_server(sse_server(gap=0.01, cut_after=2))
+async def test_a_stream_cut_midway_raises_from_the_iteration(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(gap=0.01, cut_after=2))
     client = new_client(kind)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
     got = []
@@ -151,8 +136,8 @@ async def test_a_stream_cut_midway_raises_from_the_iteration(start_server, kind)
     await client.aclose()
 
 
-async def test_read_timeout_applies_between_chunks(start_server, kind) -> None:
-    srv = await start_server(sse_server(gap=0.5))
+async def test_read_timeout_applies_between_chunks(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(gap=0.5))
     client = new_client(kind, 0.2)
     _, stream = await client.post_stream(srv.url + "/x", b"{}")
     assert await stream.__anext__() == EVENTS[0]
@@ -168,8 +153,8 @@ def pool_for(srv: Server, kind: str) -> UpstreamPool:
     )
 
 
-async def test_pool_retries_a_503_before_the_stream_starts(start_server, kind) -> None:
-    srv = await start_server(sse_server(gap=0.01, statuses=[503, 200]))
+async def test_pool_retries_a_503_before_the_stream_starts(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(gap=0.01, statuses=[503, 200]))
     pool = pool_for(srv, kind)
     await pool.start()
     stream, used = await pool.post_stream("/chat/completions", {"stream": True})
@@ -178,8 +163,8 @@ async def test_pool_retries_a_503_before_the_stream_starts(start_server, kind) -
     await pool.aclose()
 
 
-async def test_pool_raises_error_answers_whole_including_context_length(start_server, kind) -> None:
-    srv = await start_server(sse_server(statuses=[400]))
+async def test_pool_raises_error_answers_whole_including_context_length(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(statuses=[400]))
     pool = pool_for(srv, kind)
     await pool.start()
     with pytest.raises(ContextLengthExceeded):
@@ -187,8 +172,8 @@ async def test_pool_raises_error_answers_whole_including_context_length(start_se
     await pool.aclose()
 
 
-async def test_pool_never_resends_a_stream_that_broke_off(start_server, kind) -> None:
-    srv = await start_server(sse_server(gap=0.01, cut_after=1))
+async def test_pool_never_resends_a_stream_that_broke_off(server_factory, kind) -> None:
+    srv = await server_factory(sse_server(gap=0.01, cut_after=1))
     pool = pool_for(srv, kind)
     await pool.start()
     stream, _ = await pool.post_stream("/chat/completions", {"stream": True})
@@ -198,7 +183,7 @@ async def test_pool_never_resends_a_stream_that_broke_off(start_server, kind) ->
     await pool.aclose()
 
 
-async def test_pool_stream_over_the_body_limit(start_server, kind) -> None:
+async def test_pool_stream_over_the_body_limit(server_factory, kind) -> None:
     async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
         await srv.read_request(reader)
         writer.write(
@@ -207,7 +192,7 @@ async def test_pool_stream_over_the_body_limit(start_server, kind) -> None:
         await writer.drain()
         await asyncio.sleep(0.2)
 
-    srv = await start_server(big)
+    srv = await server_factory(big)
     pool = UpstreamPool(
         UpstreamConfig(
             base_url=[f"{srv.url}/v1"], api_key="EMPTY", limits={"max_body_bytes": 4096}, upstream_client=kind

@@ -290,20 +290,10 @@ class AiohttpUpstreamClient:
         """POST and return once the head is in; the connection slot is held until the stream ends."""
         session = self._session or self._open()
         await self._acquire()
-        attempt = _Attempt()
-        token = _ATTEMPT.set(attempt)
         try:
-            proxy, proxy_auth = self._proxy_for(url)
-            try:
-                response = await session.request(
-                    "POST", url, data=content, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
-                )
-            finally:
-                _ATTEMPT.reset(token)
-        except BaseException as exc:
+            response, attempt = await self._send(session, "POST", url, content)
+        except BaseException:
             self._slots.release()  # type: ignore[union-attr]
-            if isinstance(exc, (aio_errors.ClientError, OSError, RuntimeError, ValueError)):
-                raise self._kind(exc, attempt, url) from None
             raise
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
@@ -335,32 +325,38 @@ class AiohttpUpstreamClient:
             self._proxies[url] = proxy
         return proxy
 
-    async def _request(
+    async def _send(
         self, session: aiohttp.ClientSession, method: str, url: str, content: bytes | None
-    ) -> tuple[int, bytes]:
+    ) -> tuple[aiohttp.ClientResponse, _Attempt]:
+        """Send and wait for the answer's head; failures become our kinds."""
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
             proxy, proxy_auth = self._proxy_for(url)
-            try:
-                response = await session.request(
-                    method, url, data=content, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
-                )
-            finally:
-                _ATTEMPT.reset(token)
-            try:
-                body = await self._read_body(response)
-            except BaseException:
-                # Failed, over a limit or cancelled: never pool a connection with an answer
-                # still owed (and let the upstream see that nobody waits for it).
-                response.close()
-                raise
-            response.release()
-            return response.status, body
-        except TransportError:
-            raise
+            response = await session.request(
+                method, url, data=content, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
+            )
         except (aio_errors.ClientError, OSError, RuntimeError, ValueError) as exc:
             raise self._kind(exc, attempt, url) from None
+        finally:
+            _ATTEMPT.reset(token)
+        return response, attempt
+
+    async def _request(
+        self, session: aiohttp.ClientSession, method: str, url: str, content: bytes | None
+    ) -> tuple[int, bytes]:
+        response, attempt = await self._send(session, method, url, content)
+        try:
+            body = await self._read_body(response)
+        except BaseException as exc:
+            # Failed, over a limit or cancelled: never pool a connection with an answer
+            # still owed (and let the upstream see that nobody waits for it).
+            response.close()
+            if isinstance(exc, (aio_errors.ClientError, OSError, RuntimeError, ValueError)):
+                raise self._kind(exc, attempt, url) from None
+            raise
+        response.release()
+        return response.status, body
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         limits = self.config.limits

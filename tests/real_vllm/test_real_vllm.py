@@ -130,32 +130,16 @@ def test_token_ids_match_upstream(mode: str, request: pytest.FixtureRequest) -> 
     }
     out = httpx.post(f"{base}/v1/responses", json=params, timeout=120).json()
     last = out["output"][-1]
-    chat = responses_to_chat(params, ConversionOptions(model=model_of(URL)))
-    tokenized = httpx.post(
-        f"{URL}/tokenize", json={"model": chat["model"], "messages": chat["messages"], "tools": chat["tools"]}
-    ).json()
-    assert last["prompt_token_ids"] == tokenized["tokens"]
-    direct = httpx.post(
-        f"{URL}/v1/chat/completions",
-        json={
-            **chat,
-            "return_token_ids": True,
-            "logprobs": True,
-            "top_logprobs": 0,
-            "return_tokens_as_token_ids": True,
-        },
-        timeout=120,
-    ).json()
-    assert last["generation_token_ids"] == direct["choices"][0]["token_ids"]
+    prompt, generation, log_probs = _direct_tokens(params)
+    assert last["prompt_token_ids"] == prompt
+    assert last["generation_token_ids"] == generation
     assert (
         len(last["generation_log_probs"])
         == len(last["generation_token_ids"])
         == out["usage"]["output_tokens"]
     )
     assert all(isinstance(x, float) and x <= 0 for x in last["generation_log_probs"])
-    assert last["generation_log_probs"] == pytest.approx(
-        [e["logprob"] for e in direct["choices"][0]["logprobs"]["content"]], abs=1e-3
-    )
+    assert last["generation_log_probs"] == pytest.approx(log_probs, abs=1e-3)
 
 
 def test_context_length_overflow_is_empty_result(r1: str) -> None:
