@@ -128,6 +128,8 @@ class VLLMServing:
                     prompt_tokens_from(closed, "tokenize"), prompt_tokens_from(unclosed, "tokenize")
                 )
             except (APIError, UpstreamFormatError, SpliceError) as exc:
+                if isinstance(exc, APIError) and exc.status >= 500:
+                    return []  # the upstream is failing right now: ask again at the next splice
                 self._closing = []
                 logger.warning(
                     "could not learn the chat template's end-of-turn token from %s (%s); splicing "

@@ -210,6 +210,26 @@ async def test_without_the_probe_a_cut_off_first_turn_is_refused_with_the_reason
     assert sum("could not learn the chat template's end-of-turn" in r.message for r in caplog.records) == 1
 
 
+async def test_a_failing_upstream_is_probed_again_later() -> None:
+    class Flaky(Pool):
+        async def post(self, path: str, body: dict, **kwargs: Any) -> Any:
+            if body.get("add_generation_prompt") is False and not self.probes:
+                self.probes.append(body)
+                raise APIError(503, "down")
+            answer, upstream = await super().post(path, body, **kwargs)
+            if "choices" in answer:  # cut off too: nothing to learn the end-of-turn id from
+                answer["choices"][0]["finish_reason"] = "length"
+            return answer, upstream
+
+    pool = Flaky()
+    s = serving(pool)
+    params = request()
+    params["input"][1]["generation_token_ids"] = [30, 31]
+    assert "fewer than" in (await s.responses(params, "s"))["output"][-1]["token_drift"]["note"]
+    assert (await s.responses(params, "s"))["output"][-1]["token_drift"]["spliced"] is True
+    assert len(pool.probes) == 3
+
+
 async def test_configured_end_of_turn_needs_no_probe() -> None:
     pool = Pool()
     params = request()
