@@ -78,9 +78,13 @@ def _plain_pieces(text: str, ids: list[int], pieces: list[str]) -> None:
 
 
 def render_prompt(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, add_generation_prompt: bool = True
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
 ) -> str:
-    """A Qwen/Hermes-style chat template, so prompt token counts grow like a real model's."""
+    """A Qwen/Hermes-style chat template, so prompt token counts grow like a real model's.
+    `continue_final_message` leaves the last message open, as vLLM's /tokenize does."""
     out = []
     if tools:
         specs = "\n".join(orjson.dumps(t.get("function", t)).decode() for t in tools)
@@ -96,7 +100,9 @@ def render_prompt(
             fn = call.get("function", {})
             text += f'<tool_call>\n{{"name": "{fn.get("name")}", "arguments": {_rerender_arguments(fn.get("arguments"))}}}\n</tool_call>'
         out.append(f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n")
-    if add_generation_prompt:
+    if continue_final_message and out:
+        out[-1] = out[-1].removesuffix("<|im_end|>\n")
+    elif add_generation_prompt:
         out.append("<|im_start|>assistant\n")
     return "".join(out)
 
@@ -351,7 +357,12 @@ class Simulator:
         if isinstance(data, web.Response):
             return data
         if "messages" in data:
-            text = render_prompt(data["messages"], data.get("tools"), data.get("add_generation_prompt", True))
+            text = render_prompt(
+                data["messages"],
+                data.get("tools"),
+                data.get("add_generation_prompt", True),
+                bool(data.get("continue_final_message")),
+            )
         else:
             text = str(data.get("prompt", ""))
         ids, pieces = tokenize_text(text)

@@ -6,6 +6,7 @@ methods, so the logic is testable with a mocked upstream alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,6 +27,7 @@ from nemo_gym.conversion.prefix import (
     CarriedTokens,
     SpliceError,
     carried_tokens,
+    closing_tokens,
     drift_report,
     end_of_turn_candidates,
     splice,
@@ -43,6 +45,10 @@ _IGNORED = (
     "upstream ignores kv_transfer_params.prompt_token_ids (vLLM >= 0.32 honours it); "
     "the prompt was rendered by the chat template, so it may drift from the carried tokens"
 )
+
+# A conversation ending in an assistant message, rendered finished and left open: the
+# difference is the template's closing tokens (see prefix.closing_tokens).
+_PROBE_MESSAGES = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
 
 logger = logging.getLogger("nemo_gym.vllm_model")
 
@@ -82,6 +88,9 @@ class VLLMServing:
         self.prefix_mode = config.prefix_token_ids
         self._configured_eot = frozenset(config.end_of_turn_token_ids or ())
         self._learned_eot: set[int] = set()
+        # the template's ids after an assistant message: None until asked, [] if that failed
+        self._closing: list[int] | None = None
+        self._closing_lock = asyncio.Lock()
         # upstream index -> does it honour kv_transfer_params.prompt_token_ids (absent: unknown)
         self._honours_prefix: dict[int, bool] = {}
         self._drift: dict[int, DriftCounts] = {}
@@ -91,7 +100,45 @@ class VLLMServing:
         return (self._drift.get(index) or DriftCounts()).as_dict()
 
     def _eot_ids(self, carried: CarriedTokens) -> frozenset[int]:
-        return end_of_turn_candidates(carried, self._configured_eot or self._learned_eot)
+        known = self._configured_eot or self._learned_eot.union(self._closing[:1] if self._closing else ())
+        return end_of_turn_candidates(carried, known)
+
+    async def _template_closing(self, upstream: Upstream) -> list[int]:
+        """Asked of the upstream once per process, at the first splice, when
+        end_of_turn_token_ids is not configured: two /tokenize calls of a two-message
+        conversation. Without it a turn cut off by max_tokens could only be aligned by
+        guessing its last id as the end-of-turn token (and the guess is usually wrong)."""
+        if self._closing is not None:
+            return self._closing
+        async with self._closing_lock:
+            if self._closing is not None:
+                return self._closing
+            base: dict[str, Any] = {
+                "model": self.config.model,
+                "messages": _PROBE_MESSAGES,
+                "add_generation_prompt": False,
+            }
+            if self._extra_body.get("chat_template_kwargs") is not None:
+                base["chat_template_kwargs"] = self._extra_body["chat_template_kwargs"]
+            try:
+                closed, _ = await self.pool.post("/tokenize", base, upstream=upstream, at_root=True)
+                unclosed, _ = await self.pool.post(
+                    "/tokenize", {**base, "continue_final_message": True}, upstream=upstream, at_root=True
+                )
+                self._closing = closing_tokens(
+                    prompt_tokens_from(closed, "tokenize"), prompt_tokens_from(unclosed, "tokenize")
+                )
+            except (APIError, UpstreamFormatError, SpliceError) as exc:
+                if isinstance(exc, APIError) and exc.status >= 500:
+                    return []  # the upstream is failing right now: ask again at the next splice
+                self._closing = []
+                logger.warning(
+                    "could not learn the chat template's end-of-turn token from %s (%s); splicing "
+                    "a cut-off turn needs end_of_turn_token_ids or an earlier finished generation",
+                    upstream.base_url,
+                    exc,
+                )
+            return self._closing
 
     def _learn_eot(self, choice: dict[str, Any], ids: list[int]) -> None:
         """A generation that stopped on the model's own stop token (no stop string) ends
@@ -217,8 +264,9 @@ class VLLMServing:
         if self._honours_prefix.get(upstream.index) is False:
             note = self._not_spliced(_IGNORED)
         else:
+            closing = None if self._configured_eot else await self._template_closing(upstream)
             try:
-                prompt = splice(carried, rendered, self._eot_ids(carried))
+                prompt = splice(carried, rendered, self._eot_ids(carried), closing or None)
             except SpliceError as exc:
                 note = self._not_spliced(str(exc))
         if prompt is None:
