@@ -249,26 +249,77 @@ class VLLMServing:
             raise APIError(502, f"prefix_token_ids is 'required' but the prompt could not be spliced: {why}")
         return why
 
-    async def _generate_spliced(
+    async def splice_plan(
         self, body: dict[str, Any], session_id: str | None, carried: CarriedTokens
-    ) -> tuple[dict[str, Any], list[int], Upstream, dict[str, Any]]:
-        """The prompt = the carried ids + the template's tokens after that turn, sent as
-        `kv_transfer_params.prompt_token_ids`. The /tokenize this needs (before the
-        generation, for the tail) replaces the one token mode makes anyway."""
+    ) -> tuple[list[int] | None, list[int], str | None, Upstream]:
+        """(the spliced prompt or None, the template's rendering, why not, the upstream asked).
+
+        The prompt = the carried ids + the template's tokens after that turn, to be sent as
+        `kv_transfer_params.prompt_token_ids`. The /tokenize this needs (before the generation,
+        for the tail) replaces the one token mode makes anyway."""
         tokenized, upstream = await self.pool.post(
             "/tokenize", self._tokenize_body(body), session_id=session_id, at_root=True
         )
         rendered = prompt_tokens_from(tokenized, "tokenize")
-        note: str | None = None
-        prompt: list[int] | None = None
         if self._honours_prefix.get(upstream.index) is False:
-            note = self._not_spliced(_IGNORED)
+            return None, rendered, self._not_spliced(_IGNORED), upstream
+        closing = None if self._configured_eot else await self._template_closing(upstream)
+        try:
+            return (
+                splice(carried, rendered, self._eot_ids(carried), closing or None),
+                rendered,
+                None,
+                upstream,
+            )
+        except SpliceError as exc:
+            return None, rendered, self._not_spliced(str(exc)), upstream
+
+    @staticmethod
+    def with_prompt(body: dict[str, Any], prompt: list[int]) -> dict[str, Any]:
+        kv = body.get("kv_transfer_params")
+        return {
+            **body,
+            "kv_transfer_params": {**kv, "prompt_token_ids": prompt}
+            if isinstance(kv, dict)
+            else {"prompt_token_ids": prompt},
+            "return_token_ids": True,
+        }
+
+    def spliced_outcome(
+        self,
+        carried: CarriedTokens,
+        prompt: list[int],
+        returned: Any,
+        used: Upstream,
+        *,
+        rendered: list[int] | None = None,
+        streaming: bool = False,
+    ) -> dict[str, Any]:
+        """The drift report once the upstream answered a spliced request with `returned` prompt
+        ids (`rendered`: what to measure when it returned none)."""
+        if returned == prompt:
+            self._honours_prefix[used.index] = True
+            return drift_report(carried, prompt, spliced=True, note=None)
+        if self._honours_prefix.get(used.index) is not False:
+            self._honours_prefix[used.index] = False
+            logger.warning(
+                "upstream %s returned other prompt ids than the kv_transfer_params.prompt_token_ids sent: %s%s",
+                used.base_url,
+                _IGNORED,
+                "" if self.prefix_mode == "required" else "; falling back to plain rendering for it",
+            )
+        if streaming and self.prefix_mode == "required":  # the answer is out already: a note, not a failure
+            note = f"prefix_token_ids is 'required' but the prompt could not be spliced: {_IGNORED}"
         else:
-            closing = None if self._configured_eot else await self._template_closing(upstream)
-            try:
-                prompt = splice(carried, rendered, self._eot_ids(carried), closing or None)
-            except SpliceError as exc:
-                note = self._not_spliced(str(exc))
+            note = self._not_spliced(_IGNORED)
+        return drift_report(
+            carried, returned if isinstance(returned, list) else prompt, spliced=False, note=note
+        )
+
+    async def _generate_spliced(
+        self, body: dict[str, Any], session_id: str | None, carried: CarriedTokens
+    ) -> tuple[dict[str, Any], list[int], Upstream, dict[str, Any]]:
+        prompt, rendered, note, upstream = await self.splice_plan(body, session_id, carried)
         if prompt is None:
             chat, used = await self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream)
             prompt_ids = (
@@ -284,59 +335,13 @@ class VLLMServing:
                 )
             )
             return chat, prompt_ids, used, drift_report(carried, prompt_ids, spliced=False, note=note)
-        kv = body.get("kv_transfer_params")
-        send = {
-            **body,
-            "kv_transfer_params": {**kv, "prompt_token_ids": prompt}
-            if isinstance(kv, dict)
-            else {"prompt_token_ids": prompt},
-            "return_token_ids": True,
-        }
-        chat, used = await self.pool.post(_CHAT, send, session_id=session_id, upstream=upstream)
-        returned = chat.get("prompt_token_ids")
-        if returned == prompt:
-            self._honours_prefix[used.index] = True
-            return chat, prompt, used, drift_report(carried, prompt, spliced=True, note=None)
-        if self._honours_prefix.get(used.index) is not False:
-            self._honours_prefix[used.index] = False
-            logger.warning(
-                "upstream %s returned other prompt ids than the kv_transfer_params.prompt_token_ids sent: %s%s",
-                used.base_url,
-                _IGNORED,
-                "" if self.prefix_mode == "required" else "; falling back to plain rendering for it",
-            )
-        note = self._not_spliced(_IGNORED)
-        prompt_ids = returned if isinstance(returned, list) else rendered
-        return chat, prompt_ids, used, drift_report(carried, prompt_ids, spliced=False, note=note)
-
-    async def splice_plan(
-        self, body: dict[str, Any], session_id: str | None, carried: CarriedTokens
-    ) -> tuple[list[int] | None, str | None, Upstream]:
-        """For a streamed request: (the spliced prompt or None, why not, the upstream asked)."""
-        tokenized, upstream = await self.pool.post(
-            "/tokenize", self._tokenize_body(body), session_id=session_id, at_root=True
+        chat, used = await self.pool.post(
+            _CHAT, self.with_prompt(body, prompt), session_id=session_id, upstream=upstream
         )
-        rendered = prompt_tokens_from(tokenized, "tokenize")
-        if self._honours_prefix.get(upstream.index) is False:
-            return None, self._not_spliced(_IGNORED), upstream
-        try:
-            return splice(carried, rendered, self._eot_ids(carried)), None, upstream
-        except SpliceError as exc:
-            return None, self._not_spliced(str(exc)), upstream
-
-    def prefix_ignored(self, used: Upstream) -> str:
-        """The upstream answered with other prompt ids than the spliced ones sent: say so once."""
-        if self._honours_prefix.get(used.index) is not False:
-            self._honours_prefix[used.index] = False
-            logger.warning(
-                "upstream %s returned other prompt ids than the kv_transfer_params.prompt_token_ids sent: %s%s",
-                used.base_url,
-                _IGNORED,
-                "" if self.prefix_mode == "required" else "; falling back to plain rendering for it",
-            )
-        if self.prefix_mode == "required":  # the answer is already streaming: a note, not a failure
-            return f"prefix_token_ids is 'required' but the prompt could not be spliced: {_IGNORED}"
-        return _IGNORED
+        returned = chat.get("prompt_token_ids")
+        report = self.spliced_outcome(carried, prompt, returned, used, rendered=rendered)
+        prompt_ids = prompt if report["spliced"] else (returned if isinstance(returned, list) else rendered)
+        return chat, prompt_ids, used, report
 
     async def responses(self, params: dict[str, Any], session_id: str | None) -> dict[str, Any]:
         try:

@@ -136,11 +136,7 @@ class StreamingServing:
             return info
         returned = info["prompt_token_ids"]
         if plan.prompt is not None:
-            if returned == plan.prompt:
-                serving._honours_prefix[used.index] = True
-                report = drift_report(carried, returned, spliced=True, note=None)
-            else:
-                report = drift_report(carried, returned, spliced=False, note=serving.prefix_ignored(used))
+            report = serving.spliced_outcome(carried, plan.prompt, returned, used, streaming=True)
         else:
             report = drift_report(carried, returned, spliced=False, note=plan.note)
         serving._count(used, report)
