@@ -19,7 +19,13 @@
     │   ├── ReadTimeout          no answer within timeouts.read: the generation may still run
     │   └── ProtocolError        the answer started but broke off, or is not valid HTTP
     │       └── ResponseTooLarge an answer over a configured limit (head, body, decompressed)
-    └── HeaderValueError         a configured header value holds CR, LF or NUL
+    ├── HeaderValueError         a configured header value holds CR, LF or NUL
+    ├── ServerCallError          a call between our servers (ServerClient) failed
+    │   ├── HeadServerUnreachable   the head server did not answer (is ng_run running?)
+    │   └── ServerResponseError     a non-2xx answer (nemo_gym.http.server_client; also an
+    │                               aiohttp.ClientResponseError, as environments expect)
+    ├── ConfigError              a config key is missing or wrong (nemo_gym.config.errors)
+    └── SpliceError              carried tokens cannot be spliced (nemo_gym.conversion.prefix)
 
 Only the transport errors decide retries (see `nemo_gym.upstream.pool`); `api_error_for` maps
 any of them to the status and message our caller sees.
@@ -133,6 +139,14 @@ class ResponseTooLarge(ProtocolError):
 
 class HeaderValueError(NemoGymError, ValueError):
     """Raised where a header is built from config; the message never repeats the value."""
+
+
+class ServerCallError(NemoGymError):
+    """A call from one of our servers to another failed."""
+
+
+class HeadServerUnreachable(ServerCallError, RuntimeError):
+    """The head server did not answer, so no server address can be looked up."""
 
 
 def check_header_value(name: str, value: str) -> str:

@@ -196,8 +196,10 @@ def main() -> None:
         "--scenarios",
         default=(
             "direct,responses,chat,token_tokenize,token_inline,token_spliced,token_unspliced,"
-            "long,workers2,sessions,rollouts"
+            "responses_aiohttp,token_tokenize_aiohttp,long,workers2,sessions,rollouts"
         ),
+        help="scenarios to run; NAME_aiohttp is NAME with `upstream_client: aiohttp` instead of the "
+        "lean client (responses, chat, token_tokenize), to see what the lean client still saves",
     )
     parser.add_argument(
         "--sessions", type=int, default=200_000, help="distinct sessions for the memory scenario"
@@ -255,6 +257,15 @@ def main() -> None:
                 TURN2_RESPONSES_BODY,
             ),
         }
+        # The same plain-HTTP scenarios through aiohttp used directly (the lean client's rival).
+        for lean in ("responses", "chat", "token_tokenize"):
+            key, overrides, path, body = configs[lean]
+            configs[f"{lean}_aiohttp"] = (
+                f"{key}_aiohttp",
+                {**overrides, "upstream_client": "aiohttp"},
+                path,
+                body,
+            )
         started_adapters: dict[str, Adapter] = {}
         for scenario in (
             "responses",
@@ -263,6 +274,9 @@ def main() -> None:
             "token_inline",
             "token_spliced",
             "token_unspliced",
+            "responses_aiohttp",
+            "chat_aiohttp",
+            "token_tokenize_aiohttp",
         ):
             if scenario not in wanted:
                 continue

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_gym.exceptions import NemoGymError
+
 
 @dataclass(frozen=True, slots=True)
 class CarriedTokens:
@@ -118,7 +120,7 @@ def drift_report(
     return report
 
 
-class SpliceError(ValueError):
+class SpliceError(NemoGymError, ValueError):
     """The conversation's rendering cannot be aligned with the carried tokens."""
 
 

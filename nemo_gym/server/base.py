@@ -38,7 +38,7 @@ from nemo_gym.server.context import (
     write_context_file,
 )
 from nemo_gym.server.errors import install_error_handlers
-from nemo_gym.server.http_protocol import PROTOCOL_PATH
+from nemo_gym.server.http_protocol import http_protocol_option
 from nemo_gym.server.metrics import RequestMetrics
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.server.request_path import FastHandler, RequestPath
@@ -303,7 +303,7 @@ class SimpleServer(BaseServer):
             "host": self.config.host,
             "port": self.config.port,
             "loop": "uvloop",
-            "http": PROTOCOL_PATH,  # uvicorn's httptools protocol, one write per response
+            "http": http_protocol_option(),  # uvicorn's httptools protocol, one write per response
             "log_config": None,
             "access_log": self.config.access_log,
             "timeout_graceful_shutdown": 3,

@@ -4,17 +4,39 @@ uvicorn writes the status line and headers on `http.response.start` and the body
 `http.response.body`: two `send()` syscalls and two TCP segments per response, and the
 caller wakes up twice. Holding the head until the body (or the end of the response) halves
 that. Passed to uvicorn as `http=` (its documented way to plug in a protocol class).
-A streamed response's head goes out with its first chunk (none of our servers streams).
+A streamed response's head goes out with its first chunk.
+
+It subclasses a uvicorn class that is not public API, so it is used only on the uvicorn
+releases it is tested with (`TESTED_UVICORN`); on any other, servers use uvicorn's own
+httptools protocol unchanged and log that once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 PROTOCOL_PATH = "nemo_gym.server.http_protocol:CoalescingHttpToolsProtocol"
+# uvicorn minor releases whose HttpToolsProtocol this subclass is tested against (tests/test_http_protocol.py).
+TESTED_UVICORN = ("0.54.",)
+logger = logging.getLogger("nemo_gym.server")
+
+
+def http_protocol_option() -> str:
+    """What to pass as uvicorn's `http=`: the coalescing protocol where it is tested."""
+    if uvicorn.__version__.startswith(TESTED_UVICORN):
+        return PROTOCOL_PATH
+    logger.info(
+        "uvicorn %s is not among the releases nemo_gym's one-write protocol is tested with (%s); "
+        "using uvicorn's httptools protocol",
+        uvicorn.__version__,
+        ", ".join(v + "x" for v in TESTED_UVICORN),
+    )
+    return "httptools"
 
 
 class _HeadHoldingTransport:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,6 +33,14 @@ FastHandler = Callable[[bytes, str], Awaitable[Any]]  # (raw body, session id) â
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _METRICS_HEADERS = [(b"content-type", CONTENT_TYPE.encode())]
 _EMPTY_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+@dataclass(slots=True)
+class StreamedAnswer:
+    """What a hot route returns to stream its answer (SSE) instead of one JSON body."""
+
+    chunks: AsyncIterator[bytes]
+    media_type: bytes = b"text/event-stream; charset=utf-8"
 
 
 class _Exchange:
@@ -105,10 +114,13 @@ class RequestPath:
         try:
             if handler is not None:
                 status, payload, headers = await self._call_fast(handler, body, scope)
-                exchange.done = True
-                watcher.cancel()
                 exchange.status = status
-                await self._send(send, status, payload, headers)
+                if isinstance(payload, StreamedAnswer):
+                    await self._stream(send, payload, headers, exchange, scope)
+                else:
+                    exchange.done = True
+                    watcher.cancel()
+                    await self._send(send, status, payload, headers)
             else:
                 await self._call_app(scope, body, exchange, send)
         except asyncio.CancelledError:
@@ -159,14 +171,17 @@ class RequestPath:
 
     async def _call_fast(
         self, handler: FastHandler, body: bytes, scope: dict[str, Any]
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         headers = list(_JSON_HEADERS)
         session_id = self.signer.session_from_headers(scope["headers"])
         if session_id is None:
             session_id, cookie = self.signer.new_session()
             headers.append(cookie)
         try:
-            return 200, orjson.dumps(await handler(body, session_id)), headers
+            result = await handler(body, session_id)
+            if isinstance(result, StreamedAnswer):
+                return 200, result, headers
+            return 200, orjson.dumps(result), headers
         except APIError as exc:
             return exc.status, api_error_payload(exc), headers
         except Exception as exc:
@@ -207,6 +222,31 @@ class RequestPath:
         route = scope.get("route")
         template = getattr(route, "path", None)
         return template if isinstance(template, str) else "other"
+
+    @staticmethod
+    async def _stream(
+        send: Any,
+        answer: StreamedAnswer,
+        headers: list[tuple[bytes, bytes]],
+        exchange: _Exchange,
+        scope: dict[str, Any],
+    ) -> None:
+        """Chunks go out as the handler's iterator yields them; the disconnect watcher stays on
+        until the last one, so a caller that hangs up mid-stream cancels the upstream too."""
+        head = [(b"content-type", answer.media_type), (b"cache-control", b"no-cache"), *headers[1:]]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        chunks = answer.chunks
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:  # the iterator reports its own failures as events; this is a bug in it
+            logger.exception("streamed answer of POST %s failed", scope["path"])
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        exchange.done = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
     async def _send(send: Any, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:

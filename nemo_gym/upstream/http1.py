@@ -90,6 +90,88 @@ def _parse_target(url: str, headers: dict[str, str]) -> _Target:
     )
 
 
+class BodyStream:
+    """An answer's body as it arrives, for streamed (SSE) answers. Iterate it for chunks, or
+    `read()` the rest; `aclose()` before the end closes the connection (vLLM then aborts the
+    generation). Reading pauses the socket while more than `_HIGH_WATER` bytes wait unread."""
+
+    _HIGH_WATER = 1 << 20
+    __slots__ = ("_buffered", "_chunks", "_conn", "_done", "_error", "_paused", "_waiter")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._paused = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # ---- fed by the connection ----------------------------------------------------------
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > self._HIGH_WATER and not self._paused and self._conn.transport is not None:
+            self._paused = True
+            self._conn.transport.pause_reading()
+        self._wake()
+
+    def _end(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._error = exc
+            self._done = True
+        self._wake()
+
+    # ---- the consumer -------------------------------------------------------------------
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                raise StopAsyncIteration
+            self._waiter = self._conn.client.loop.create_future()
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                await self.aclose()
+                raise
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered <= self._HIGH_WATER // 2:
+            self._paused = False
+            self._conn._last_data = self._conn.client.loop.time()  # the pause was ours, not the server's
+            if self._conn.transport is not None and not self._conn.closed:
+                self._conn.transport.resume_reading()
+        return chunk
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
+
+    @property
+    def complete(self) -> bool:
+        return self._done and self._error is None and not self._chunks
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            self._error = ProtocolError("stream closed by the reader")
+            self._conn._waiter = None
+            self._conn._close()
+        self._chunks.clear()
+
+
 class _Connection(asyncio.Protocol):
     """One kept-alive connection; at most one request in flight (no pipelining)."""
 
@@ -105,6 +187,7 @@ class _Connection(asyncio.Protocol):
         "_received",
         "_sent_at",
         "_status",
+        "_stream",
         "_timer",
         "_waiter",
         "client",
@@ -134,6 +217,7 @@ class _Connection(asyncio.Protocol):
         self._fed = 0  # raw bytes fed while the current answer's head is incomplete
         self._head_size = 0  # bytes of its header lines
         self._body_size = 0
+        self._stream: BodyStream | None = None  # set while a streamed answer is being read
         self.served = 0  # answers completed on this connection: > 0 means it was reused
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
@@ -201,6 +285,15 @@ class _Connection(asyncio.Protocol):
         if status in (204, 304) or status < 200:
             self._framed = True  # no body by definition
         self._status = status
+        stream, waiter = self._stream, self._waiter
+        if stream is not None and status >= 200 and waiter is not None and not waiter.done():
+            if self._encoding not in (None, b"identity"):
+                self._fail(
+                    ProtocolError(f"a streamed answer may not be {self._encoding.decode('latin-1')}-encoded")
+                )
+                self._close()
+                return
+            waiter.set_result((status, stream))  # type: ignore[arg-type]
 
     def on_body(self, body: bytes) -> None:
         if self._waiter is None:
@@ -210,6 +303,9 @@ class _Connection(asyncio.Protocol):
         if self._body_size > limit:
             self._fail(ResponseTooLarge(f"response body is larger than max_body_bytes ({limit})"))
             self._close()
+            return
+        if self._stream is not None:
+            self._stream._feed(body)
             return
         self._chunks.append(body)
 
@@ -225,9 +321,20 @@ class _Connection(asyncio.Protocol):
     def _complete(self) -> None:
         waiter = self._waiter
         assert waiter is not None
-        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._waiter = None
         self._stop_timer()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            if not waiter.done():  # an answer without a body (204): an empty stream
+                waiter.set_result((self._status, stream))  # type: ignore[arg-type]
+            stream._end()
+            if self._parser.should_keep_alive() and not self.closed:
+                self.served += 1
+                self.client._release(self)
+            else:
+                self._close()
+            return
+        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         if self._encoding not in (None, b"identity"):
             body = _decode(body, self._encoding, self.client.limits.max_decompressed_bytes)
         if not waiter.done():
@@ -242,12 +349,14 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     # ---- requests -----------------------------------------------------------------------
-    def send(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
+    def send(self, data: bytes, stream: bool = False) -> asyncio.Future[tuple[int, bytes]]:
         """Write a request; the future gets (status, body) or a failure kind. If nobody
-        awaits it (cancelled), the answer is still read and the connection reused."""
+        awaits it (cancelled), the answer is still read and the connection reused. With
+        `stream`, it gets (status, BodyStream) as soon as the head has arrived."""
         loop = self.client.loop
         waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._waiter = waiter
+        self._stream = BodyStream(self) if stream else None
         self._chunks = []
         self._encoding = None
         self._received = False
@@ -262,8 +371,8 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
         return waiter
 
-    async def request(self, data: bytes) -> tuple[int, bytes]:
-        waiter = self.send(data)
+    async def request(self, data: bytes, stream: bool = False) -> tuple[int, Any]:
+        waiter = self.send(data, stream)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -292,8 +401,11 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         waiter, self._waiter = self._waiter, None
         self._stop_timer()
+        stream, self._stream = self._stream, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+        elif stream is not None:  # the answer had started streaming: its reader gets the failure
+            stream._fail(exc)
 
     def _close(self) -> None:
         self.closed = True
@@ -384,6 +496,14 @@ class Http1UpstreamClient:
         target = self._target(url)
         conn = self._pop_idle(target.origin) or await self._open(target.origin)
         return await conn.request(target.post_request(content))
+
+    async def post_stream(self, url: str, content: bytes) -> tuple[int, BodyStream]:
+        """POST and return as soon as the answer's head is in: (status, its body as a stream)."""
+        if self.loop is None:
+            self._bind_loop()
+        target = self._target(url)
+        conn = self._pop_idle(target.origin) or await self._open(target.origin)
+        return await conn.request(target.post_request(content), stream=True)
 
     def post_nowait(self, url: str, content: bytes) -> asyncio.Future[tuple[int, bytes]] | None:
         """Send at once on an idle connection and return the answer's future, or None when no

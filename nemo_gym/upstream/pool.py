@@ -225,6 +225,42 @@ class UpstreamPool:
         at_root: bool = False,
     ) -> tuple[dict[str, Any], Upstream]:
         """POST JSON under the retry rules above; returns (parsed body, the upstream that answered)."""
+        status, payload, upstream, url = await self._exchange(
+            path, body, session_id, upstream, at_root, False
+        )
+        return self._answer(status, payload, body, upstream, url), upstream
+
+    async def post_stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        upstream: Upstream | None = None,
+    ) -> tuple[Any, Upstream]:
+        """POST JSON and return the answer's body as a stream of chunks once a 2xx head is in.
+
+        The retry rules are the same, and apply only before the answer starts: a stream that
+        breaks off later raises from its iteration and is never re-sent. Error answers are read
+        whole and raised as for `post` (so a context-length error is still recognised)."""
+        status, stream, upstream, url = await self._exchange(path, body, session_id, upstream, False, True)
+        if status >= 300:
+            try:
+                payload = await stream.read()
+            except TransportError as exc:
+                raise api_error_for(exc, upstream.base_url) from None
+            self._answer(status, payload, body, upstream, url)
+        return stream, upstream
+
+    async def _exchange(
+        self,
+        path: str,
+        body: dict[str, Any],
+        session_id: str | None,
+        upstream: Upstream | None,
+        at_root: bool,
+        stream: bool,
+    ) -> tuple[int, Any, Upstream, str]:
         upstream = upstream or self.route(session_id)
         content = orjson.dumps(body)
         max_retries = self.config.max_retries
@@ -236,7 +272,10 @@ class UpstreamPool:
             latency = upstream.latency
             started = asyncio.get_running_loop().time() if latency is not None else 0.0
             try:
-                status, payload = await upstream.client.post(url, content)
+                if stream:
+                    status, payload = await upstream.client.post_stream(url, content)
+                else:
+                    status, payload = await upstream.client.post(url, content)
             except StaleConnection as exc:
                 if not stale_resent:
                     stale_resent = True
@@ -250,14 +289,16 @@ class UpstreamPool:
             except TransportError as exc:  # read timeout, broken or oversized answer: never re-sent
                 raise api_error_for(exc, upstream.base_url) from None
             else:
-                if latency is not None:
+                if latency is not None:  # for a stream: the time to its head
                     latency.observe(asyncio.get_running_loop().time() - started)
                 if status in _RETRY_STATUSES and retries < max_retries:
+                    if stream:
+                        await payload.aclose()
                     retries += 1
                     self._retrying(f"status_{status}", url, retries, f"HTTP {status}")
                     await asyncio.sleep(self._backoff(retries - 1))
                     continue
-                return self._answer(status, payload, body, upstream, url), upstream
+                return status, payload, upstream, url
             finally:
                 upstream.in_flight -= 1
             # An upstream failure before any answer: suspect it, back off, go where the session is pinned now.

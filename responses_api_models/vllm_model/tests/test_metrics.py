@@ -40,7 +40,9 @@ async def test_adapter_metrics_count_what_happened(upstream: respx.MockRouter) -
         assert (await client.post("/v1/responses", json={"input": "a"})).status_code == 200
         assert (await client.post("/v1/responses", json={"input": "b"})).status_code == 200  # empty result
         assert (await client.post("/v1/chat/completions", json={"messages": []})).status_code == 400
-        assert (await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})).status_code == 200
+        assert (
+            await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+        ).status_code == 200
         text = (await client.get("/metrics")).text
     assert samples(text, "nemo_gym_requests_total") == {
         'route="/v1/responses",status="200"': 2.0,
@@ -56,7 +58,9 @@ async def test_adapter_metrics_count_what_happened(upstream: respx.MockRouter) -
     assert samples(text, "nemo_gym_upstream_in_flight") == {f'upstream="{UP1}"': 0.0}
     assert samples(text, "nemo_gym_upstream_routed") == {f'upstream="{UP1}"': 1.0}
     assert samples(text, "nemo_gym_upstream_request_duration_seconds_count") == {f'upstream="{UP1}"': 4.0}
-    assert samples(text, "nemo_gym_sessions_tracked") == {"": 1.0}  # one caller: its cookie jar keeps the session
+    assert samples(text, "nemo_gym_sessions_tracked") == {
+        "": 1.0
+    }  # one caller: its cookie jar keeps the session
     assert samples(text, "nemo_gym_requests_cancelled_total") == {}
     assert "nemo_gym_token_drift_total" not in text  # drift is measured in token mode only
 
