@@ -313,3 +313,20 @@ def test_chat_stream_from_the_simulator_read_by_the_openai_client(
     assert "reasoning" not in message
     if sim == "parser" and case != "plain":
         assert message["content"].startswith("<think>")
+
+
+def test_errors_before_the_stream_are_json_as_unstreamed() -> None:
+    """Like vLLM, a request refused up front (here the prompt does not fit) gets the plain JSON
+    error, stream or not, so the adapter detects a context-length overflow the same way."""
+    long = [{"role": "user", "content": "word " * 200}]
+    with simulator("--max-model-len", "64") as (url, _):
+        answers = [
+            httpx.post(f"{url}/chat/completions", json={"model": "sim-model", "messages": long, **extra})
+            for extra in ({}, {"stream": True})
+        ]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert [a.headers["content-type"] for a in answers] == ["application/json"] * 2
+    assert answers[0].json() == answers[1].json()
+    assert (
+        answers[0].json()["error"]["message"].startswith("This model's maximum context length is 64 tokens.")
+    )
