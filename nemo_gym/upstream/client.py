@@ -73,7 +73,7 @@ class _HttpxBodyStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             with _mapped_errors():
-                async for chunk in self.response.aiter_raw():
+                async for chunk in self.response.aiter_bytes():  # mocked answers arrive already read
                     yield chunk
         finally:
             await self.response.aclose()

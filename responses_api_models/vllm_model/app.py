@@ -16,6 +16,7 @@ from nemo_gym.upstream.metrics import PoolCollector
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.metrics import AdapterCollector
 from responses_api_models.vllm_model.serving import VLLMServing
+from responses_api_models.vllm_model.streaming import StreamingServing
 
 
 class VLLMModel(SimpleServer):
@@ -63,12 +64,20 @@ class VLLMModel(SimpleServer):
 
     def fast_routes(self) -> dict[str, FastHandler]:
         serving = self.serving
+        streaming = StreamingServing(serving)
 
-        async def responses(body: bytes, session_id: str) -> dict[str, Any]:
-            return await serving.responses(parse_json_object(body), session_id)
+        async def responses(body: bytes, session_id: str) -> Any:
+            params = parse_json_object(body)
+            if params.get("stream") is True:
+                return await streaming.responses(params, session_id)
+            return await serving.responses(params, session_id)
 
-        async def chat_completions(body: bytes, session_id: str) -> dict[str, Any]:
-            return await serving.chat_completions(parse_json_object(body), session_id)
+        async def chat_completions(body: bytes, session_id: str) -> Any:
+            params = parse_json_object(body)
+            if params.get("stream") is True:
+                serving.check_messages(params)
+                return await streaming.chat_completions(params, session_id)
+            return await serving.chat_completions(params, session_id)
 
         return {"/v1/responses": responses, "/v1/chat/completions": chat_completions}
 

@@ -261,6 +261,35 @@ class VLLMServing:
         prompt_ids = returned if isinstance(returned, list) else rendered
         return chat, prompt_ids, used, drift_report(carried, prompt_ids, spliced=False, note=note)
 
+    async def splice_plan(
+        self, body: dict[str, Any], session_id: str | None, carried: CarriedTokens
+    ) -> tuple[list[int] | None, str | None, Upstream]:
+        """For a streamed request: (the spliced prompt or None, why not, the upstream asked)."""
+        tokenized, upstream = await self.pool.post(
+            "/tokenize", self._tokenize_body(body), session_id=session_id, at_root=True
+        )
+        rendered = prompt_tokens_from(tokenized, "tokenize")
+        if self._honours_prefix.get(upstream.index) is False:
+            return None, self._not_spliced(_IGNORED), upstream
+        try:
+            return splice(carried, rendered, self._eot_ids(carried)), None, upstream
+        except SpliceError as exc:
+            return None, self._not_spliced(str(exc)), upstream
+
+    def prefix_ignored(self, used: Upstream) -> str:
+        """The upstream answered with other prompt ids than the spliced ones sent: say so once."""
+        if self._honours_prefix.get(used.index) is not False:
+            self._honours_prefix[used.index] = False
+            logger.warning(
+                "upstream %s returned other prompt ids than the kv_transfer_params.prompt_token_ids sent: %s%s",
+                used.base_url,
+                _IGNORED,
+                "" if self.prefix_mode == "required" else "; falling back to plain rendering for it",
+            )
+        if self.prefix_mode == "required":  # the answer is already streaming: a note, not a failure
+            return f"prefix_token_ids is 'required' but the prompt could not be spliced: {_IGNORED}"
+        return _IGNORED
+
     async def responses(self, params: dict[str, Any], session_id: str | None) -> dict[str, Any]:
         try:
             body = self._finalize(responses_to_chat(params, self.options))
@@ -281,16 +310,19 @@ class VLLMServing:
         except UpstreamFormatError as exc:
             raise APIError(502, exc.message) from None
 
-    async def chat_completions(self, body: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+    @staticmethod
+    def check_messages(body: dict[str, Any]) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "'messages' is required and must be a non-empty list", param="messages")
-        if body.get("stream"):
-            raise APIError(
-                400, "streaming is not supported by this server; send stream=false", param="stream"
-            )
+
+    async def chat_completions(self, body: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+        """The non-streaming answer (`stream: true` goes to `streaming.StreamingServing`)."""
+        self.check_messages(body)
+        if body.get("stream") not in (None, False):
+            raise APIError(400, "'stream' must be true or false", param="stream")
         try:
-            upstream_messages = chat_messages_for_upstream(messages, self.options)
+            upstream_messages = chat_messages_for_upstream(body["messages"], self.options)
         except ConversionError as exc:
             raise APIError(400, exc.message, param=exc.param) from None
         body = self._finalize({**body, "messages": upstream_messages})
