@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nemo_gym.conversion.chat_to_responses import REASONING_PARSER_MISCONFIGURED
+from nemo_gym.conversion.chat_to_responses import REASONING_PARSER_MISCONFIGURED, empty_chat_completion
 from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.think import THINK_CLOSE, THINK_OPEN
 from nemo_gym.conversion.tokens import generation_tokens, prompt_tokens_from
@@ -410,3 +410,31 @@ class ChatStream:
         if piece is not None:
             delta["content"] = piece
         choice["delta"] = delta
+
+
+def empty_chat_chunks(model: str, *, include_usage: bool = False) -> list[dict[str, Any]]:
+    """What a context-length overflow streams on the chat endpoint: the chunks that add up to
+    `empty_chat_completion` (no content, `finish_reason: "length"`, zero usage when asked for)."""
+    empty = empty_chat_completion(model)
+    head = {key: empty[key] for key in ("id", "created", "model")}
+    head["object"] = "chat.completion.chunk"
+    chunks = [
+        {
+            **head,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None}
+            ],
+        },
+        {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]},
+    ]
+    if include_usage:
+        chunks.append({**head, "choices": [], "usage": empty["usage"]})
+    return chunks
+
+
+def chat_error_chunk(
+    message: str, *, type: str = "server_error", param: str | None = None, code: Any = None
+) -> dict[str, Any]:
+    """An error after a chat stream started, as vLLM and OpenAI send it (a data event with an
+    `error` body; the `openai` client raises it as `APIError`). Send `DONE_BYTES` after it."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}

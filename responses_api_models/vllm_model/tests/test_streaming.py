@@ -19,17 +19,18 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from nemo_gym.conversion.chat_stream import ChatAccumulator, ChatStream
+from nemo_gym.conversion.chat_stream import ChatAccumulator, ChatStream, chat_error_chunk, empty_chat_chunks
 from nemo_gym.conversion.chat_to_responses import (
     REASONING_PARSER_MISCONFIGURED,
     OutputIds,
     chat_completion_for_caller,
     chat_to_response,
+    empty_chat_completion,
     empty_response,
 )
 from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.responses_stream import ResponsesStream, empty_response_events
-from nemo_gym.conversion.sse import encode_events, iter_events
+from nemo_gym.conversion.sse import DONE_BYTES, encode_chunk, encode_chunks, encode_events, iter_events
 from nemo_gym.conversion.think import CLOSE, OPEN, TEXT, THINK, ThinkSplitter, split_think
 from nemo_gym.exceptions import UpstreamError
 
@@ -722,3 +723,36 @@ def test_output_ids_default_to_fresh_and_nonstreaming_unchanged() -> None:
         "id": "resp_x",
         "output": [{**a["output"][0], "id": "rs_x"}, {**a["output"][1], "id": "msg_x"}],
     } == fixed
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_empty_chat_stream_adds_up_to_the_empty_completion(include_usage: bool) -> None:
+    chunks = empty_chat_chunks("served-model", include_usage=include_usage)
+    whole = empty_chat_completion("served-model")
+    got = accumulate(chunks)
+    assert got["choices"] == [{**whole["choices"][0], "message": {"role": "assistant", "content": None}}]
+    assert got["usage"] == (whole["usage"] if include_usage else None)
+    assert {c["id"] for c in chunks} == {got["id"]} and got["model"] == "served-model"
+    state = ChatCompletionStreamState()
+    for c in chunks:
+        state.handle_chunk(ChatCompletionChunk.model_validate(c))
+    assert state.current_completion_snapshot.choices[0].finish_reason == "length"
+
+
+def test_chat_error_chunk_is_raised_by_the_openai_client() -> None:
+    body = encode_chunks([chunk({"role": "assistant", "content": "par"})])
+    body += encode_chunk(chat_error_chunk("upstream dropped", code=502)) + DONE_BYTES
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://adapter/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    seen = []
+    with pytest.raises(openai.APIError, match="upstream dropped"):
+        for c in client.chat.completions.create(model="x", messages=[], stream=True):
+            seen.append(c.choices[0].delta.content)
+    assert seen == ["par"]

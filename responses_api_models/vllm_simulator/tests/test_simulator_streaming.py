@@ -12,11 +12,11 @@ import httpx
 import openai
 import pytest
 
-from nemo_gym.conversion.chat_stream import ChatAccumulator
-from nemo_gym.conversion.chat_to_responses import chat_to_response, first_choice
+from nemo_gym.conversion.chat_stream import ChatAccumulator, ChatStream
+from nemo_gym.conversion.chat_to_responses import chat_completion_for_caller, chat_to_response, first_choice
 from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.responses_stream import ResponsesStream
-from nemo_gym.conversion.sse import SSEParser, iter_events
+from nemo_gym.conversion.sse import DONE_BYTES, ChunkReader, SSEParser, encode_chunks, iter_events
 from nemo_gym.conversion.tokens import generation_tokens
 from nemo_gym.testing.processes import simulator
 from responses_api_models.vllm_model.tests.test_streaming import (
@@ -218,18 +218,17 @@ def test_responses_from_the_simulator_stream_equal_the_unstreamed_conversion(
     body = {"model": "sim-model", **CASES[case], **TOKENS}
     request = {"input": "x", "tools": [{"type": "function", "name": "get_weather"}]}
     stream = ResponsesStream(request, model="served", incomplete_as_completed=True)
-    events: list[dict[str, Any]] = []
-    parser = SSEParser()
+    events = stream.start()
+    reader = ChunkReader()
     with httpx.stream(
         "POST",
         f"{sims[sim]}/chat/completions",
         json={**body, "stream": True, "stream_options": {"include_usage": True}},
     ) as response:
         for piece in response.iter_bytes():
-            for event in parser.feed(piece):
-                if not event.done:
-                    events += stream.feed(event.json())
-    assert parser.close()
+            for chunk in reader.feed(piece):
+                events += stream.feed(chunk)
+    reader.close()
     info = stream.token_info()
     events += stream.finish(info)
 
@@ -254,3 +253,80 @@ def test_responses_from_the_simulator_stream_equal_the_unstreamed_conversion(
     check_events(events, expected, terminal="response.completed")
     _, final = through_openai_client(events)
     assert strip_parsed(final.to_dict()) == expected
+
+
+@pytest.mark.parametrize("sim", ["plain", "parser"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chat_stream_from_the_simulator_read_by_the_openai_client(
+    sims: dict[str, str], sim: str, case: str
+) -> None:
+    """The adapter's chat path in miniature: the simulator's raw stream through ChunkReader and
+    ChatStream (token mode), encoded, read by `client.chat.completions.create(stream=True)`;
+    accumulated, it is `chat_completion_for_caller` of the non-streaming answer, token fields
+    included."""
+    body = {"model": "sim-model", **CASES[case], **TOKENS}
+    stream = ChatStream(model="served", uses_reasoning_parser=True, token_mode=True)
+    reader = ChunkReader()
+    out: list[bytes] = []
+    with httpx.stream(
+        "POST",
+        f"{sims[sim]}/chat/completions",
+        json={**body, "stream": True, "stream_options": {"include_usage": True}},
+    ) as response:
+        for piece in response.iter_bytes():
+            for chunk in reader.feed(piece):
+                out.append(encode_chunks(stream.feed(chunk)))
+    reader.close()
+    info = stream.token_info()
+    out.append(encode_chunks(stream.finish(info)) + DONE_BYTES)
+    sent = b"".join(out)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sent)
+
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://adapter/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    caller = ChatAccumulator()
+    for chunk in client.chat.completions.create(
+        model="x", messages=[{"role": "user", "content": "x"}], stream=True
+    ):
+        caller.add(chunk.to_dict())
+    received = caller.result()
+
+    whole = unstreamed(sims[sim], body)
+    ids, log_probs = generation_tokens(first_choice(whole))
+    expected_info = {
+        "prompt_token_ids": whole["prompt_token_ids"],
+        "generation_token_ids": ids,
+        "generation_log_probs": log_probs,
+    }
+    assert info == expected_info
+    expected = chat_completion_for_caller(
+        whole, model="served", uses_reasoning_parser=True, token_info=expected_info
+    )
+    assert comparable(received) == comparable(expected)
+    message = received["choices"][0]["message"]
+    assert {key: message[key] for key in expected_info} == expected_info
+    assert "reasoning" not in message
+    if sim == "parser" and case != "plain":
+        assert message["content"].startswith("<think>")
+
+
+def test_errors_before_the_stream_are_json_as_unstreamed() -> None:
+    """Like vLLM, a request refused up front (here the prompt does not fit) gets the plain JSON
+    error, stream or not, so the adapter detects a context-length overflow the same way."""
+    long = [{"role": "user", "content": "word " * 200}]
+    with simulator("--max-model-len", "64") as (url, _):
+        answers = [
+            httpx.post(f"{url}/chat/completions", json={"model": "sim-model", "messages": long, **extra})
+            for extra in ({}, {"stream": True})
+        ]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert [a.headers["content-type"] for a in answers] == ["application/json"] * 2
+    assert answers[0].json() == answers[1].json()
+    assert (
+        answers[0].json()["error"]["message"].startswith("This model's maximum context length is 64 tokens.")
+    )
