@@ -131,7 +131,10 @@ def test_context_length_is_the_empty_result_as_a_stream(stack) -> None:
             model="sim-model", stream=True, messages=[{"role": "user", "content": "word " * 5000}]
         )
     )
-    assert [(c.choices[0].delta.content, c.choices[0].finish_reason) for c in chunks] == [("", "length")]
+    assert [(c.choices[0].delta.content, c.choices[0].finish_reason) for c in chunks] == [
+        (None, None),
+        (None, "length"),
+    ]
 
 
 def test_a_failure_mid_stream_is_an_error_event(stack) -> None:

@@ -18,12 +18,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from nemo_gym.conversion.chat_stream import ChatStream
-from nemo_gym.conversion.chat_to_responses import empty_chat_completion
+from nemo_gym.conversion.chat_stream import ChatStream, chat_error_chunk, empty_chat_chunks
 from nemo_gym.conversion.prefix import CarriedTokens, carried_tokens, drift_report
 from nemo_gym.conversion.responses_stream import ResponsesStream
 from nemo_gym.conversion.responses_to_chat import chat_messages_for_upstream, responses_to_chat
-from nemo_gym.conversion.sse import ChunkReader, encode_chunk, encode_events
+from nemo_gym.conversion.sse import DONE_BYTES, ChunkReader, encode_chunk, encode_chunks, encode_events
 from nemo_gym.exceptions import (
     APIError,
     ContextLengthExceeded,
@@ -38,7 +37,6 @@ from responses_api_models.vllm_model.serving import VLLMServing
 
 logger = logging.getLogger("nemo_gym.vllm_model")
 _CHAT = "/chat/completions"
-DONE = b"data: [DONE]\n\n"
 
 
 class _TokenPlan:
@@ -90,7 +88,9 @@ class StreamingServing:
             chunks, used, plan = await self._open(upstream_body, session_id, caller_usage=caller_usage)
         except ContextLengthExceeded:
             self.serving.context_length_fallbacks += 1
-            return StreamedAnswer(_once(_empty_chat_stream(self.model)))
+            return StreamedAnswer(
+                _once(encode_chunks(empty_chat_chunks(self.model, include_usage=caller_usage)) + DONE_BYTES)
+            )
         return StreamedAnswer(self._chat_chunks(stream, chunks, used, plan))
 
     # ---- the upstream call ---------------------------------------------------------------
@@ -177,25 +177,11 @@ class StreamingServing:
                     yield out
             reader.close()
             token_info = self._token_info(stream.accumulated, used, plan) if plan is not None else None
-            yield b"".join(encode_chunk(c) for c in stream.finish(token_info)) + DONE
+            yield encode_chunks(stream.finish(token_info)) + DONE_BYTES
         except (APIError, UpstreamFormatError, TransportError) as exc:
             message = _message(exc, used)
             logger.warning("stream from %s failed: %s", used.base_url, message)
-            error = api_error_for(exc, used.base_url) if not isinstance(exc, UpstreamFormatError) else None
-            status = error.status if error is not None else 502
-            yield (
-                encode_chunk(
-                    {
-                        "error": {
-                            "message": message,
-                            "type": "server_error" if status >= 500 else "invalid_request_error",
-                            "param": None,
-                            "code": status,
-                        }
-                    }
-                )
-                + DONE
-            )
+            yield encode_chunk(chat_error_chunk(message)) + DONE_BYTES
         finally:
             await chunks.aclose()
 
@@ -208,24 +194,3 @@ def _message(exc: Exception, used: Upstream) -> str:
 
 async def _once(payload: bytes) -> AsyncIterator[bytes]:
     yield payload
-
-
-def _empty_chat_stream(model: str) -> bytes:
-    """The non-streaming empty result (context length) as one chunk and the end of the stream."""
-    empty = empty_chat_completion(model)
-    choice = empty["choices"][0]
-    chunk = {
-        "id": empty["id"],
-        "object": "chat.completion.chunk",
-        "created": empty["created"],
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": choice["finish_reason"],
-            }
-        ],
-    }
-    return encode_chunk(chunk) + DONE
