@@ -271,7 +271,8 @@ def test_streamed_responses_carry_the_engines_token_ids(training: str) -> None:
         **GREEDY,
     }
     client = OpenAI(base_url=f"{training}/v1", api_key="EMPTY")
-    with client.responses.stream(model=model_of(URL), **params) as stream:
+    known = {k: v for k, v in params.items() if k != "seed"}
+    with client.responses.stream(model=model_of(URL), extra_body={"seed": params["seed"]}, **known) as stream:
         events = list(stream)
     final = events[-1].response.model_dump()
     assert events[-1].type in ("response.completed", "response.incomplete")
