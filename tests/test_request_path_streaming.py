@@ -14,6 +14,7 @@ import uvicorn
 
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
 from nemo_gym.server.context import RuntimeContext
+from nemo_gym.server.http_protocol import PROTOCOL_PATH
 from nemo_gym.server.request_path import FastHandler, StreamedAnswer
 
 
@@ -40,14 +41,17 @@ class Streamer(SimpleServer):
         return {"/events": events}
 
 
-@pytest.fixture
-async def streamer() -> AsyncIterator[tuple[Streamer, str]]:
+@pytest.fixture(params=[PROTOCOL_PATH, "httptools"], ids=["hook", "watcher"])
+async def streamer(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Streamer, str]]:
+    """Under our protocol the disconnect hook fires; under uvicorn's own, the watcher task hears it."""
     context = RuntimeContext(global_config={}, origins={}, instance_name="s", session_secret="k")
     server = Streamer(config=BaseServerConfig(), produced=[], stopped=[]).bind_context(context)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(server.build_asgi(), log_config=None, access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        server.build_asgi(), http=request.param, log_config=None, access_log=False, lifespan="off"
+    )
     srv = uvicorn.Server(config)
     task = asyncio.ensure_future(srv.serve(sockets=[sock]))
     for _ in range(500):

@@ -7,7 +7,8 @@ FastAPI app. Both kinds share what a caller sees: the 413 limit, OpenAI-style er
 cookie (sessions.py) and cancellation.
 
 Cancellation: once the request body is read, a watcher waits for the ASGI `http.disconnect`
-message. If the caller goes away before the answer is complete, the handler's task is cancelled
+message (or, under our uvicorn protocol, its connection-lost hook fires, which costs no task per
+request). If the caller goes away before the answer is complete, the handler's task is cancelled
 — and with it every upstream call it awaits, whose connections are then closed, so vLLM aborts
 the generation instead of filling its KV cache for nobody.
 """
@@ -25,6 +26,7 @@ import orjson
 
 from nemo_gym.exceptions import APIError
 from nemo_gym.server.errors import api_error_payload, error_body, internal_error_message
+from nemo_gym.server.http_protocol import DISCONNECT_HOOK
 from nemo_gym.server.metrics import CONTENT_TYPE, RequestMetrics
 from nemo_gym.server.sessions import SessionSigner
 
@@ -61,6 +63,9 @@ class _Exchange:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
+        self.caller_gone()
+
+    def caller_gone(self) -> None:
         if self.gone is not None:
             self.gone.set()
         if not self.done:
@@ -105,10 +110,15 @@ class RequestPath:
         task = asyncio.current_task()
         assert task is not None
         exchange = _Exchange(task)
-        watcher = asyncio.ensure_future(exchange.watch(receive))
+        hook = scope.get(DISCONNECT_HOOK)
+        if hook is not None:  # our uvicorn protocol tells us directly
+            hook.on_disconnect = exchange.caller_gone
+            watcher: asyncio.Future[None] | None = None
+        else:
+            watcher = asyncio.ensure_future(exchange.watch(receive))
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.in_flight += 1
         if handler is not None:
             exchange.route = path
         try:
@@ -119,7 +129,8 @@ class RequestPath:
                     await self._stream(send, payload, headers, exchange, scope)
                 else:
                     exchange.done = True
-                    watcher.cancel()
+                    if watcher is not None:
+                        watcher.cancel()
                     await self._send(send, status, payload, headers)
             else:
                 await self._call_app(scope, body, exchange, send)
@@ -136,9 +147,12 @@ class RequestPath:
                 path,
             )
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            elif hook is not None:
+                hook.on_disconnect = None
             if metrics is not None:
-                metrics.in_flight.dec()
+                metrics.in_flight -= 1
                 metrics.observe(exchange.route, exchange.status, time.perf_counter() - started)
 
     def _observe(self, route: str, status: int, started: float) -> None:
