@@ -244,6 +244,15 @@ class ServerClient:
     def server_names(self) -> list[str]:
         return list(self._urls)
 
+    def _build_server_base_url(self, server_config_dict: Any) -> str:
+        """`http://host:port` of one instance's block; NeMo Gym agents call this private name
+        on blocks from `get_first_server_config_dict`, so it is kept under that name."""
+        if isinstance(server_config_dict, Mapping):
+            host, port = server_config_dict.get("host"), server_config_dict.get("port")
+        else:
+            host, port = getattr(server_config_dict, "host", None), getattr(server_config_dict, "port", None)
+        return f"http://{host}:{port}"
+
     def url_for(self, server_name: str) -> str:
         try:
             return self._urls[server_name]
