@@ -267,21 +267,31 @@ class Result:
     seconds: float = 0.0
 
 
-def build_one(env: str, timeout: float = 180) -> Result:
+BUILD_TIMEOUT = float(os.environ.get("NG_COMPAT_BUILD_TIMEOUT", "90"))
+
+
+def build_one(env: str, timeout: float = BUILD_TIMEOUT) -> Result:
+    """Build one environment in its own process, bounded: build_one.py reports where it is stuck
+    a little before `timeout`, and the process is killed at `timeout` regardless."""
     kind, name = env.split("/")
     started = time.monotonic()
     command = [str(venv_python()), str(HERE / "build_one.py"), kind, name, str(WHEEL_ROOT)]
+    variables = env_vars()
+    variables["NG_COMPAT_BUILD_WATCHDOG"] = str(max(timeout - 10, timeout * 0.8))
     try:
         proc = subprocess.run(
             command,
             cwd=WHEEL_ROOT / kind / name,
-            env=env_vars(),
+            env=variables,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
-    except subprocess.TimeoutExpired:
-        return Result(env, "timeout", "build", f"no result within {timeout:.0f}s", seconds=timeout)
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        tail = [ln for ln in stderr.splitlines() if ln.strip()]
+        last = f" (last stderr line: {tail[-1].strip()[:200]})" if tail else ""
+        return Result(env, "timeout", "build", f"killed after {timeout:.0f}s{last}", seconds=timeout)
     seconds = round(time.monotonic() - started, 2)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("NG_COMPAT_RESULT "):
