@@ -9,6 +9,7 @@ Run by harness.build_one with the compat venv's python, cwd = the environment's 
 supply (API keys, peer servers) is supplied as placeholders; name lookups that fail are
 recorded in the detail, as evidence for the harness's scope verdict.
 """
+
 from __future__ import annotations
 
 import importlib
