@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-
 # First path segment of a rollout-prefixed request (`nemo_gym.rollout_correlation`).
 ROLLOUT_PATH_PREFIX = "ng-rollout"
 

@@ -52,10 +52,14 @@ class FastRoutes:
 
     async def _serve(self, handler: FastHandler, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = list(_JSON_HEADERS)
-        session_id = self.signer.session_from_headers(scope["headers"])
+        signer = self.signer
+        value = signer.cookie_value(scope["headers"])
+        session_id = None if value is None else signer.session_id_of(value)
         if session_id is None:
-            session_id, cookie = self.signer.new_session()
+            session_id, cookie = signer.new_session()
             headers.append(cookie)
+        else:
+            headers.append(signer.set_cookie_header(value))  # every response carries the cookie
         status = 200
         try:
             body = await self._read_body(receive)
