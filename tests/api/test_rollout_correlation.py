@@ -45,19 +45,34 @@ def test_id_from_mapping(body, expected):
     assert maybe_rollout_id_from_run_body(body) == expected
 
 
+class _RowRequest(BaseRunRequest):
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
 def test_id_from_run_request_models():
     row = {"responses_create_params": PARAMS, "_ng_task_index": 5, "_ng_rollout_index": 2}
-    assert maybe_rollout_id_from_run_body(BaseRunRequest.model_validate(row)) == "5-2"
-    explicit = BaseRunRequest.model_validate({**row, "_ng_rollout_id": "given", "_ng_attempt_index": 3})
+    assert maybe_rollout_id_from_run_body(_RowRequest.model_validate(row)) == "5-2"
+    explicit = _RowRequest.model_validate({**row, "_ng_rollout_id": "given", "_ng_attempt_index": 3})
     assert maybe_rollout_id_from_run_body(explicit) == "given-a3"
-    assert maybe_rollout_id_from_run_body(BaseRunRequest.model_validate({"responses_create_params": PARAMS})) is None
+    # The base request keeps only the explicit id (undeclared row fields are dropped).
+    assert maybe_rollout_id_from_run_body(BaseRunRequest.model_validate(row)) is None
+    assert (
+        maybe_rollout_id_from_run_body(BaseRunRequest.model_validate({**row, "_ng_rollout_id": "r1"})) == "r1"
+    )
+    assert (
+        maybe_rollout_id_from_run_body(_RowRequest.model_validate({"responses_create_params": PARAMS}))
+        is None
+    )
 
 
 def test_id_from_plain_model_attributes():
     class Body(BaseModel):
         model_config = ConfigDict(extra="allow")
 
-    assert maybe_rollout_id_from_run_body(Body.model_validate({"_ng_task_index": 1, "_ng_rollout_index": 4})) == "1-4"
+    assert (
+        maybe_rollout_id_from_run_body(Body.model_validate({"_ng_task_index": 1, "_ng_rollout_index": 4}))
+        == "1-4"
+    )
     assert maybe_rollout_id_from_run_body(Body()) is None
 
 
