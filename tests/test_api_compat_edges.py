@@ -74,3 +74,23 @@ def test_build_server_base_url_from_an_instance_block() -> None:
     assert client._build_server_base_url(block) == "http://127.0.0.1:8123"
     assert client._build_server_base_url({"host": "10.0.0.2", "port": 9}) == "http://10.0.0.2:9"
     assert client._build_server_base_url(OmegaConf.create({"host": "h", "port": 1})) == "http://h:1"
+
+
+def test_raise_for_status_goes_by_ok() -> None:
+    import asyncio
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    import pytest
+
+    from nemo_gym.http.server_client import ServerResponseError, raise_for_status
+
+    asyncio.run(raise_for_status(MagicMock()))  # a mock's ok is truthy: no comparison of its status
+    asyncio.run(raise_for_status(SimpleNamespace(status=204)))  # no ok attribute: the status decides
+
+    async def read() -> bytes:
+        return b'{"error": "x"}'
+
+    failing = MagicMock(ok=False, status=500, read=read, reason="Internal Server Error")
+    with pytest.raises(ServerResponseError):
+        asyncio.run(raise_for_status(failing))
