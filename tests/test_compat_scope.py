@@ -156,3 +156,15 @@ def test_network_needs_evidence_and_a_network_kind_of_error():
 )
 def test_ordinary_failures_stay_in_scope(status_error):
     assert verdict(status_error) is None
+
+
+def test_entrypoint_without_any_server_class():
+    error = "LookupError: search.py defines no subclass of SimpleResourcesServer"
+    detail = {"entrypoint": "search.py", "server_like_classes": []}
+    assert verdict(error, detail) == (
+        scope.ABSTRACT,
+        "search.py defines no server class: a library other environments import",
+    )
+    # A server class that is not ours (an import mix-up) is our problem, not the environment's.
+    assert verdict(error, {"entrypoint": "search.py", "server_like_classes": ["SearchServer"]}) is None
+    assert verdict(error, {"entrypoint": "search.py"}) is None

@@ -119,6 +119,10 @@ def load_block(path: Path, instance: str, kind: str, name: str, env_dir: Path) -
     text = path.read_text()
     raw = yaml.safe_load(text) or {}
     extras = {v: placeholder(v) for v in user_supplied_names(text) if v not in raw}
+    # `${oc.select:name,null}` may be a genuine "unset" (a mode, a path); only secrets and
+    # addresses, which a run cannot do without, get a placeholder.
+    optional = set(_SELECT_VAR.findall(text)) - set(_PLAIN_VAR.findall(text))
+    extras = {k: v for k, v in extras.items() if k not in optional or v != "placeholder"}
     supply_env_vars(text)
     try:
         from nemo_gym.config import load_config
@@ -233,7 +237,11 @@ def main() -> None:
         raise LookupError(f"no configs/*.yaml has a '<instance>: {{{kind}: {{{name}: ...}}}}' block")
     path, instance = candidates[0]
     block, full = load_block(path, instance, kind, name, env_dir)
-    entrypoint = str(block.get("entrypoint") or "app.py")
+    entrypoint = block.get("entrypoint")
+    if not isinstance(entrypoint, str) or not entrypoint or entrypoint == "???":
+        # A template config leaves the entrypoint to the user ("???"): the package's app.py.
+        DETAIL["entrypoint_note"] = f"config's entrypoint is {entrypoint!r}; app.py tried"
+        entrypoint = "app.py"
     DETAIL["entrypoint"] = entrypoint
 
     STAGE = "import"
@@ -257,6 +265,11 @@ def main() -> None:
     ]
     leaves = [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
     if not leaves:
+        DETAIL["server_like_classes"] = sorted(
+            obj.__name__
+            for obj in vars(module).values()
+            if inspect.isclass(obj) and any(c.__name__.startswith("Simple") for c in obj.__mro__[1:])
+        )
         raise LookupError(f"{entrypoint} defines no subclass of {Base.__name__}")
     cls = leaves[0]
     DETAIL["class"] = cls.__name__
@@ -281,7 +294,7 @@ def main() -> None:
                 block, full = load_block(path, instance, kind, name, env_dir)
             except Exception:  # noqa: BLE001 - another environment's config; try the next
                 continue
-            if str(block.get("entrypoint") or "app.py") != entrypoint:
+            if block.get("entrypoint") not in (entrypoint, None, "???"):
                 continue
         try:
             values = {**block, "name": instance, "host": "127.0.0.1", "port": port}

@@ -202,14 +202,34 @@ def declared_requirements(env_dir: Path) -> list[str]:
     if path.exists():
         return path.read_text().splitlines()
     pyproject = env_dir / "pyproject.toml"
-    if pyproject.exists():
-        import tomllib
+    if not pyproject.exists():
+        return []
+    import tomllib
 
-        try:
-            return list(tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", []))
-        except tomllib.TOMLDecodeError:
-            return []
-    return []
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError:
+        return []
+    # uv may take a dependency from elsewhere than PyPI (`[tool.uv.sources]`): a git source
+    # is written as the git requirement it is, a path source as the path.
+    uv = data.get("tool", {}).get("uv", {})
+    sources = uv.get("sources") or {}
+    lines = []
+    for dep in data.get("project", {}).get("dependencies", []):
+        name = re.split(r"[\s\[<>=!~;@]", dep, maxsplit=1)[0]
+        source = next((v for k, v in sources.items() if _norm_name(k) == _norm_name(name)), None)
+        if isinstance(source, dict) and source.get("git"):
+            dep = f"{name} @ git+{source['git']}"
+        elif isinstance(source, dict) and source.get("url"):
+            dep = f"{name} @ {source['url']}"
+        elif isinstance(source, dict) and source.get("path"):
+            dep = str(source["path"])
+        lines.append(dep)
+    return lines
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _local_requirement(line: str, env_dir: Path) -> tuple[str | None, str]:

@@ -132,6 +132,9 @@ def classify(
     module = f"{kind}.{name}.{Path(entrypoint).with_suffix('').as_posix().replace('/', '.')}"
     if f"No module named '{module}'" in error and not (env_dir / entrypoint).exists():
         return ABSTRACT, f"has no {entrypoint}: a base that other environments build on"
+    if error.startswith("LookupError: ") and "defines no subclass of" in error:
+        if detail.get("server_like_classes") == []:
+            return ABSTRACT, f"{entrypoint} defines no server class: a library other environments import"
     abstract = _ABSTRACT.search(error)
     if abstract and kind_of_error == "TypeError":
         return ABSTRACT, f"{abstract.group(1)} leaves abstract methods to subclasses: {abstract.group(2)}"
