@@ -57,6 +57,15 @@ def placeholder(var: str) -> Any:
         return "EMPTY"
     if var.endswith("model_name") or var.endswith("_model"):
         return "sim-model"
+    if var.endswith(("_dir", "_path", "_fpath", "_file")):
+        # A file the user would point at: an empty one (a directory for *_dir).
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="ng_compat_"))
+        if var.endswith("_dir"):
+            return str(base)
+        (base / var).touch()
+        return str(base / var)
     return "placeholder"
 
 
@@ -122,7 +131,7 @@ def load_block(path: Path, instance: str, kind: str, name: str, env_dir: Path) -
     # `${oc.select:name,null}` may be a genuine "unset" (a mode, a path); only secrets and
     # addresses, which a run cannot do without, get a placeholder.
     optional = set(_SELECT_VAR.findall(text)) - set(_PLAIN_VAR.findall(text))
-    extras = {k: v for k, v in extras.items() if k not in optional or v != "placeholder"}
+    extras = {k: v for k, v in extras.items() if k not in optional or v == "EMPTY" or v.startswith("http")}
     supply_env_vars(text)
     try:
         from nemo_gym.config import load_config

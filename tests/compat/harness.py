@@ -315,15 +315,101 @@ def install_requirements(env_dir: Path, timeout: float = 600) -> Install:
     return Install("ok", keep, skipped)
 
 
-def env_vars() -> dict[str, str]:
-    """What a compat subprocess sees: our project first, the wheel's environments after it."""
-    env = dict(os.environ)
-    env["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    env["NEMO_GYM_ENV_YAML"] = "none"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("VIRTUAL_ENV", None)
-    return env
+OVERLAYS = CACHE / "overlays"
+
+
+def overlay_dir(env: str) -> Path:
+    return OVERLAYS / env.replace("/", ".")
+
+
+def _import_names_by_distribution() -> dict[str, set[str]]:
+    """Top-level import names of every installed distribution (normalized name → names)."""
+    from importlib.metadata import distributions
+
+    names: dict[str, set[str]] = {}
+    for dist in distributions():
+        key = _norm_name(dist.metadata["Name"] or "")
+        top = (dist.read_text("top_level.txt") or "").split()
+        if not top:
+            for file in dist.files or ():
+                first = file.parts[0] if file.parts else ""
+                if (
+                    first
+                    and not first.endswith((".dist-info", ".egg-info", ".pth"))
+                    and first not in ("..", "bin")
+                ):
+                    top.append(first.removesuffix(".py"))
+        names.setdefault(key, set()).update(t for t in top if t and t != "__pycache__")
+    return names
+
+
+def _is_namespace_package(name: str) -> bool:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return (
+        spec is not None
+        and spec.origin in (None, "namespace")
+        and spec.submodule_search_locations is not None
+    )
+
+
+def install_overlays(envs: list[str]) -> dict[str, list[str]]:
+    """One shared venv cannot hold two distributions that install the same import name
+    (NeMo Gym gives each server its own venv): an environment that requires one of them gets
+    it again, alone, in an overlay directory put first on its PYTHONPATH."""
+    names = _import_names_by_distribution()
+    owners: dict[str, set[str]] = {}
+    for dist, tops in names.items():
+        for top in tops:
+            owners.setdefault(top, set()).add(dist)
+    clashing = {
+        dist
+        for top, dists in owners.items()
+        if len(dists) > 1 and not _is_namespace_package(top)  # namespace portions do merge
+        for dist in dists
+    }
+    made: dict[str, list[str]] = {}
+    for env in envs:
+        keep, _ = requirement_lines(WHEEL_ROOT / env)
+        lines = [
+            line for line in keep if _norm_name(re.split(r"[\s\[<>=!~;@]", line, maxsplit=1)[0]) in clashing
+        ]
+        target = overlay_dir(env)
+        stamp = target / ".ng_overlay"
+        if not lines:
+            continue
+        made[env] = lines
+        if stamp.exists() and stamp.read_text() == "\n".join(lines):
+            continue
+        shutil.rmtree(target, ignore_errors=True)
+        command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        command += ["--no-deps", "--target", str(target), *lines]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if result.returncode == 0:
+            stamp.write_text("\n".join(lines))
+            log(f"overlay {env}: {', '.join(lines)}")
+        else:
+            log(f"overlay {env} failed: {first_line(result.stderr)}")
+    return made
+
+
+def env_vars(env: str | None = None) -> dict[str, str]:
+    """What a compat subprocess sees: the environment's overlay (if any), our project, then the
+    wheel's environments."""
+    variables = dict(os.environ)
+    variables["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
+    paths = [str(PROJECT_ROOT)]
+    if env is not None and (overlay_dir(env) / ".ng_overlay").exists():
+        paths.insert(0, str(overlay_dir(env)))
+    variables["PYTHONPATH"] = os.pathsep.join(paths)
+    variables["NEMO_GYM_ENV_YAML"] = "none"
+    variables["PYTHONUNBUFFERED"] = "1"
+    variables.pop("VIRTUAL_ENV", None)
+    return variables
 
 
 # ---------------------------------------------------------------------------- stage (a): build apps
@@ -352,7 +438,7 @@ def build_one(env: str, timeout: float = BUILD_TIMEOUT) -> Result:
     kind, name = env.split("/")
     started = time.monotonic()
     command = [str(venv_python()), str(HERE / "build_one.py"), kind, name, str(WHEEL_ROOT)]
-    variables = env_vars()
+    variables = env_vars(env)
     variables["NG_COMPAT_BUILD_WATCHDOG"] = str(max(timeout - 10, timeout * 0.8))
     try:
         proc = subprocess.run(
@@ -574,16 +660,20 @@ def own_tests_in_scope(root: Path) -> list[str]:
     return found
 
 
-def own_tests_one(env: str, timeout: float = 300) -> Result:
+OWN_TESTS_TIMEOUT = float(os.environ.get("NG_COMPAT_TESTS_TIMEOUT", "180"))
+
+
+def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
     env_dir = WHEEL_ROOT / env
     ini = CACHE / "own_tests_pytest.ini"
     ini.write_text("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     command = [str(venv_python()), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini)]
-    command += ["--rootdir", str(env_dir), "-x", "--no-header", "tests"]
+    # No -x: the tally then counts every test, and the first failure is still the one reported.
+    command += ["--rootdir", str(env_dir), "--no-header", "tests"]
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            command, cwd=env_dir, env=env_vars(), capture_output=True, text=True, timeout=timeout
+            command, cwd=env_dir, env=env_vars(env), capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         return Result(env, "timeout", "tests", f"tests still running after {timeout:.0f}s", seconds=timeout)
@@ -691,6 +781,8 @@ def prepare() -> None:
         if inst.status in ("ok", "failed"):
             log(f"install {env}: {inst.status} {inst.error}")
         installs[env] = asdict(inst)
+    for env, lines in install_overlays(in_scope(root)).items():
+        installs[env]["overlay"] = lines
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "install_report.json").write_text(json.dumps(installs, indent=1))
 
