@@ -408,6 +408,9 @@ def env_vars(env: str | None = None) -> dict[str, str]:
     variables["PYTHONPATH"] = os.pathsep.join(paths)
     variables["NEMO_GYM_ENV_YAML"] = "none"
     variables["PYTHONUNBUFFERED"] = "1"
+    # Ray's default temp dir remembers the last cluster of the machine; a test's plain
+    # `ray.init(num_cpus=1)` would try to join a stale one. A short path: Ray's sockets live there.
+    variables.setdefault("RAY_TMPDIR", "/tmp/ng_compat_ray")
     variables.pop("VIRTUAL_ENV", None)
     return variables
 
