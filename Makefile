@@ -30,12 +30,15 @@ bench: $(STAMP)
 
 # Opt-in tier against a real `vllm serve` (CPU, tiny model; first run builds a ~6 GB venv). Not part of `make test`.
 REAL_VLLM_DIR ?= ../shared/real_vllm
+# Ports of the two vLLM servers (set others if another checkout's tier uses these).
+REAL_VLLM_PORT ?= 18300
+REAL_VLLM_R1_PORT ?= 18301
 test-real-vllm: $(STAMP)
-	bash $(REAL_VLLM_DIR)/start_real_vllm.sh 18300 --max-model-len 1024
-	bash $(REAL_VLLM_DIR)/start_real_vllm.sh 18301 --reasoning-parser deepseek_r1
-	REAL_VLLM_URL=http://127.0.0.1:18300 REAL_VLLM_R1_URL=http://127.0.0.1:18301 \
-		$(BIN)/python -m pytest -m real_vllm tests/real_vllm -v; status=$$?; \
-		bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop 18300; bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop 18301; exit $$status
+	bash $(REAL_VLLM_DIR)/start_real_vllm.sh $(REAL_VLLM_PORT) --max-model-len 1024
+	bash $(REAL_VLLM_DIR)/start_real_vllm.sh $(REAL_VLLM_R1_PORT) --reasoning-parser deepseek_r1
+	REAL_VLLM_URL=http://127.0.0.1:$(REAL_VLLM_PORT) REAL_VLLM_R1_URL=http://127.0.0.1:$(REAL_VLLM_R1_PORT) \
+		$(BIN)/python -m pytest -m real_vllm tests/real_vllm -v -s; status=$$?; \
+		bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop $(REAL_VLLM_PORT); bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop $(REAL_VLLM_R1_PORT); exit $$status
 
 # Opt-in tier: NeMo Gym 0.7.0's own in-scope environments (downloaded into .compat_cache/, never
 # committed) built, run end to end against the simulator, and their own tests run, on our framework.

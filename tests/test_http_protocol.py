@@ -160,3 +160,19 @@ async def test_bad_request_is_answered_then_closed(server: int) -> None:
     answer = await asyncio.wait_for(reader.read(), 2)  # read() returns at EOF: the server closed
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     writer.close()
+
+
+def test_the_subclass_is_used_only_on_tested_uvicorn_releases(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nemo_gym.server import http_protocol
+
+    monkeypatch.setattr(uvicorn, "__version__", "0.54.3")
+    assert http_protocol.http_protocol_option() == PROTOCOL_PATH
+    monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
+    assert http_protocol.http_protocol_option() == "httptools"
+
+
+def test_installed_uvicorn_is_a_tested_release() -> None:
+    """If this fails after an upgrade, run this file against the new uvicorn and add it to TESTED_UVICORN."""
+    from nemo_gym.server.http_protocol import TESTED_UVICORN
+
+    assert uvicorn.__version__.startswith(TESTED_UVICORN), uvicorn.__version__

@@ -106,3 +106,31 @@ async def test_zero_drift_with_splicing_and_measured_drift_without() -> None:
         print(
             f"\ndrift with splicing on: 0/6 turns; off: {drift['diverged']}/{drift['measured']} turns diverged"
         )
+
+
+async def test_a_cut_off_first_turn_splices_on_a_fresh_adapter() -> None:
+    """The first spliced request of a process carries a generation cut off by max_output_tokens:
+    its last id is no end-of-turn token, so the adapter asks the template which one is."""
+    with simulator() as (sim_url, _):
+        with ng_run(
+            TRAINING,
+            f"+policy_base_url={sim_url}",
+            "+policy_api_key=EMPTY",
+            "+policy_model_name=sim-model",
+            "+policy_model.responses_api_models.vllm_model.prefix_token_ids=required",
+        ) as run:
+            url = run.url_of("policy_model")
+            history: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Paris?"}]
+            lasts = []
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                for limit in (6, None):
+                    body: dict[str, Any] = {"input": history, "tools": TOOLS}
+                    if limit:
+                        body["max_output_tokens"] = limit
+                    r = await client.post("/v1/responses", json=body)
+                    assert r.status_code == 200, r.text
+                    out = r.json()["output"]
+                    lasts.append(out[-1])
+                    history += [*out, {"role": "user", "content": "And in Oslo?"}]
+    assert lasts[0]["type"] == "message" and len(lasts[0]["generation_token_ids"]) == 6
+    assert one_sequence(lasts) and lasts[1]["token_drift"]["spliced"]

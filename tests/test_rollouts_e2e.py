@@ -427,3 +427,33 @@ def test_interleave_repeats_disable_aggregation_and_require_complete(
     result = collect(run, *args, f"+input_jsonl_fpath={source}", "+require_complete=true")
     assert result.returncode == 1
     assert result.stdout.rstrip().endswith("error: 1 rollouts missing and +require_complete=true")
+
+
+def _count(url: str, sample: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_every_server_counts_its_requests_on_metrics(
+    weather_stack: tuple[NgRun, str], tmp_path: Path
+) -> None:
+    run, _ = weather_stack
+    agent, resources = run.url_of("simple_weather_simple_agent"), run.url_of("simple_weather")
+    runs = 'nemo_gym_requests_total{route="/run",status="200"}'
+    verifies = 'nemo_gym_requests_total{route="/verify",status="200"}'
+    before = (_count(agent, runs), _count(resources, verifies))
+    out = tmp_path / "roll.jsonl"
+    result = collect(
+        run,
+        "+agent_name=simple_weather_simple_agent",
+        f"+input_jsonl_fpath={WEATHER}",
+        f"+output_jsonl_fpath={out}",
+        "+limit=3",
+        "+num_repeats=2",
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(rows(out)) == 6
+    assert (_count(agent, runs) - before[0], _count(resources, verifies) - before[1]) == (6.0, 6.0)
+    assert _count(agent, 'nemo_gym_request_duration_seconds_count{route="/run"}') >= 6.0

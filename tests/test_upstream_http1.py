@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from nemo_gym.upstream.client import (
-    UpstreamBrokenResponse,
-    UpstreamConnectError,
-    UpstreamConnectionLost,
-    UpstreamReadTimeout,
+from nemo_gym.exceptions import (
+    ClientClosed,
+    ConnectError,
+    ConnectionDropped,
+    ConnectTimeout,
+    ProtocolError,
+    ReadTimeout,
 )
 from nemo_gym.upstream.http1 import Http1UpstreamClient
 from nemo_gym.upstream.pool import UpstreamPool
@@ -232,19 +234,19 @@ async def test_body_ended_by_close_is_complete(server_factory, status_line: byte
 @pytest.mark.parametrize(
     ("answer", "linger", "error", "match"),
     [
-        (b"", 0, UpstreamConnectionLost, "closed the connection before answering"),
+        (b"", 0, ConnectionDropped, "closed the connection .* without answering"),
         (
             b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"partial":',
             0,
-            UpstreamBrokenResponse,
+            ProtocolError,
             "closed mid-response",
         ),
-        (b"HTTP/1.1 200 OK\r\ncontent-type: appl", 0, UpstreamBrokenResponse, "closed mid-response"),
-        (b"SMTP ready\r\n\r\n", 0.5, UpstreamBrokenResponse, "malformed HTTP response"),
+        (b"HTTP/1.1 200 OK\r\ncontent-type: appl", 0, ProtocolError, "closed mid-response"),
+        (b"SMTP ready\r\n\r\n", 0.5, ProtocolError, "malformed HTTP response"),
         (
             reply(b"xx", extra=b"content-encoding: br\r\n"),
             0,
-            UpstreamBrokenResponse,
+            ProtocolError,
             "unsupported content-encoding 'br'",
         ),
     ],
@@ -269,7 +271,7 @@ async def test_read_timeout_closes_the_connection(server_factory) -> None:
     client = await new_client(read_timeout=0.2)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(UpstreamReadTimeout):
+    with pytest.raises(ReadTimeout):
         await client.post(srv.url + "/a", b"{}")
     assert 0.19 <= loop.time() - started < 1.0
     await asyncio.sleep(0.1)
@@ -302,9 +304,9 @@ async def test_connect_refused_names_the_address() -> None:
     await srv.stop()
     await asyncio.sleep(0.05)
     client = await new_client()
-    with pytest.raises(UpstreamConnectError, match=rf"cannot connect to 127.0.0.1:{port}"):
+    with pytest.raises(ConnectError, match=rf"cannot connect to 127.0.0.1:{port}"):
         await client.post(f"http://127.0.0.1:{port}/v1/x", b"{}")
-    with pytest.raises(UpstreamConnectError):
+    with pytest.raises(ConnectError):
         await client.get_status(f"http://127.0.0.1:{port}/health", timeout_s=1.0)
     await client.aclose()
 
@@ -364,7 +366,7 @@ async def test_get_status(server_factory) -> None:
     client = await new_client()
     assert await client.get_status(srv.url + "/health", timeout_s=1.0) == 503
     assert srv.requests == [b"GET /health HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n\r\n" % srv.port]
-    with pytest.raises(UpstreamConnectError, match=r"no answer within 0.1s"):
+    with pytest.raises(ConnectTimeout, match=r"no answer within 0.1s"):
         await client.get_status(silent.url + "/health", timeout_s=0.1)
     await client.aclose()
 
@@ -374,13 +376,13 @@ async def test_closed_client_refuses_requests(server_factory) -> None:
     client = await new_client()
     await client.post(srv.url + "/a", b"{}")
     await client.aclose()
-    with pytest.raises(UpstreamConnectError, match="closed"):
+    with pytest.raises(ClientClosed, match="closed"):
         await client.post(srv.url + "/a", b"{}")
 
 
 def test_unsupported_scheme_is_a_clear_error() -> None:
     client = Http1UpstreamClient(1, 1.0, None)
-    with pytest.raises(UpstreamConnectError, match="expected http:// or https://"):
+    with pytest.raises(ConnectError, match="expected http:// or https://"):
         asyncio.run(client.post("ftp://127.0.0.1/x", b"{}"))
 
 
@@ -405,7 +407,7 @@ async def test_https_upstream(server_factory, self_signed: tuple[Path, Path]) ->
     srv = await server_factory(answer_each, server_ssl)
     client = await new_client()
     url = f"https://127.0.0.1:{srv.port}/v1/chat/completions"
-    with pytest.raises(UpstreamConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         await client.post(url, b"{}")  # an unknown certificate is refused
     client._ssl = ssl.create_default_context(cafile=str(cert))
     assert await client.post(url, b'{"tls":1}') == (200, b'{"tls":1}')
@@ -445,7 +447,7 @@ async def test_unresolvable_host_is_a_connect_error() -> None:
     loop.getaddrinfo = no_dns  # type: ignore[method-assign]
     try:
         with pytest.raises(
-            UpstreamConnectError, match="cannot connect to vllm-7.internal:8000: Name or service not known"
+            ConnectError, match="cannot connect to vllm-7.internal:8000: Name or service not known"
         ):
             await client.post("http://vllm-7.internal:8000/v1/x", b"{}")
     finally:
@@ -505,8 +507,54 @@ async def test_nowait_result_is_none_for_anything_but_a_clean_answer() -> None:
     assert await UpstreamPool.nowait_result(done((200, b'{"tokens":[1,2]}'))) == {"tokens": [1, 2]}
     assert await UpstreamPool.nowait_result(done((500, b'{"error":{}}'))) is None
     assert await UpstreamPool.nowait_result(done((200, b"not json"))) is None
-    assert await UpstreamPool.nowait_result(done(exc=UpstreamBrokenResponse("cut"))) is None
-    assert await UpstreamPool.nowait_result(done(exc=UpstreamConnectionLost("gone"))) is None
-    failed = done(exc=UpstreamReadTimeout())
+    assert await UpstreamPool.nowait_result(done(exc=ProtocolError("cut"))) is None
+    assert await UpstreamPool.nowait_result(done(exc=ConnectionDropped("gone"))) is None
+    failed = done(exc=ReadTimeout("x"))
     UpstreamPool.abandon(failed)  # retrieves the exception: nothing logged at GC
     assert failed._log_traceback is False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nx-pad: " + b"a" * 5000 + b"\r\ncontent-length: 2\r\n\r\n{}",
+            r"response head is larger than max_header_bytes \(2048\)",
+        ),
+        (reply(b"x" * 5000), r"response body is larger than max_body_bytes \(4096\)"),
+        (
+            reply(gzip.compress(b" " * 100_000), extra=b"content-encoding: gzip\r\n"),
+            r"decompressed response body is larger than max_decompressed_bytes \(8192\)",
+        ),
+    ],
+    ids=["head", "body", "gzip-bomb"],
+)
+async def test_answers_over_a_limit_are_refused(server_factory, answer: bytes, match: str) -> None:
+    from nemo_gym.exceptions import ResponseTooLarge
+    from nemo_gym.upstream.http1 import Limits
+
+    srv = await server_factory(answer_once(answer, linger=0.2))
+    client = await new_client(
+        limits=Limits(max_header_bytes=2048, max_body_bytes=4096, max_decompressed_bytes=8192)
+    )
+    with pytest.raises(ResponseTooLarge, match=match):
+        await client.post(srv.url + "/a", b"{}")
+    await client.aclose()
+
+
+def test_header_values_with_line_breaks_are_refused_without_echoing_them() -> None:
+    from nemo_gym.exceptions import HeaderValueError
+
+    with pytest.raises(HeaderValueError) as caught:
+        Http1UpstreamClient(1, 1.0, None, headers={"authorization": "Bearer sk-SECRET\r\nx-evil: 1"})
+    assert str(caught.value) == (
+        "header 'authorization' contains a line break or NUL character (check how the value was pasted)"
+    )
+
+
+async def test_post_without_start_binds_to_the_running_loop(server_factory) -> None:
+    srv = await server_factory(answer_each)
+    client = Http1UpstreamClient(4, 2.0, None)  # no start()
+    assert client.post_nowait(srv.url + "/a", b"{}") is None
+    assert await client.post(srv.url + "/a", b"hello") == (200, b"hello")
+    await client.aclose()

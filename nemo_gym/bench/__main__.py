@@ -155,12 +155,63 @@ def measure(url: str, body: bytes, concurrency: int, duration: float, pid: int |
         "p99_ms": round(result.percentile(0.99), 3),
         "errors": result.errors,
         "requests": result.requests,
+        "ttfb_p50_ms": round(result.percentile(0.50, result.first_byte_ms), 3),
     }
     if pid and result.requests and "end" in marks:
         # CPU over the measured window only (warmup connection setup excluded), per request
         # completed in that window.
         out["adapter_cpu_ms_per_req"] = round((marks["end"] - marks["start"]) * 1000 / result.requests, 4)
     return out
+
+
+STREAM_TOKEN_MS = 2.0  # the simulator's time per token in the streaming rows
+
+
+def measure_streaming(levels: list[int], duration: float) -> list[dict[str, Any]]:
+    """Streamed answers against the simulator streaming one token per STREAM_TOKEN_MS: time to
+    the first byte direct to it and through the adapter, and the adapter's CPU per stream."""
+    from nemo_gym.testing.processes import start_simulator
+
+    sim_port = free_port()
+    sim = start_simulator(sim_port, "--per-token-ms", str(STREAM_TOKEN_MS), "--model", "bench-model")
+    adapter = start_adapter("bench_stream", f"http://127.0.0.1:{sim_port}/v1", {})
+    chat = orjson.dumps({**orjson.loads(CHAT_BODY), "stream": True})
+    responses = orjson.dumps({**orjson.loads(RESPONSES_BODY), "stream": True})
+    rows: list[dict[str, Any]] = []
+    try:
+        plan = [
+            (
+                "stream: chat direct to the simulator",
+                f"http://127.0.0.1:{sim_port}/v1/chat/completions",
+                chat,
+                None,
+            ),
+            (
+                "stream: chat through the adapter",
+                adapter.url + "/v1/chat/completions",
+                chat,
+                adapter.proc.pid,
+            ),
+            (
+                "stream: responses through the adapter",
+                adapter.url + "/v1/responses",
+                responses,
+                adapter.proc.pid,
+            ),
+        ]
+        for label, url, body, pid in plan:
+            for concurrency in levels:
+                row = {
+                    "scenario": label,
+                    "concurrency": concurrency,
+                    **measure(url, body, concurrency, duration, pid),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        stop_process(adapter.proc)
+        stop_process(sim)
+    return rows
 
 
 def rss_mb(pid: int) -> float:
@@ -196,8 +247,10 @@ def main() -> None:
         "--scenarios",
         default=(
             "direct,responses,chat,token_tokenize,token_inline,token_spliced,token_unspliced,"
-            "long,workers2,sessions,rollouts"
+            "responses_aiohttp,token_tokenize_aiohttp,long,workers2,streaming,sessions,rollouts"
         ),
+        help="scenarios to run; NAME_aiohttp is NAME with `upstream_client: aiohttp` instead of the "
+        "lean client (responses, chat, token_tokenize), to see what the lean client still saves",
     )
     parser.add_argument(
         "--sessions", type=int, default=200_000, help="distinct sessions for the memory scenario"
@@ -255,6 +308,15 @@ def main() -> None:
                 TURN2_RESPONSES_BODY,
             ),
         }
+        # The same plain-HTTP scenarios through aiohttp used directly (the lean client's rival).
+        for lean in ("responses", "chat", "token_tokenize"):
+            key, overrides, path, body = configs[lean]
+            configs[f"{lean}_aiohttp"] = (
+                f"{key}_aiohttp",
+                {**overrides, "upstream_client": "aiohttp"},
+                path,
+                body,
+            )
         started_adapters: dict[str, Adapter] = {}
         for scenario in (
             "responses",
@@ -263,6 +325,9 @@ def main() -> None:
             "token_inline",
             "token_spliced",
             "token_unspliced",
+            "responses_aiohttp",
+            "chat_aiohttp",
+            "token_tokenize_aiohttp",
         ):
             if scenario not in wanted:
                 continue
@@ -314,6 +379,8 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+        if "streaming" in wanted:
+            rows += measure_streaming([c for c in levels if c <= 32], args.duration)
         if "sessions" in wanted:
             mem = start_adapter("bench_sessions", upstream, {})
             adapters.append(mem)
@@ -362,13 +429,14 @@ def write_markdown(
         '"direct upstream" rows are its ceiling. Adapter CPU is the adapter process\'s own user+system time (workers '
         "included) divided by requests served.",
         "",
-        "| scenario | concurrency | req/s | p50 ms | p99 ms | errors | adapter CPU ms/req |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | concurrency | req/s | p50 ms | p99 ms | first byte p50 ms | errors | adapter CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         cpu = r.get("adapter_cpu_ms_per_req")
         lines.append(
-            f"| {r['scenario']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+            f"| {r['scenario']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r.get('ttfb_p50_ms', float('nan')):.2f} | {r['errors']} | "
             f"{'' if cpu is None else f'{cpu:.3f}'} |"
         )
     if memory:

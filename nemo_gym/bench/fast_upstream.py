@@ -138,6 +138,14 @@ TOKENIZE_TURN2 = _http(
     )
 )
 
+# The adapter's one-time probe of the template's closing tokens (a user and an assistant message,
+# finished, then left open with continue_final_message): <|im_end|> and a newline.
+_PROBE_OPEN = [1666, 486, 198, 64, 1667, 198, 1666, 750, 198, 65]
+TOKENIZE_PROBE_OPEN = _http(orjson.dumps({"count": 10, "max_model_len": 4096, "tokens": _PROBE_OPEN}))
+TOKENIZE_PROBE_CLOSED = _http(
+    orjson.dumps({"count": 12, "max_model_len": 4096, "tokens": [*_PROBE_OPEN, 1667, 198]})
+)
+
 
 def _echo_prompt(body: bytes, canned: bytes) -> bytes:
     """The canned chat answer with the supplied prompt ids as its `prompt_token_ids`."""
@@ -181,7 +189,14 @@ class _Protocol(asyncio.Protocol):
             if b'"kv_transfer_params"' in body:
                 reply = _echo_prompt(body, reply)
         elif url.endswith(b"/tokenize"):
-            reply = TOKENIZE_TURN2 if b'"generation_token_ids"' in body else TOKENIZE
+            if b'"generation_token_ids"' in body:
+                reply = TOKENIZE_TURN2
+            elif b'"continue_final_message":true' in body:
+                reply = TOKENIZE_PROBE_OPEN
+            elif b'"add_generation_prompt":false' in body:
+                reply = TOKENIZE_PROBE_CLOSED
+            else:
+                reply = TOKENIZE
         else:
             reply = HEALTH
         self.transport.write(reply)  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,15 +28,18 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    # Time from sending a request to its first body byte (what a streaming caller waits for).
+    first_byte_ms: list[float] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
-    def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
+    def percentile(self, q: float, of: list[float] | None = None) -> float:
+        values = self.latencies_ms if of is None else of
+        if not values:
             return float("nan")
-        ordered = sorted(self.latencies_ms)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
@@ -56,6 +59,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.set_cookie: bytes | None = None
         self.closed = False
+        self.first_byte = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -77,6 +81,10 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
 
+    def on_body(self, body: bytes) -> None:
+        if not self.first_byte:
+            self.first_byte = time.perf_counter()
+
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
         if not self.parser.should_keep_alive():
@@ -94,6 +102,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
 
     def send(self, data: bytes) -> asyncio.Future[int]:
+        self.first_byte = 0.0
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)  # type: ignore[union-attr]
         return self.waiter
@@ -120,6 +129,7 @@ async def run_load(
     tail = b"content-length: %d\r\n\r\n%b" % (len(body), body)
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    first_bytes: list[float] = []
     counters = {"requests": 0, "errors": 0, "sent": 0}
     last_end = [0.0]
     start = time.perf_counter()
@@ -155,6 +165,8 @@ async def run_load(
                     last_end[0] = t1
                     counters["requests"] += 1
                     latencies.append((t1 - t0) * 1000)
+                    if conn is not None and conn.first_byte:
+                        first_bytes.append((conn.first_byte - t0) * 1000)
                     if not ok:
                         counters["errors"] += 1
         finally:
@@ -164,4 +176,4 @@ async def run_load(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     # A run cut short by max_requests measured less than `duration`.
     measured = min(duration, max(last_end[0] - measure_from, 1e-9))
-    return LoadResult(counters["requests"], counters["errors"], measured, latencies)
+    return LoadResult(counters["requests"], counters["errors"], measured, latencies, first_bytes)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from nemo_gym.exceptions import NemoGymError
 
-class ConfigError(Exception):
+
+class ConfigError(NemoGymError):
     """A config problem a user must fix before anything starts.
 
     The message names the dotted key and the file (or "command line" / "env.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from random import getrandbits as _getrandbits
 from typing import Any
 
@@ -44,6 +45,16 @@ def _random_hex() -> str:
     return f"{_getrandbits(128):032x}"
 
 
+@dataclass(frozen=True, slots=True)
+class OutputIds:
+    """The ids a Responses object gets. A stream announces its items before the object is
+    built, so it draws them first and hands them to the builder; otherwise they are fresh."""
+
+    response: str = field(default_factory=lambda: f"resp_{_random_hex()}")
+    reasoning: str = field(default_factory=lambda: f"rs_{_random_hex()}")
+    message: str = field(default_factory=lambda: f"msg_{_random_hex()}")
+
+
 def reasoning_of(message: dict[str, Any], uses_reasoning_parser: bool) -> str | None:
     """vLLM's separate reasoning text (`reasoning`, or `reasoning_content` in older versions)."""
     reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -79,9 +90,12 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _response_shell(request: dict[str, Any], model: str, created_at: float, status: str) -> dict[str, Any]:
+def response_shell(
+    request: dict[str, Any], model: str, created_at: float, status: str, response_id: str | None = None
+) -> dict[str, Any]:
+    """Every field of a Responses object but `output` and `usage`."""
     response: dict[str, Any] = {
-        "id": f"resp_{_random_hex()}",
+        "id": response_id or f"resp_{_random_hex()}",
         "object": "response",
         "created_at": created_at,
         "model": model,
@@ -98,9 +112,9 @@ def _response_shell(request: dict[str, Any], model: str, created_at: float, stat
     return response
 
 
-def _message_item(text: str, status: str) -> dict[str, Any]:
+def message_item(text: str, status: str, item_id: str | None = None) -> dict[str, Any]:
     return {
-        "id": f"msg_{_random_hex()}",
+        "id": item_id or f"msg_{_random_hex()}",
         "type": "message",
         "role": "assistant",
         "status": status,
@@ -115,6 +129,7 @@ def chat_to_response(
     model: str,
     uses_reasoning_parser: bool = True,
     token_info: dict[str, Any] | None = None,
+    ids: OutputIds | None = None,
 ) -> dict[str, Any]:
     """Build the Responses object; `token_info` (ids and log-probs) goes on the last output item."""
     choice = first_choice(chat)
@@ -131,13 +146,15 @@ def chat_to_response(
     if summaries:
         output.append(
             {
-                "id": f"rs_{_random_hex()}",
+                "id": ids.reasoning if ids else f"rs_{_random_hex()}",
                 "type": "reasoning",
                 "summary": [{"type": "summary_text", "text": s} for s in summaries],
             }
         )
     if rest or not (summaries or tool_calls):
-        output.append(_message_item(rest, "incomplete" if incomplete else "completed"))
+        output.append(
+            message_item(rest, "incomplete" if incomplete else "completed", ids.message if ids else None)
+        )
     for call in tool_calls:
         function = call.get("function") or {}
         output.append(
@@ -153,18 +170,30 @@ def chat_to_response(
     if token_info:
         output[-1].update(token_info)
 
-    response = _response_shell(
-        request, model, float(chat.get("created") or time.time()), "incomplete" if incomplete else "completed"
+    response = response_shell(
+        request,
+        model,
+        float(chat.get("created") or time.time()),
+        "incomplete" if incomplete else "completed",
+        ids.response if ids else None,
     )
     response["output"] = output
     response["usage"] = _usage(chat.get("usage"))
     return response
 
 
-def empty_response(request: dict[str, Any], model: str) -> dict[str, Any]:
+def empty_response(
+    request: dict[str, Any], model: str, ids: OutputIds | None = None, created_at: float | None = None
+) -> dict[str, Any]:
     """What a context-length overflow returns: one empty message, status incomplete, no tokens."""
-    response = _response_shell(request, model, time.time(), "incomplete")
-    response["output"] = [_message_item("", "incomplete")]
+    response = response_shell(
+        request,
+        model,
+        time.time() if created_at is None else created_at,
+        "incomplete",
+        ids.response if ids else None,
+    )
+    response["output"] = [message_item("", "incomplete", ids.message if ids else None)]
     response["usage"] = {
         "input_tokens": 0,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},

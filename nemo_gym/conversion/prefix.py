@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_gym.exceptions import NemoGymError
+
 
 @dataclass(frozen=True, slots=True)
 class CarriedTokens:
@@ -118,26 +120,53 @@ def drift_report(
     return report
 
 
-class SpliceError(ValueError):
+class SpliceError(NemoGymError, ValueError):
     """The conversation's rendering cannot be aligned with the carried tokens."""
 
 
+def closing_tokens(closed: list[int], unclosed: list[int]) -> list[int]:
+    """The ids the chat template puts after an assistant message's content, from two
+    renderings of one short conversation that ends with that message: as a finished turn
+    (`add_generation_prompt` false) and left open (vLLM's `continue_final_message`).
+
+    Their first id is the template's end-of-turn token. That is the one thing the carried ids
+    cannot say reliably: the last id of a generation is the end-of-turn token only if it
+    stopped on its own, and a cut-off generation (finish_reason length) ends anywhere."""
+    n = len(unclosed)
+    if not n or len(closed) <= n or closed[:n] != unclosed:
+        raise SpliceError(
+            "the template's closing tokens are unknown: the finished rendering of a probe "
+            "conversation does not extend its open rendering"
+        )
+    return closed[n:]
+
+
 def end_of_turn_candidates(carried: CarriedTokens, known: frozenset[int] | set[int]) -> frozenset[int]:
-    """Known end-of-turn ids, else the carried generation's last id (a generation that
-    stopped on its own ends with the end-of-turn token; `splice` then verifies the guess)."""
+    """Known end-of-turn ids, else the carried generation's last id. The guess holds for a
+    generation that stopped on its own; for a cut-off one it is an arbitrary token, which
+    `splice` usually refuses but cannot always tell from a real end-of-turn token, so callers
+    should learn the ids (`closing_tokens`) rather than rely on it."""
     if known:
         return frozenset(known)
     gen = carried.generation_token_ids
     return frozenset(gen[-1:])
 
 
-def splice(carried: CarriedTokens, rendered: list[int], eot_ids: frozenset[int] | set[int]) -> list[int]:
+def splice(
+    carried: CarriedTokens,
+    rendered: list[int],
+    eot_ids: frozenset[int] | set[int],
+    closing: list[int] | None = None,
+) -> list[int]:
     """carried prompt + generation (+ the template's end-of-turn token if the generation did
     not end with one, e.g. finish_reason length) + the rendering after that turn.
 
     `rendered` is the `/tokenize` answer for the whole conversation (generation prompt added).
     The turn closed by the carried generation is the k-th end-of-turn token of `rendered`,
-    k = end-of-turn tokens in the carried ids + 1 (if the generation lacks its own)."""
+    k = end-of-turn tokens in the carried ids + 1 (if the generation lacks its own).
+    `closing` (the template's ids after an assistant message, see `closing_tokens`), when
+    known, must be what the rendering puts where a cut-off turn is closed: that id is added
+    to the carried ones, so it has to be the template's and not a lookalike."""
     if not eot_ids:
         raise SpliceError("end-of-turn token unknown")
     prompt = carried.prompt_token_ids
@@ -149,19 +178,41 @@ def splice(carried: CarriedTokens, rendered: list[int], eot_ids: frozenset[int] 
     pos, seen = _kth(rendered, eot_ids, k)
     if pos < 0:
         raise SpliceError(
-            f"the conversation's rendering closes {seen} turns, fewer than the {k} the carried tokens imply"
+            f"the conversation's rendering closes {seen} turns, fewer than the {k} the carried tokens "
+            f"imply (end-of-turn ids {sorted(eot_ids)}; if wrong, set end_of_turn_token_ids)"
         )
-    if not _same_generation_prompt(prompt, rendered, eot_ids):
-        raise SpliceError("the carried prompt and the rendering end in different generation prompts")
-    closing = [] if ended else [rendered[pos]]
-    return [*prompt, *gen, *closing, *rendered[pos + 1 :]]
+    first, _ = _kth(prompt, eot_ids, 1)
+    if first >= 0 and rendered[: first + 1] != prompt[: first + 1]:
+        # No template re-renders the opening turn differently later: this is another
+        # conversation (another system prompt or tool list) than the one the ids came from.
+        raise SpliceError(
+            "the rendering's first turn differs from the carried prompt's (another system prompt or tools?)"
+        )
+    why = _generation_prompt_mismatch(prompt, rendered, eot_ids)
+    if why:
+        raise SpliceError(f"{why} (end-of-turn ids {sorted(eot_ids)}; if wrong, set end_of_turn_token_ids)")
+    if not ended and closing and rendered[pos : pos + len(closing)] != closing:
+        raise SpliceError(
+            f"the rendering closes the carried turn with {rendered[pos : pos + len(closing)]}, "
+            f"not the template's closing tokens {closing}"
+        )
+    extra = [] if ended else [rendered[pos]]
+    return [*prompt, *gen, *extra, *rendered[pos + 1 :]]
 
 
-def _same_generation_prompt(
+def _short(ids: list[int] | None, keep: int = 8) -> str:
+    if ids is None or len(ids) <= keep:
+        return str(ids)
+    return f"[{len(ids)} ids ending {ids[-keep:]}]"
+
+
+def _generation_prompt_mismatch(
     prompt: list[int], rendered: list[int], eot_ids: frozenset[int] | set[int]
-) -> bool:
-    """Both end with the template's generation prompt: the ids after their last end-of-turn
-    token agree (a wrong end-of-turn guess almost never passes this)."""
+) -> str | None:
+    """Both must end with the template's generation prompt: the same ids after their last
+    end-of-turn token, and some (every template opens the assistant turn with a header). A
+    wrong end-of-turn guess almost never passes; an empty tail would let one that happens to
+    end both sequences, such as a newline, through."""
 
     def tail(ids: list[int]) -> list[int] | None:
         for i in range(len(ids) - 1, -1, -1):
@@ -170,4 +221,14 @@ def _same_generation_prompt(
         return None
 
     a = tail(prompt)
-    return a is not None and a == tail(rendered)
+    if a is None:
+        return "the carried prompt has no end-of-turn token"
+    if not a:
+        return "the carried prompt ends with an end-of-turn token, not a generation prompt after one"
+    b = tail(rendered)
+    if a != b:
+        return (
+            "the carried prompt and the rendering end in different generation prompts: "
+            f"{_short(a)} vs {_short(b)}"
+        )
+    return None

@@ -290,8 +290,8 @@ def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[s
     for key, message in _REJECTED.items():
         if params.get(key) is not None:
             raise ConversionError(message, param=key)
-    if params.get("stream"):
-        raise ConversionError("streaming is not supported by this server; send stream=false", param="stream")
+    if not isinstance(params.get("stream", False), bool):  # a streamed answer is the server's choice
+        raise ConversionError("'stream' must be true or false", param="stream")
 
     messages: list[dict[str, Any]] = []
     instructions = params.get("instructions")

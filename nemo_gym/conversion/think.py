@@ -37,3 +37,65 @@ def split_think(text: str) -> tuple[list[str], str]:
         return [], text
     kept.append(text[pos:])
     return blocks, "".join(kept)
+
+
+TEXT = "text"
+OPEN = "open"
+THINK = "think"
+CLOSE = "close"
+
+
+def _held_prefix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that could be the start of `tag`."""
+    # Both tags start with "<", so only a "<" near the end can start a held prefix.
+    at = text.find("<", max(0, len(text) - len(tag) + 1))
+    while at >= 0:
+        if tag.startswith(text[at:]):
+            return len(text) - at
+        at = text.find("<", at + 1)
+    return 0
+
+
+class ThinkSplitter:
+    """`split_think` for text that arrives in pieces, with tags possibly cut between pieces.
+
+    `feed` returns (kind, text) steps: TEXT outside blocks, OPEN, THINK inside a block, CLOSE.
+    A piece ending in what may be the start of the awaited tag holds those characters back
+    until the next piece decides. Concatenated, the THINK texts between OPEN and CLOSE are
+    the blocks `split_think` finds and the TEXT steps its remaining text, except for an
+    unclosed last block: it was announced as THINK, and `split_think` keeps it as text
+    (`in_block` tells the caller, `flush` returns its held tail).
+    """
+
+    __slots__ = ("in_block", "_held")
+
+    def __init__(self) -> None:
+        self.in_block = False
+        self._held = ""
+
+    def feed(self, piece: str) -> list[tuple[str, str]]:
+        text = self._held + piece if self._held else piece
+        self._held = ""
+        steps: list[tuple[str, str]] = []
+        while text:
+            tag = THINK_CLOSE if self.in_block else THINK_OPEN
+            at = text.find(tag)
+            kind = THINK if self.in_block else TEXT
+            if at < 0:
+                keep = _held_prefix(text, tag)
+                if keep:
+                    self._held = text[-keep:]
+                    text = text[:-keep]
+                if text:
+                    steps.append((kind, text))
+                break
+            if at:
+                steps.append((kind, text[:at]))
+            steps.append((CLOSE, "") if self.in_block else (OPEN, ""))
+            self.in_block = not self.in_block
+            text = text[at + len(tag) :]
+        return steps
+
+    def flush(self) -> list[tuple[str, str]]:
+        held, self._held = self._held, ""
+        return [(THINK if self.in_block else TEXT, held)] if held else []

@@ -1,1 +1,1 @@
-"""HTTP clients: the pooled aiohttp-backed httpx client and ServerClient."""
+"""HTTP between our servers: ServerClient, on aiohttp."""

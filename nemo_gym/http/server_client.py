@@ -21,6 +21,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel
 
+from nemo_gym.exceptions import HeadServerUnreachable, ServerCallError
+
 SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
 HEAD_SERVER_DEFAULT = {"host": "127.0.0.1", "port": 11000}
 # Overrides where ServerClient.load_from_global_config() finds the head server ("host:port").
@@ -34,11 +36,7 @@ MAX_CONNECTIONS = 4096
 _shared: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
 
 
-class HeadServerUnreachable(RuntimeError):
-    pass
-
-
-class ServerResponseError(aiohttp.ClientResponseError):
+class ServerResponseError(ServerCallError, aiohttp.ClientResponseError):
     """A non-2xx answer from another server, carrying its body so the cause is visible.
 
     `response_content` holds the raw body, as NeMo Gym's `raise_for_status` leaves it.

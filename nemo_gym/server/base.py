@@ -30,7 +30,6 @@ from nemo_gym.config.redact import install_scrubber
 from nemo_gym.config.strict_keys import check_keys
 from nemo_gym.http.server_client import close_shared_client
 from nemo_gym.runner.ray_cluster import connect_server, server_needs_ray
-from nemo_gym.server.body_limit import BodyLimitMiddleware
 from nemo_gym.server.context import (
     CONFIG_FILE_VAR,
     INSTANCE_VAR,
@@ -39,9 +38,10 @@ from nemo_gym.server.context import (
     write_context_file,
 )
 from nemo_gym.server.errors import install_error_handlers
-from nemo_gym.server.fast_routes import FastHandler, FastRoutes
-from nemo_gym.server.http_protocol import PROTOCOL_PATH
+from nemo_gym.server.http_protocol import http_protocol_option
+from nemo_gym.server.metrics import RequestMetrics
 from nemo_gym.server.parent_watch import die_with_parent
+from nemo_gym.server.request_path import FastHandler, RequestPath
 from nemo_gym.server.sessions import SessionCookieMiddleware, SessionSigner
 from nemo_gym.server.worker_app import SERVER_CLASS_VAR
 
@@ -145,6 +145,10 @@ class SimpleServer(BaseServer):
         """`/health?...`: servers with dependencies (upstreams) report on them here."""
         return Response(_HEALTH_BODY, media_type="application/json")
 
+    def metrics_collectors(self) -> list[Any]:
+        """Prometheus collectors of this server's own state, read at scrape time (`/metrics`)."""
+        return []
+
     def validate_config(self, key_prefix: str) -> None:
         """Cross-field checks; raise ConfigError naming `key_prefix.<field>`."""
 
@@ -229,12 +233,8 @@ class SimpleServer(BaseServer):
         self.setup_session_middleware(app)
         self.setup_liveness(app)
         self._install_lifespan(app)
-        asgi: Any = app
-        fast = self.fast_routes()
-        if fast:
-            asgi = FastRoutes(app, self._signer(), fast)
-        # Outermost, so the one size limit covers the hot routes and the FastAPI ones alike.
-        return BodyLimitMiddleware(asgi, max_body_bytes=self.config.max_body_bytes)
+        metrics = RequestMetrics(self.instance_name, self.metrics_collectors())
+        return RequestPath(app, self._signer(), self.fast_routes(), self.config.max_body_bytes, metrics)
 
     @classmethod
     def from_context(cls, context: RuntimeContext) -> SimpleServer:
@@ -303,7 +303,7 @@ class SimpleServer(BaseServer):
             "host": self.config.host,
             "port": self.config.port,
             "loop": "uvloop",
-            "http": PROTOCOL_PATH,  # uvicorn's httptools protocol, one write per response
+            "http": http_protocol_option(),  # uvicorn's httptools protocol, one write per response
             "log_config": None,
             "access_log": self.config.access_log,
             "timeout_graceful_shutdown": 3,

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from nemo_gym.exceptions import APIError
+
 logger = logging.getLogger("nemo_gym.server")
 
 _TYPE_BY_STATUS = {
@@ -52,27 +54,18 @@ def error_response(
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-class APIError(Exception):
-    """Raise anywhere in a handler to answer with an OpenAI-style error."""
+def api_error_payload(exc: APIError) -> bytes:
+    return orjson.dumps(error_body(exc.message, exc.status, type=exc.type, param=exc.param, code=exc.code))
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str | None = None,
-        param: str | None = None,
-        code: Any = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
 
-    def to_response(self) -> Response:
-        return error_response(self.message, self.status, type=self.type, param=self.param, code=self.code)
+def api_error_response(exc: APIError) -> Response:
+    return Response(api_error_payload(exc), status_code=exc.status, media_type="application/json")
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """One line for the caller; the traceback goes to the log only."""
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    return f"Internal server error: {type(exc).__name__}: {first_line}".rstrip(": ")
 
 
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
@@ -103,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.state.nemo_gym_error_handlers_installed = True
 
     async def on_api_error(_: Request, exc: APIError) -> Response:
-        return exc.to_response()
+        return api_error_response(exc)
 
     async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:
         message, param = _validation_message(exc)
@@ -111,14 +104,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, APIError):  # FastAPI wraps errors raised while reading the body
-            return exc.__cause__.to_response()
+            return api_error_response(exc.__cause__)
         message = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
         return error_response(message, exc.status_code)
 
     async def on_unhandled(_: Request, exc: Exception) -> Response:
         # The traceback is logged by uvicorn (Starlette re-raises after this handler).
-        first_line = (str(exc).splitlines() or [""])[0][:300]
-        return error_response(f"Internal server error: {type(exc).__name__}: {first_line}".rstrip(": "), 500)
+        return error_response(internal_error_message(exc), 500)
 
     app.add_exception_handler(APIError, on_api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]

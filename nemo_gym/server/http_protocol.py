@@ -4,17 +4,39 @@ uvicorn writes the status line and headers on `http.response.start` and the body
 `http.response.body`: two `send()` syscalls and two TCP segments per response, and the
 caller wakes up twice. Holding the head until the body (or the end of the response) halves
 that. Passed to uvicorn as `http=` (its documented way to plug in a protocol class).
-A streamed response's head goes out with its first chunk (none of our servers streams).
+A streamed response's head goes out with its first chunk.
+
+It subclasses a uvicorn class that is not public API, so it is used only on the uvicorn
+releases it is tested with (`TESTED_UVICORN`); on any other, servers use uvicorn's own
+httptools protocol unchanged and log that once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 PROTOCOL_PATH = "nemo_gym.server.http_protocol:CoalescingHttpToolsProtocol"
+# uvicorn minor releases whose HttpToolsProtocol this subclass is tested against (tests/test_http_protocol.py).
+TESTED_UVICORN = ("0.54.",)
+logger = logging.getLogger("nemo_gym.server")
+
+
+def http_protocol_option() -> str:
+    """What to pass as uvicorn's `http=`: the coalescing protocol where it is tested."""
+    if uvicorn.__version__.startswith(TESTED_UVICORN):
+        return PROTOCOL_PATH
+    logger.info(
+        "uvicorn %s is not among the releases nemo_gym's one-write protocol is tested with (%s); "
+        "using uvicorn's httptools protocol",
+        uvicorn.__version__,
+        ", ".join(v + "x" for v in TESTED_UVICORN),
+    )
+    return "httptools"
 
 
 class _HeadHoldingTransport:
@@ -59,9 +81,42 @@ class _HeadHoldingTransport:
         return getattr(self._transport, name)
 
 
+class DisconnectHook:
+    """Put in each request's scope (under DISCONNECT_HOOK); the request path arms it with what to
+    cancel. Firing it from `connection_lost` costs nothing per request, where the portable way —
+    a task per request waiting for `http.disconnect` — costs a task and two loop turns."""
+
+    __slots__ = ("on_disconnect",)
+
+    def __init__(self) -> None:
+        self.on_disconnect: Any = None
+
+    def fire(self) -> None:
+        callback, self.on_disconnect = self.on_disconnect, None
+        if callback is not None:
+            callback()
+
+
+DISCONNECT_HOOK = "nemo_gym.disconnect_hook"
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(_HeadHoldingTransport(transport))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:  # its task is created, not yet started: the hook is there when it runs
+            cycle.scope[DISCONNECT_HOOK] = DisconnectHook()  # type: ignore[index]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            hook = cycle.scope.get(DISCONNECT_HOOK)  # type: ignore[union-attr]
+            if hook is not None:
+                hook.fire()
 
     def on_response_complete(self) -> None:
         # A response with no body write (HEAD) must not keep its head back.

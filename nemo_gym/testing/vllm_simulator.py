@@ -5,6 +5,14 @@ status codes and error messages follow real captures (shared/vllm_wire). The tex
 scripted, token ids are derived from the text (same text → same ids), and faults can be
 injected by flag or at run time through `POST /sim/faults`.
 
+`stream: true` answers as vLLM streams (SSE chunks, one per generated token; a chunk for a
+token that adds no text, such as a think tag under a reasoning parser or tool-call markup, only
+with `return_token_ids`, as vLLM does; `stream_options.include_usage`; `data: [DONE]`). With a
+stream, `--latency-ms` comes before the first token and `--per-token-ms` before each token, so
+time to first byte can be measured; the whole answer takes as long as unstreamed. Fault modes
+for streams: `truncate` drops the connection after a few chunks, `stream_error` sends vLLM's
+mid-stream error event instead of the rest.
+
     python -m nemo_gym.testing.vllm_simulator --port 8000 [--model NAME] [--max-model-len N]
         [--reasoning-parser] [--latency-ms X] [--per-token-ms Y] [--instance-id ID]
         [--fail-rate R --fail-status S] [--count N] [--ignore-prompt-token-ids]
@@ -70,9 +78,13 @@ def _plain_pieces(text: str, ids: list[int], pieces: list[str]) -> None:
 
 
 def render_prompt(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, add_generation_prompt: bool = True
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
 ) -> str:
-    """A Qwen/Hermes-style chat template, so prompt token counts grow like a real model's."""
+    """A Qwen/Hermes-style chat template, so prompt token counts grow like a real model's.
+    `continue_final_message` leaves the last message open, as vLLM's /tokenize does."""
     out = []
     if tools:
         specs = "\n".join(orjson.dumps(t.get("function", t)).decode() for t in tools)
@@ -88,7 +100,9 @@ def render_prompt(
             fn = call.get("function", {})
             text += f'<tool_call>\n{{"name": "{fn.get("name")}", "arguments": {_rerender_arguments(fn.get("arguments"))}}}\n</tool_call>'
         out.append(f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n")
-    if add_generation_prompt:
+    if continue_final_message and out:
+        out[-1] = out[-1].removesuffix("<|im_end|>\n")
+    elif add_generation_prompt:
         out.append("<|im_start|>assistant\n")
     return "".join(out)
 
@@ -109,7 +123,7 @@ def _rerender_arguments(arguments: Any) -> str:
 class Faults:
     """Fault injection: `rate` applies to a fraction of requests, `count` to the next N."""
 
-    mode: str | None = None  # status | drop | stall | malformed | truncate
+    mode: str | None = None  # status | drop | stall | malformed | truncate | stream_error
     status: int = 503
     rate: float = 0.0
     count: int = 0
@@ -343,7 +357,12 @@ class Simulator:
         if isinstance(data, web.Response):
             return data
         if "messages" in data:
-            text = render_prompt(data["messages"], data.get("tools"), data.get("add_generation_prompt", True))
+            text = render_prompt(
+                data["messages"],
+                data.get("tools"),
+                data.get("add_generation_prompt", True),
+                bool(data.get("continue_final_message")),
+            )
         else:
             text = str(data.get("prompt", ""))
         ids, pieces = tokenize_text(text)
@@ -357,6 +376,11 @@ class Simulator:
 
     async def _fault(self, request: web.Request) -> web.StreamResponse | None:
         mode = self.config.faults.draw()
+        if mode in ("truncate", "stream_error"):
+            data = await self._body(request)
+            if isinstance(data, dict) and data.get("stream"):
+                request["sim_stream_fault"] = mode  # acted on inside the stream
+                return None
         if mode == "status":
             status = self.config.faults.status
             return _error(
@@ -489,6 +513,10 @@ class Simulator:
             inner = generated[len("<think>") :]
             reasoning_text, _, content_text = inner.partition("</think>")
 
+        if data.get("stream"):
+            return await self._stream(
+                request, data, prompt_ids, reasoning_text, content_text, calls, gen_ids, gen_pieces, finish
+            )
         delay = cfg.latency_ms / 1000 + cfg.per_token_ms * len(gen_ids) / 1000
         if delay > 0:
             await asyncio.sleep(delay)
@@ -511,14 +539,10 @@ class Simulator:
         if data.get("logprobs"):
             as_ids = bool(data.get("return_tokens_as_token_ids"))
             top_n = int(data.get("top_logprobs") or 0)
-            entries = []
-            for tid, piece in zip(gen_ids, gen_pieces, strict=True):
-                token = f"token_id:{tid}" if as_ids else piece
-                lp = -((tid % 997) / 100.0) - 0.001
-                top = [{"token": token, "logprob": lp, "bytes": list(token.encode())}][:top_n]
-                entries.append(
-                    {"token": token, "logprob": lp, "bytes": list(piece.encode()), "top_logprobs": top}
-                )
+            entries = [
+                _logprob_entry(tid, piece, as_ids, top_n)
+                for tid, piece in zip(gen_ids, gen_pieces, strict=True)
+            ]
             logprobs = {"content": entries}
         inline = bool(data.get("return_token_ids"))
         body = {
@@ -555,6 +579,183 @@ class Simulator:
         }
         return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self._headers())
 
+    async def _stream(
+        self,
+        request: web.Request,
+        data: dict[str, Any],
+        prompt_ids: list[int],
+        reasoning: str | None,
+        content: str | None,
+        calls: list[dict[str, Any]],
+        gen_ids: list[int],
+        gen_pieces: list[str],
+        finish: str,
+    ) -> web.StreamResponse:
+        cfg = self.config
+        tokens = stream_tokens(reasoning, content, calls, gen_ids, gen_pieces, cfg.reasoning_parser)
+        inline = bool(data.get("return_token_ids"))
+        as_ids = bool(data.get("return_tokens_as_token_ids"))
+        top_n = int(data.get("top_logprobs") or 0)
+        want_logprobs = bool(data.get("logprobs"))
+        usage = bool((data.get("stream_options") or {}).get("include_usage"))
+        fault = request.get("sim_stream_fault")
+        head = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": cfg.model,
+        }
+        response = web.StreamResponse(
+            status=200, headers={"content-type": "text/event-stream; charset=utf-8", **self._headers()}
+        )
+        await response.prepare(request)
+        first = {
+            **head,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+            "prompt_token_ids": prompt_ids if inline else None,
+            "prompt_text": None,
+        }
+        pending = [_sse(first)]
+        delay = (cfg.latency_ms + cfg.per_token_ms) / 1000
+        for position, (tid, piece, delta) in enumerate(tokens):
+            if delay > 0:
+                await asyncio.sleep(delay)
+            delay = cfg.per_token_ms / 1000
+            last = position == len(tokens) - 1
+            if delta is None:
+                if not inline and not last:
+                    continue
+                delta = {}
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": delta,
+                "logprobs": {"content": [_logprob_entry(tid, piece, as_ids, top_n)]}
+                if want_logprobs
+                else None,
+                "finish_reason": finish if last else None,
+            }
+            if last:
+                choice["stop_reason"] = None
+            choice["token_ids"] = [tid] if inline else None
+            chunk: dict[str, Any] = {**head, "choices": [choice]}
+            if last and not usage:
+                chunk["system_fingerprint"] = self.fingerprint
+            pending.append(_sse(chunk))
+            await response.write(b"".join(pending))
+            pending = []
+            if fault and position >= 2:
+                return await self._stream_fault(request, response, fault)
+        if fault:
+            return await self._stream_fault(request, response, fault)
+        if usage:
+            counts: dict[str, Any] = {
+                "prompt_tokens": len(prompt_ids),
+                "total_tokens": len(prompt_ids) + len(gen_ids),
+                "completion_tokens": len(gen_ids),
+            }
+            if cfg.reasoning_parser:
+                counts["completion_tokens_details"] = {"reasoning_tokens": 0}
+            pending.append(
+                _sse({**head, "choices": [], "usage": counts, "system_fingerprint": self.fingerprint})
+            )
+        pending.append(b"data: [DONE]\n\n")
+        await response.write(b"".join(pending))
+        await response.write_eof()
+        return response
+
+    async def _stream_fault(
+        self, request: web.Request, response: web.StreamResponse, mode: str
+    ) -> web.StreamResponse:
+        if mode == "stream_error":
+            error = {
+                "error": {
+                    "message": "simulated fault: the engine failed mid-stream",
+                    "type": "InternalServerError",
+                    "param": None,
+                    "code": 500,
+                }
+            }
+            await response.write(_sse(error) + b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        await asyncio.sleep(0.05)
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _logprob_entry(tid: int, piece: str, as_ids: bool, top_n: int) -> dict[str, Any]:
+    token = f"token_id:{tid}" if as_ids else piece
+    lp = -((tid % 997) / 100.0) - 0.001
+    top = [{"token": token, "logprob": lp, "bytes": list(token.encode())}][:top_n]
+    return {"token": token, "logprob": lp, "bytes": list(piece.encode()), "top_logprobs": top}
+
+
+def stream_tokens(
+    reasoning: str | None,
+    content: str | None,
+    calls: list[dict[str, Any]],
+    gen_ids: list[int],
+    gen_pieces: list[str],
+    reasoning_parser: bool,
+) -> list[tuple[int, str, dict[str, Any] | None]]:
+    """The generated tokens with the delta vLLM streams for each (None: a token that adds no
+    text, such as a think tag under a reasoning parser, tool-call markup, the end-of-turn token).
+
+    Built from the answer's parts (reasoning, content, each call), which tokenize at special-token
+    boundaries, so the ids equal those of the whole text; a cut generation (`calls` empty, the
+    markup is text) is classified from its pieces."""
+    if calls:
+        text = (f"<think>{reasoning}</think>" if reasoning is not None else "") + (content or "")
+        text_ids, text_pieces = tokenize_text(text)
+    else:
+        text_ids, text_pieces = gen_ids, gen_pieces
+    out: list[tuple[int, str, dict[str, Any] | None]] = []
+    in_think = False
+    for position, (tid, piece) in enumerate(zip(text_ids, text_pieces, strict=True)):
+        if reasoning_parser and piece == "<think>" and position == 0:
+            in_think = True
+            out.append((tid, piece, None))
+        elif in_think and piece == "</think>":
+            in_think = False
+            out.append((tid, piece, None))
+        elif piece == "" and tid == SPECIAL["<|im_end|>"]:
+            out.append((tid, piece, None))
+        else:
+            out.append((tid, piece, {"reasoning" if in_think else "content": piece}))
+    for index, call in enumerate(calls):
+        call_id = call.get("id") or f"chatcmpl-tool-{uuid.uuid4().hex[:16]}"
+        name = (call.get("function") or call).get("name")
+        arguments = (call.get("function") or call).get("arguments")
+        prefix = f'<tool_call>\n{{"name": "{name}", "arguments": '
+        for tid, piece in zip(*tokenize_text(prefix), strict=True):
+            if piece == "<tool_call>":
+                header = {"id": call_id, "type": "function", "index": index, "function": {"name": name}}
+                out.append((tid, piece, {"content": None, "tool_calls": [header]}))
+            else:
+                out.append((tid, piece, None))
+        for tid, piece in zip(*tokenize_text(arguments), strict=True):
+            fragment = {"index": index, "function": {"arguments": piece}}
+            out.append((tid, piece, {"content": None, "tool_calls": [fragment]}))
+        for tid, piece in zip(*tokenize_text("}\n</tool_call>"), strict=True):
+            out.append((tid, piece, None))
+    if calls:
+        out.append((SPECIAL["<|im_end|>"], "", None))
+    if [tid for tid, _, _ in out] != gen_ids:
+        raise RuntimeError("simulator: streamed token ids differ from the generation's")
+    return out
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -573,7 +774,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--instance-id", default=None)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument(
-        "--fail-mode", default="status", choices=["status", "drop", "stall", "malformed", "truncate"]
+        "--fail-mode",
+        default="status",
+        choices=["status", "drop", "stall", "malformed", "truncate", "stream_error"],
     )
     parser.add_argument(
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' like vllm serve --api-key"

@@ -1,33 +1,37 @@
-"""The upstream client interface: POST bytes, get (status, bytes); and the failure kinds.
+"""The upstream client interface: POST bytes, get (status, bytes), or a transport error.
 
-Production uses `nemo_gym.upstream.http1` (a lean pooled HTTP/1.1 client: the hot path).
-Tests plug in the httpx implementation below, so respx can mock upstreams. Both map failures
-to the kinds the retry logic needs: nothing was sent (safe to retry), the read timed out, or
-the answer broke off.
+Production uses `nemo_gym.upstream.http1` for plain-HTTP upstreams (the hot path). Tests plug
+in the httpx implementation below, so respx can mock upstreams. Every implementation raises
+only `nemo_gym.exceptions.TransportError` kinds, which are what the retry rules read.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import httpx
 
-
-class UpstreamConnectError(Exception):
-    """The request never reached a server (refused, reset before any answer): safe to retry."""
-
-
-class UpstreamConnectionLost(UpstreamConnectError):
-    """The server closed the connection before answering: usually a kept-alive connection the
-    server had just closed as idle. Retried on the same upstream; not a sign it is down."""
-
-
-class UpstreamReadTimeout(Exception):
-    """No answer within the read timeout: the generation may still run, so never retried."""
+from nemo_gym.exceptions import (
+    ConnectError,
+    ConnectionDropped,
+    ConnectTimeout,
+    PoolTimeout,
+    ProtocolError,
+    ReadTimeout,
+)
 
 
-class UpstreamBrokenResponse(Exception):
-    """The answer started but broke off: never retried (the generation happened)."""
+class BodyStreamLike(Protocol):
+    """An answer's body as it arrives: iterate for chunks, `read()` the rest, `aclose()` early
+    to close the connection."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
 
 
 class UpstreamClient(Protocol):
@@ -35,9 +39,50 @@ class UpstreamClient(Protocol):
 
     async def post(self, url: str, content: bytes) -> tuple[int, bytes]: ...
 
+    async def post_stream(self, url: str, content: bytes) -> tuple[int, BodyStreamLike]: ...
+
     async def get_status(self, url: str, timeout_s: float) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    try:
+        yield
+    except httpx.ConnectTimeout as exc:
+        raise ConnectTimeout(str(exc) or "connect timeout") from None
+    except httpx.PoolTimeout as exc:
+        raise PoolTimeout(str(exc) or "pool timeout") from None
+    except httpx.ConnectError as exc:
+        raise ConnectError(f"{type(exc).__name__}: {exc}") from None
+    except httpx.TimeoutException as exc:
+        raise ReadTimeout(str(exc) or "read timeout") from None
+    except httpx.RemoteProtocolError as exc:
+        if "without sending" in str(exc):
+            raise ConnectionDropped(str(exc)) from None
+        raise ProtocolError(f"{type(exc).__name__}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise ProtocolError(f"{type(exc).__name__}: {exc}") from None
+
+
+class _HttpxBodyStream:
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            with _mapped_errors():
+                async for chunk in self.response.aiter_bytes():  # mocked answers arrive already read
+                    yield chunk
+        finally:
+            await self.response.aclose()
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
 
 
 class HttpxUpstreamClient:
@@ -48,15 +93,15 @@ class HttpxUpstreamClient:
         self.headers = headers or {}
 
     async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
-        try:
+        with _mapped_errors():
             response = await self.client.post(url, content=content, headers=self.headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
-        except httpx.TimeoutException:
-            raise UpstreamReadTimeout() from None
-        except httpx.HTTPError as exc:
-            raise UpstreamBrokenResponse(f"{type(exc).__name__}: {exc}") from None
         return response.status_code, response.content
+
+    async def post_stream(self, url: str, content: bytes) -> tuple[int, BodyStreamLike]:
+        request = self.client.build_request("POST", url, content=content, headers=self.headers)
+        with _mapped_errors():
+            response = await self.client.send(request, stream=True)
+        return response.status_code, _HttpxBodyStream(response)
 
     async def start(self) -> None:
         """The httpx client is ready when constructed."""
@@ -65,7 +110,7 @@ class HttpxUpstreamClient:
         try:
             return (await self.client.get(url, timeout=timeout_s)).status_code
         except httpx.HTTPError as exc:
-            raise UpstreamConnectError(type(exc).__name__) from None
+            raise ConnectError(type(exc).__name__) from None
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -7,21 +7,13 @@ from typing import Any
 
 import orjson
 
-from nemo_gym.server.errors import APIError
+from nemo_gym.exceptions import ContextLengthExceeded, UpstreamError
 
 # vLLM ≥ 0.10 wording, and the older one; both start the same way.
 _CONTEXT_LENGTH = re.compile(
     r"maximum context length is \d+ tokens\. However, (your prompt contains at least \d+ input tokens|you requested \d+ tokens)"
 )
 _PROMPT_FILLS_CONTEXT = "max_tokens must be at least 1, got 0"
-
-
-class UpstreamError(APIError):
-    """An upstream failure, answered to our caller with the upstream's status and message."""
-
-
-class ContextLengthExceeded(UpstreamError):
-    """The prompt does not fit: callers turn this into an empty, incomplete result."""
 
 
 def parse_error_body(content: bytes) -> tuple[str, str | None, str | None, Any]:

@@ -1,45 +1,48 @@
-"""The upstream pool: one pooled client per vLLM server, retries, failover and health probes."""
+"""The upstream pool: one pooled client per vLLM server, retries, failover and health probes.
+
+Retry rules (each retry is counted by reason and logged):
+- a reused keep-alive connection the server had just closed (`StaleConnection`): sent again at
+  once on the same upstream, once per request; the upstream is not suspected;
+- nothing was sent (connect refused, unreachable, connect timeout) or the connection was closed
+  with no answer in any other case (`ConnectionDropped`): an upstream failure. It is marked
+  suspect (no new traffic until its health probe answers), and the request is retried with
+  backoff, at most `max_retries` times, on whichever upstream the session is re-pinned to;
+- 502/503/504: retried on the same upstream with backoff, at most `max_retries` times;
+- never retried: a read timeout or an answer that broke off (the generation ran, and sending it
+  twice would double GPU work), a full connection pool, a closed client.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 
-from nemo_gym.upstream.client import (
-    HttpxUpstreamClient,
-    UpstreamBrokenResponse,
-    UpstreamClient,
-    UpstreamConnectError,
-    UpstreamConnectionLost,
-    UpstreamReadTimeout,
+from nemo_gym.exceptions import (
+    ClientClosed,
+    ConnectionDropped,
+    NotSent,
+    PoolTimeout,
+    StaleConnection,
+    TransportError,
+    UpstreamError,
+    api_error_for,
 )
-from nemo_gym.upstream.errors import UpstreamError, lacks_v1, missing_v1_message, upstream_http_error
-from nemo_gym.upstream.http1 import Http1UpstreamClient
+from nemo_gym.upstream.client import HttpxUpstreamClient, UpstreamClient
+from nemo_gym.upstream.config import UpstreamConfig
+from nemo_gym.upstream.errors import lacks_v1, missing_v1_message, upstream_http_error
+from nemo_gym.upstream.http1 import Http1UpstreamClient, Limits
 from nemo_gym.upstream.router import SessionRouter
 
 logger = logging.getLogger("nemo_gym.upstream")
 _RETRY_STATUSES = (502, 503, 504)
 _JSON = {"content-type": "application/json"}
-
-
-@dataclass(frozen=True)
-class UpstreamSettings:
-    base_urls: tuple[str, ...]
-    api_key: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float | None = None
-    max_connections: int = 4096
-    max_retries: int = 3
-    retry_backoff: float = 0.1
-    routing: str = "round_robin"
-    max_sessions: int = 100_000
-    probe_interval: float = 1.0
 
 
 @dataclass
@@ -49,6 +52,9 @@ class Upstream:
     root_url: str  # /tokenize and /health live here
     client: UpstreamClient
     probe: asyncio.Task[None] | None = field(default=None, repr=False)
+    in_flight: int = 0
+    # A prometheus histogram child (the adapter's /metrics), or None when nobody collects.
+    latency: Any = field(default=None, repr=False)
 
     def url(self, path: str, at_root: bool) -> str:
         return (self.root_url if at_root else self.base_url) + path
@@ -60,31 +66,44 @@ def root_of(base_url: str) -> str:
 
 
 class UpstreamPool:
-    """`client_factory` (tests) returns an httpx.AsyncClient per upstream; default: `Http1UpstreamClient`."""
+    """`client_factory` (tests) returns an httpx.AsyncClient per upstream; default: by
+    `config.upstream_client` (the lean client for http://, aiohttp for https://)."""
 
-    def __init__(self, settings: UpstreamSettings, client_factory: Any = None) -> None:
-        if not settings.base_urls:
+    def __init__(
+        self, config: UpstreamConfig, client_factory: Any = None, *, probe_interval: float = 1.0
+    ) -> None:
+        if not config.base_url:
             raise ValueError("at least one upstream base_url is required")
-        self.settings = settings
-        self.router = SessionRouter(len(settings.base_urls), settings.routing, settings.max_sessions)
-        self._client_factory = client_factory or self._make_client
+        self.config = config
+        self.probe_interval = probe_interval
+        self.router = SessionRouter(len(config.base_url), config.routing, config.max_sessions)
+        self._client_factory = client_factory
         self.upstreams: list[Upstream] = []
-        headers = dict(_JSON)
-        if settings.api_key and settings.api_key != "EMPTY":
-            headers["authorization"] = f"Bearer {settings.api_key}"
-        self._headers = headers
+        self._headers = {**_JSON, **config.auth_headers()}
+        self.retries: Counter[str] = Counter()  # reason -> retries made
 
-    def _make_client(self) -> UpstreamClient:
-        s = self.settings
+    def _make_client(self, url: str) -> UpstreamClient:
+        config = self.config
+        kind = config.upstream_client
+        if kind == "aiohttp" or (kind == "auto" and url.startswith("https://")):
+            from nemo_gym.upstream.aiohttp_client import AiohttpUpstreamClient
+
+            return AiohttpUpstreamClient(config, headers=self._headers)
+        limits = config.limits
         # The client carries the fixed headers itself; per-request headers stay empty.
         return Http1UpstreamClient(
-            s.max_connections, s.connect_timeout, s.read_timeout, headers=self._headers
+            config.max_connections,
+            config.timeouts.connect,
+            config.timeouts.read,
+            headers=self._headers,
+            pool_timeout=config.timeouts.pool,
+            limits=Limits(limits.max_header_bytes, limits.max_body_bytes, limits.max_decompressed_bytes),
         )
 
     async def start(self) -> None:
         self.upstreams = []
-        for i, url in enumerate(self.settings.base_urls):
-            client = self._client_factory()
+        for i, url in enumerate(self.config.base_url):
+            client = self._client_factory() if self._client_factory else self._make_client(url)
             if isinstance(client, httpx.AsyncClient):
                 client = HttpxUpstreamClient(client, self._headers)
             await client.start()
@@ -112,7 +131,7 @@ class UpstreamPool:
 
     async def _probe_until_healthy(self, upstream: Upstream) -> None:
         while True:
-            await asyncio.sleep(self.settings.probe_interval)
+            await asyncio.sleep(self.probe_interval)
             if await self.check_health(upstream) is None:
                 self.router.down.discard(upstream.index)
                 logger.warning("upstream %s is healthy again", upstream.base_url)
@@ -131,7 +150,7 @@ class UpstreamPool:
                 if await upstream.client.get_status(models_url, timeout_s=5.0) == 404:
                     return missing_v1_message(models_url)
             status = await upstream.client.get_status(upstream.root_url + "/health", timeout_s=5.0)
-        except UpstreamConnectError as exc:
+        except TransportError as exc:
             return str(exc)
         return None if status == 200 else f"HTTP {status}"
 
@@ -151,7 +170,7 @@ class UpstreamPool:
 
     # ---- requests -------------------------------------------------------------------
     def _backoff(self, attempt: int) -> float:
-        base = self.settings.retry_backoff * (2**attempt)
+        base = self.config.retry_backoff * (2**attempt)
         return base + random.uniform(0, base)
 
     def post_nowait(
@@ -170,7 +189,7 @@ class UpstreamPool:
         then asks again through `post`, which retries and reports errors properly."""
         try:
             status, payload = await future
-        except (UpstreamConnectError, UpstreamReadTimeout, UpstreamBrokenResponse):
+        except TransportError:
             return None
         if status != 200:
             return None
@@ -185,6 +204,17 @@ class UpstreamPool:
         if not future.cancel() and not future.cancelled():
             future.exception()  # retrieved: no "exception was never retrieved" at GC
 
+    def _retrying(self, reason: str, url: str, attempt: int, detail: object) -> None:
+        self.retries[reason] += 1
+        logger.warning(
+            "retrying POST %s (retry %d of at most %d, reason %s): %s",
+            url,
+            attempt,
+            self.config.max_retries,
+            reason,
+            detail,
+        )
+
     async def post(
         self,
         path: str,
@@ -194,55 +224,108 @@ class UpstreamPool:
         upstream: Upstream | None = None,
         at_root: bool = False,
     ) -> tuple[dict[str, Any], Upstream]:
-        """POST JSON, retrying what is safe to retry; returns (parsed body, the upstream that answered).
+        """POST JSON under the retry rules above; returns (parsed body, the upstream that answered)."""
+        status, payload, upstream, url = await self._exchange(
+            path, body, session_id, upstream, at_root, False
+        )
+        return self._answer(status, payload, body, upstream, url), upstream
 
-        Safe to retry: failures before the request reached a server (connection refused/reset
-        on connect, pool timeout) — then the session moves to another upstream — and 502/503/504.
-        A read timeout or a connection lost mid-response is NOT retried: the generation may be
-        running, and sending it twice would double GPU work and could duplicate rollouts.
-        """
+    async def post_stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        upstream: Upstream | None = None,
+    ) -> tuple[Any, Upstream]:
+        """POST JSON and return the answer's body as a stream of chunks once a 2xx head is in.
+
+        The retry rules are the same, and apply only before the answer starts: a stream that
+        breaks off later raises from its iteration and is never re-sent. Error answers are read
+        whole and raised as for `post` (so a context-length error is still recognised)."""
+        status, stream, upstream, url = await self._exchange(path, body, session_id, upstream, False, True)
+        if status >= 300:
+            try:
+                payload = await stream.read()
+            except TransportError as exc:
+                raise api_error_for(exc, upstream.base_url) from None
+            self._answer(status, payload, body, upstream, url)
+        return stream, upstream
+
+    async def _exchange(
+        self,
+        path: str,
+        body: dict[str, Any],
+        session_id: str | None,
+        upstream: Upstream | None,
+        at_root: bool,
+        stream: bool,
+    ) -> tuple[int, Any, Upstream, str]:
         upstream = upstream or self.route(session_id)
         content = orjson.dumps(body)
-        attempts = self.settings.max_retries + 1
-        for attempt in range(attempts):
+        max_retries = self.config.max_retries
+        retries = 0
+        stale_resent = False
+        while True:
             url = upstream.url(path, at_root)
-            last = attempt == attempts - 1
+            upstream.in_flight += 1
+            latency = upstream.latency
+            started = asyncio.get_running_loop().time() if latency is not None else 0.0
             try:
-                status, payload = await upstream.client.post(url, content)
-            except UpstreamConnectError as exc:
-                if not isinstance(exc, UpstreamConnectionLost):
-                    self._mark_down(upstream)
-                if last:
-                    raise UpstreamError(
-                        503,
-                        f"cannot connect to upstream {upstream.base_url} ({exc}) after {attempts} attempts",
-                    ) from None
-                await asyncio.sleep(self._backoff(attempt))
-                upstream = self.route(session_id)  # skips upstreams marked down
-                continue
-            except UpstreamReadTimeout:
-                raise UpstreamError(
-                    504,
-                    f"upstream {upstream.base_url} did not answer within the read timeout ({self.settings.read_timeout}s)",
-                ) from None
-            except UpstreamBrokenResponse as exc:
-                raise UpstreamError(
-                    502, f"upstream {upstream.base_url} failed mid-response ({exc})"
-                ) from None
-            if status in _RETRY_STATUSES and not last:
-                await asyncio.sleep(self._backoff(attempt))
-                continue
-            if status >= 400:
-                error = upstream_http_error(status, payload, body)
-                if status == 404 and lacks_v1(upstream.base_url):
-                    error.message = missing_v1_message(url)
-                elif status >= 500:
-                    error.message = f"upstream {upstream.base_url} returned {status}: {error.message}"
-                raise error
-            try:
-                return orjson.loads(payload), upstream
-            except orjson.JSONDecodeError:
-                raise UpstreamError(
-                    502, f"upstream {upstream.base_url} returned malformed JSON (HTTP {status})"
-                ) from None
-        raise AssertionError("unreachable")
+                if stream:
+                    status, payload = await upstream.client.post_stream(url, content)
+                else:
+                    status, payload = await upstream.client.post(url, content)
+            except StaleConnection as exc:
+                if not stale_resent:
+                    stale_resent = True
+                    self._retrying(exc.reason, url, retries, exc)
+                    continue
+                failure: TransportError = ConnectionDropped(f"{exc} (again, on a new connection)")
+            except (PoolTimeout, ClientClosed) as exc:
+                raise api_error_for(exc, upstream.base_url) from None
+            except (NotSent, ConnectionDropped) as exc:
+                failure = exc
+            except TransportError as exc:  # read timeout, broken or oversized answer: never re-sent
+                raise api_error_for(exc, upstream.base_url) from None
+            else:
+                if latency is not None:  # for a stream: the time to its head
+                    latency.observe(asyncio.get_running_loop().time() - started)
+                if status in _RETRY_STATUSES and retries < max_retries:
+                    if stream:
+                        await payload.aclose()
+                    retries += 1
+                    self._retrying(f"status_{status}", url, retries, f"HTTP {status}")
+                    await asyncio.sleep(self._backoff(retries - 1))
+                    continue
+                return status, payload, upstream, url
+            finally:
+                upstream.in_flight -= 1
+            # An upstream failure before any answer: suspect it, back off, go where the session is pinned now.
+            self._mark_down(upstream)
+            if retries >= max_retries:
+                error = api_error_for(failure, upstream.base_url)
+                error.message += f" after {retries + 1} attempts"
+                raise error from None
+            retries += 1
+            self._retrying(failure.reason, url, retries, failure)
+            await asyncio.sleep(self._backoff(retries - 1))
+            upstream = self.route(session_id)
+
+    @staticmethod
+    def _answer(
+        status: int, payload: bytes, body: dict[str, Any], upstream: Upstream, url: str
+    ) -> dict[str, Any]:
+        if status >= 400:
+            error = upstream_http_error(status, payload, body)
+            if status == 404 and lacks_v1(upstream.base_url):
+                error.message = missing_v1_message(url)
+            elif status >= 500:
+                error.message = f"upstream {upstream.base_url} returned {status}: {error.message}"
+            raise error
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                502, f"upstream {upstream.base_url} returned malformed JSON (HTTP {status})"
+            ) from None

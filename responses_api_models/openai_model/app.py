@@ -9,14 +9,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 from starlette.responses import Response
 
+from nemo_gym.exceptions import check_header_value
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
 from nemo_gym.server.errors import APIError
 from nemo_gym.server.json_io import json_response, read_json_object
 from nemo_gym.server.sessions import SESSION_ID_KEY
-from nemo_gym.upstream import UpstreamPool, UpstreamSettings
+from nemo_gym.upstream import UpstreamPool
+from nemo_gym.upstream.config import Timeouts, UpstreamConfig
+from nemo_gym.upstream.metrics import PoolCollector
 
 
 class OpenAIModelConfig(BaseServerConfig):
@@ -27,24 +30,41 @@ class OpenAIModelConfig(BaseServerConfig):
     max_retries: int = Field(default=3, ge=0)
     connect_timeout: float = 10.0
     read_timeout: float | None = None
+    ssl_verify: bool = True
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _key_fits_in_a_header(cls, value: str) -> str:
+        check_header_value("authorization", value)
+        return value
 
 
 class OpenAIModel(SimpleServer):
     config: OpenAIModelConfig
     client_factory: Any = None
     _pool: UpstreamPool = PrivateAttr()
+    _pool_metrics: PoolCollector = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         config = self.config
-        settings = UpstreamSettings(
-            base_urls=(config.openai_base_url,),
+        upstream = UpstreamConfig(
+            base_url=[config.openai_base_url],
             api_key=config.openai_api_key,
             max_retries=config.max_retries,
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
+            timeouts=Timeouts(connect=config.connect_timeout, read=config.read_timeout),
+            # A public endpoint: a well-kept client that honours proxy variables and CA options.
+            upstream_client="aiohttp",
+            ssl_verify=config.ssl_verify,
+            ca_bundle=config.ca_bundle,
+            client_cert=config.client_cert,
+            client_key=config.client_key,
         )
-        self._pool = UpstreamPool(settings, client_factory=self.client_factory)
+        self._pool = UpstreamPool(upstream, client_factory=self.client_factory)
+        self._pool_metrics = PoolCollector(self._pool)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -52,6 +72,10 @@ class OpenAIModel(SimpleServer):
 
     async def startup(self) -> None:
         await self.pool.start()
+        self._pool_metrics.attach()
+
+    def metrics_collectors(self) -> list[Any]:
+        return [self._pool_metrics]
 
     async def shutdown(self) -> None:
         await self.pool.aclose()

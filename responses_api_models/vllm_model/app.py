@@ -9,11 +9,14 @@ from pydantic import PrivateAttr
 from starlette.responses import Response
 
 from nemo_gym.server.base import SimpleServer
-from nemo_gym.server.fast_routes import FastHandler
 from nemo_gym.server.json_io import json_response, parse_json_object
-from nemo_gym.upstream import UpstreamPool, UpstreamSettings
+from nemo_gym.server.request_path import FastHandler
+from nemo_gym.upstream import UpstreamPool
+from nemo_gym.upstream.metrics import PoolCollector
 from responses_api_models.vllm_model.config import VLLMModelConfig
+from responses_api_models.vllm_model.metrics import AdapterCollector
 from responses_api_models.vllm_model.serving import VLLMServing
+from responses_api_models.vllm_model.streaming import StreamingServing
 
 
 class VLLMModel(SimpleServer):
@@ -22,23 +25,13 @@ class VLLMModel(SimpleServer):
     client_factory: Any = None
     _pool: UpstreamPool = PrivateAttr()
     _serving: VLLMServing = PrivateAttr()
+    _pool_metrics: PoolCollector = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        config = self.config
-        settings = UpstreamSettings(
-            base_urls=tuple(config.base_url),
-            api_key=config.api_key,
-            connect_timeout=config.timeouts.connect,
-            read_timeout=config.timeouts.read,
-            max_connections=config.max_connections,
-            max_retries=config.max_retries,
-            retry_backoff=config.retry_backoff,
-            routing=config.routing,
-            max_sessions=config.max_sessions,
-        )
-        self._pool = UpstreamPool(settings, client_factory=self.client_factory)
-        self._serving = VLLMServing(config, self._pool)
+        self._pool = UpstreamPool(self.config, client_factory=self.client_factory)
+        self._serving = VLLMServing(self.config, self._pool)
+        self._pool_metrics = PoolCollector(self._pool)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -50,6 +43,10 @@ class VLLMModel(SimpleServer):
 
     async def startup(self) -> None:
         await self.pool.start()
+        self._pool_metrics.attach()
+
+    def metrics_collectors(self) -> list[Any]:
+        return [self._pool_metrics, AdapterCollector(self.serving, self.pool)]
 
     async def shutdown(self) -> None:
         await self.pool.aclose()
@@ -67,12 +64,20 @@ class VLLMModel(SimpleServer):
 
     def fast_routes(self) -> dict[str, FastHandler]:
         serving = self.serving
+        streaming = StreamingServing(serving)
 
-        async def responses(body: bytes, session_id: str) -> dict[str, Any]:
-            return await serving.responses(parse_json_object(body), session_id)
+        async def responses(body: bytes, session_id: str) -> Any:
+            params = parse_json_object(body)
+            if params.get("stream") is True:
+                return await streaming.responses(params, session_id)
+            return await serving.responses(params, session_id)
 
-        async def chat_completions(body: bytes, session_id: str) -> dict[str, Any]:
-            return await serving.chat_completions(parse_json_object(body), session_id)
+        async def chat_completions(body: bytes, session_id: str) -> Any:
+            params = parse_json_object(body)
+            if params.get("stream") is True:
+                serving.check_messages(params)
+                return await streaming.chat_completions(params, session_id)
+            return await serving.chat_completions(params, session_id)
 
         return {"/v1/responses": responses, "/v1/chat/completions": chat_completions}
 

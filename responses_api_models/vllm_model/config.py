@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import model_validator
 
 from nemo_gym.server.base import BaseServerConfig
-
-
-class Timeouts(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    connect: float = 10.0
-    read: float | None = None  # None: a generation may take as long as it takes
-
+from nemo_gym.upstream.config import UpstreamConfig
 
 _NOT_HERE = "remove it (this adapter speaks Chat Completions to vLLM and has no such mode)"
 
 
-class VLLMModelConfig(BaseServerConfig):
+class VLLMModelConfig(BaseServerConfig, UpstreamConfig):
     strict_keys: ClassVar[bool] = True
     # NeMo Gym vllm_model keys this adapter does not implement: (NeMo Gym's default, what to do).
     unsupported_keys: ClassVar[dict[str, tuple[Any, str]]] = {
@@ -48,8 +41,6 @@ class VLLMModelConfig(BaseServerConfig):
         "reasoning_field": (None, _NOT_HERE),
     }
 
-    base_url: list[str]
-    api_key: str
     model: str
     return_token_id_information: bool = False
     uses_reasoning_parser: bool = True
@@ -60,38 +51,6 @@ class VLLMModelConfig(BaseServerConfig):
     request_prompt_and_generation_token_ids: bool = False
     prefix_token_ids: Literal["auto", "required", "off"] = "auto"
     end_of_turn_token_ids: list[int] | None = None
-    timeouts: Timeouts = Field(default_factory=Timeouts)
-    max_retries: int = Field(default=3, ge=0, le=20)
-    retry_backoff: float = Field(default=0.1, ge=0)
-    routing: Literal["round_robin", "hash"] = "round_robin"
-    max_sessions: int = Field(default=100_000, ge=1)
-    max_connections: int = Field(default=4096, ge=1)
-
-    @field_validator("base_url", mode="before")
-    @classmethod
-    def _split_base_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list | tuple):
-            if not value:
-                raise ValueError("needs at least one upstream URL")
-            for url in value:
-                if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                    raise ValueError(
-                        f"{url!r} is not an http(s) URL (expected e.g. http://127.0.0.1:8000/v1)"
-                    )
-                if any(c.isspace() or not c.isprintable() for c in url):
-                    raise ValueError(f"{url!r} contains whitespace or control characters")
-            return [u.rstrip("/") for u in value]
-        return value
-
-    @field_validator("api_key")
-    @classmethod
-    def _api_key_fits_in_a_header(cls, value: str) -> str:
-        # Sent as "authorization: Bearer <key>"; the message must not repeat the secret.
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError("contains a line break or NUL character (check how the key was pasted)")
-        return value
 
     @model_validator(mode="after")
     def _workers_need_hash_routing(self) -> VLLMModelConfig:

@@ -6,6 +6,7 @@ methods, so the logic is testable with a mocked upstream alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,6 +27,7 @@ from nemo_gym.conversion.prefix import (
     CarriedTokens,
     SpliceError,
     carried_tokens,
+    closing_tokens,
     drift_report,
     end_of_turn_candidates,
     splice,
@@ -43,6 +45,10 @@ _IGNORED = (
     "upstream ignores kv_transfer_params.prompt_token_ids (vLLM >= 0.32 honours it); "
     "the prompt was rendered by the chat template, so it may drift from the carried tokens"
 )
+
+# A conversation ending in an assistant message, rendered finished and left open: the
+# difference is the template's closing tokens (see prefix.closing_tokens).
+_PROBE_MESSAGES = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
 
 logger = logging.getLogger("nemo_gym.vllm_model")
 
@@ -82,15 +88,57 @@ class VLLMServing:
         self.prefix_mode = config.prefix_token_ids
         self._configured_eot = frozenset(config.end_of_turn_token_ids or ())
         self._learned_eot: set[int] = set()
+        # the template's ids after an assistant message: None until asked, [] if that failed
+        self._closing: list[int] | None = None
+        self._closing_lock = asyncio.Lock()
         # upstream index -> does it honour kv_transfer_params.prompt_token_ids (absent: unknown)
         self._honours_prefix: dict[int, bool] = {}
         self._drift: dict[int, DriftCounts] = {}
+        self.context_length_fallbacks = 0  # answered with an empty result instead of an error
 
     def drift_counts(self, index: int) -> dict[str, int]:
         return (self._drift.get(index) or DriftCounts()).as_dict()
 
     def _eot_ids(self, carried: CarriedTokens) -> frozenset[int]:
-        return end_of_turn_candidates(carried, self._configured_eot or self._learned_eot)
+        known = self._configured_eot or self._learned_eot.union(self._closing[:1] if self._closing else ())
+        return end_of_turn_candidates(carried, known)
+
+    async def _template_closing(self, upstream: Upstream) -> list[int]:
+        """Asked of the upstream once per process, at the first splice, when
+        end_of_turn_token_ids is not configured: two /tokenize calls of a two-message
+        conversation. Without it a turn cut off by max_tokens could only be aligned by
+        guessing its last id as the end-of-turn token (and the guess is usually wrong)."""
+        if self._closing is not None:
+            return self._closing
+        async with self._closing_lock:
+            if self._closing is not None:
+                return self._closing
+            base: dict[str, Any] = {
+                "model": self.config.model,
+                "messages": _PROBE_MESSAGES,
+                "add_generation_prompt": False,
+            }
+            if self._extra_body.get("chat_template_kwargs") is not None:
+                base["chat_template_kwargs"] = self._extra_body["chat_template_kwargs"]
+            try:
+                closed, _ = await self.pool.post("/tokenize", base, upstream=upstream, at_root=True)
+                unclosed, _ = await self.pool.post(
+                    "/tokenize", {**base, "continue_final_message": True}, upstream=upstream, at_root=True
+                )
+                self._closing = closing_tokens(
+                    prompt_tokens_from(closed, "tokenize"), prompt_tokens_from(unclosed, "tokenize")
+                )
+            except (APIError, UpstreamFormatError, SpliceError) as exc:
+                if isinstance(exc, APIError) and exc.status >= 500:
+                    return []  # the upstream is failing right now: ask again at the next splice
+                self._closing = []
+                logger.warning(
+                    "could not learn the chat template's end-of-turn token from %s (%s); splicing "
+                    "a cut-off turn needs end_of_turn_token_ids or an earlier finished generation",
+                    upstream.base_url,
+                    exc,
+                )
+            return self._closing
 
     def _learn_eot(self, choice: dict[str, Any], ids: list[int]) -> None:
         """A generation that stopped on the model's own stop token (no stop string) ends
@@ -201,25 +249,77 @@ class VLLMServing:
             raise APIError(502, f"prefix_token_ids is 'required' but the prompt could not be spliced: {why}")
         return why
 
-    async def _generate_spliced(
+    async def splice_plan(
         self, body: dict[str, Any], session_id: str | None, carried: CarriedTokens
-    ) -> tuple[dict[str, Any], list[int], Upstream, dict[str, Any]]:
-        """The prompt = the carried ids + the template's tokens after that turn, sent as
-        `kv_transfer_params.prompt_token_ids`. The /tokenize this needs (before the
-        generation, for the tail) replaces the one token mode makes anyway."""
+    ) -> tuple[list[int] | None, list[int], str | None, Upstream]:
+        """(the spliced prompt or None, the template's rendering, why not, the upstream asked).
+
+        The prompt = the carried ids + the template's tokens after that turn, to be sent as
+        `kv_transfer_params.prompt_token_ids`. The /tokenize this needs (before the generation,
+        for the tail) replaces the one token mode makes anyway."""
         tokenized, upstream = await self.pool.post(
             "/tokenize", self._tokenize_body(body), session_id=session_id, at_root=True
         )
         rendered = prompt_tokens_from(tokenized, "tokenize")
-        note: str | None = None
-        prompt: list[int] | None = None
         if self._honours_prefix.get(upstream.index) is False:
-            note = self._not_spliced(_IGNORED)
+            return None, rendered, self._not_spliced(_IGNORED), upstream
+        closing = None if self._configured_eot else await self._template_closing(upstream)
+        try:
+            return (
+                splice(carried, rendered, self._eot_ids(carried), closing or None),
+                rendered,
+                None,
+                upstream,
+            )
+        except SpliceError as exc:
+            return None, rendered, self._not_spliced(str(exc)), upstream
+
+    @staticmethod
+    def with_prompt(body: dict[str, Any], prompt: list[int]) -> dict[str, Any]:
+        kv = body.get("kv_transfer_params")
+        return {
+            **body,
+            "kv_transfer_params": {**kv, "prompt_token_ids": prompt}
+            if isinstance(kv, dict)
+            else {"prompt_token_ids": prompt},
+            "return_token_ids": True,
+        }
+
+    def spliced_outcome(
+        self,
+        carried: CarriedTokens,
+        prompt: list[int],
+        returned: Any,
+        used: Upstream,
+        *,
+        rendered: list[int] | None = None,
+        streaming: bool = False,
+    ) -> dict[str, Any]:
+        """The drift report once the upstream answered a spliced request with `returned` prompt
+        ids (`rendered`: what to measure when it returned none)."""
+        if returned == prompt:
+            self._honours_prefix[used.index] = True
+            return drift_report(carried, prompt, spliced=True, note=None)
+        if self._honours_prefix.get(used.index) is not False:
+            self._honours_prefix[used.index] = False
+            logger.warning(
+                "upstream %s returned other prompt ids than the kv_transfer_params.prompt_token_ids sent: %s%s",
+                used.base_url,
+                _IGNORED,
+                "" if self.prefix_mode == "required" else "; falling back to plain rendering for it",
+            )
+        if streaming and self.prefix_mode == "required":  # the answer is out already: a note, not a failure
+            note = f"prefix_token_ids is 'required' but the prompt could not be spliced: {_IGNORED}"
         else:
-            try:
-                prompt = splice(carried, rendered, self._eot_ids(carried))
-            except SpliceError as exc:
-                note = self._not_spliced(str(exc))
+            note = self._not_spliced(_IGNORED)
+        return drift_report(
+            carried, returned if isinstance(returned, list) else prompt, spliced=False, note=note
+        )
+
+    async def _generate_spliced(
+        self, body: dict[str, Any], session_id: str | None, carried: CarriedTokens
+    ) -> tuple[dict[str, Any], list[int], Upstream, dict[str, Any]]:
+        prompt, rendered, note, upstream = await self.splice_plan(body, session_id, carried)
         if prompt is None:
             chat, used = await self.pool.post(_CHAT, body, session_id=session_id, upstream=upstream)
             prompt_ids = (
@@ -235,30 +335,13 @@ class VLLMServing:
                 )
             )
             return chat, prompt_ids, used, drift_report(carried, prompt_ids, spliced=False, note=note)
-        kv = body.get("kv_transfer_params")
-        send = {
-            **body,
-            "kv_transfer_params": {**kv, "prompt_token_ids": prompt}
-            if isinstance(kv, dict)
-            else {"prompt_token_ids": prompt},
-            "return_token_ids": True,
-        }
-        chat, used = await self.pool.post(_CHAT, send, session_id=session_id, upstream=upstream)
+        chat, used = await self.pool.post(
+            _CHAT, self.with_prompt(body, prompt), session_id=session_id, upstream=upstream
+        )
         returned = chat.get("prompt_token_ids")
-        if returned == prompt:
-            self._honours_prefix[used.index] = True
-            return chat, prompt, used, drift_report(carried, prompt, spliced=True, note=None)
-        if self._honours_prefix.get(used.index) is not False:
-            self._honours_prefix[used.index] = False
-            logger.warning(
-                "upstream %s returned other prompt ids than the kv_transfer_params.prompt_token_ids sent: %s%s",
-                used.base_url,
-                _IGNORED,
-                "" if self.prefix_mode == "required" else "; falling back to plain rendering for it",
-            )
-        note = self._not_spliced(_IGNORED)
-        prompt_ids = returned if isinstance(returned, list) else rendered
-        return chat, prompt_ids, used, drift_report(carried, prompt_ids, spliced=False, note=note)
+        report = self.spliced_outcome(carried, prompt, returned, used, rendered=rendered)
+        prompt_ids = prompt if report["spliced"] else (returned if isinstance(returned, list) else rendered)
+        return chat, prompt_ids, used, report
 
     async def responses(self, params: dict[str, Any], session_id: str | None) -> dict[str, Any]:
         try:
@@ -275,20 +358,24 @@ class VLLMServing:
                 token_info=token_info,
             )
         except ContextLengthExceeded:
+            self.context_length_fallbacks += 1
             return empty_response(params, self.config.model)
         except UpstreamFormatError as exc:
             raise APIError(502, exc.message) from None
 
-    async def chat_completions(self, body: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+    @staticmethod
+    def check_messages(body: dict[str, Any]) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "'messages' is required and must be a non-empty list", param="messages")
-        if body.get("stream"):
-            raise APIError(
-                400, "streaming is not supported by this server; send stream=false", param="stream"
-            )
+
+    async def chat_completions(self, body: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+        """The non-streaming answer (`stream: true` goes to `streaming.StreamingServing`)."""
+        self.check_messages(body)
+        if body.get("stream") not in (None, False):
+            raise APIError(400, "'stream' must be true or false", param="stream")
         try:
-            upstream_messages = chat_messages_for_upstream(messages, self.options)
+            upstream_messages = chat_messages_for_upstream(body["messages"], self.options)
         except ConversionError as exc:
             raise APIError(400, exc.message, param=exc.param) from None
         body = self._finalize({**body, "messages": upstream_messages})
@@ -301,6 +388,7 @@ class VLLMServing:
                 token_info=token_info,
             )
         except ContextLengthExceeded:
+            self.context_length_fallbacks += 1
             return empty_chat_completion(self.config.model)
         except UpstreamFormatError as exc:
             raise APIError(502, exc.message) from None

@@ -130,32 +130,16 @@ def test_token_ids_match_upstream(mode: str, request: pytest.FixtureRequest) -> 
     }
     out = httpx.post(f"{base}/v1/responses", json=params, timeout=120).json()
     last = out["output"][-1]
-    chat = responses_to_chat(params, ConversionOptions(model=model_of(URL)))
-    tokenized = httpx.post(
-        f"{URL}/tokenize", json={"model": chat["model"], "messages": chat["messages"], "tools": chat["tools"]}
-    ).json()
-    assert last["prompt_token_ids"] == tokenized["tokens"]
-    direct = httpx.post(
-        f"{URL}/v1/chat/completions",
-        json={
-            **chat,
-            "return_token_ids": True,
-            "logprobs": True,
-            "top_logprobs": 0,
-            "return_tokens_as_token_ids": True,
-        },
-        timeout=120,
-    ).json()
-    assert last["generation_token_ids"] == direct["choices"][0]["token_ids"]
+    prompt, generation, log_probs = _direct_tokens(params)
+    assert last["prompt_token_ids"] == prompt
+    assert last["generation_token_ids"] == generation
     assert (
         len(last["generation_log_probs"])
         == len(last["generation_token_ids"])
         == out["usage"]["output_tokens"]
     )
     assert all(isinstance(x, float) and x <= 0 for x in last["generation_log_probs"])
-    assert last["generation_log_probs"] == pytest.approx(
-        [e["logprob"] for e in direct["choices"][0]["logprobs"]["content"]], abs=1e-3
-    )
+    assert last["generation_log_probs"] == pytest.approx(log_probs, abs=1e-3)
 
 
 def test_context_length_overflow_is_empty_result(r1: str) -> None:
@@ -255,3 +239,73 @@ def test_kept_alive_connections_outlive_vllm_idle_close_and_concurrency(plain: s
     assert asyncio.run(burst(48)) == [200] * 48  # 48 pooled connections to vLLM now open
     time.sleep(6)  # every one of them closed by vLLM as idle
     assert asyncio.run(burst(48)) == [200] * 48
+
+
+def _direct_tokens(params: dict) -> tuple[list[int], list[int], list[float]]:
+    """The engine's own prompt ids, generation ids and log-probs for `params` (greedy)."""
+    chat = responses_to_chat(params, ConversionOptions(model=model_of(URL)))
+    tokenized = httpx.post(
+        f"{URL}/tokenize",
+        json={"model": chat["model"], "messages": chat["messages"], "tools": chat.get("tools")},
+    ).json()
+    direct = httpx.post(
+        f"{URL}/v1/chat/completions",
+        json={
+            **chat,
+            "return_token_ids": True,
+            "logprobs": True,
+            "top_logprobs": 0,
+            "return_tokens_as_token_ids": True,
+        },
+        timeout=120,
+    ).json()
+    choice = direct["choices"][0]
+    return tokenized["tokens"], choice["token_ids"], [e["logprob"] for e in choice["logprobs"]["content"]]
+
+
+def test_streamed_responses_carry_the_engines_token_ids(training: str) -> None:
+    params = {
+        "input": [{"role": "user", "content": "Hello, what is the weather in Paris?"}],
+        "tools": [TOOL],
+        "max_output_tokens": 12,
+        **GREEDY,
+    }
+    client = OpenAI(base_url=f"{training}/v1", api_key="EMPTY")
+    known = {k: v for k, v in params.items() if k != "seed"}
+    with client.responses.stream(model=model_of(URL), extra_body={"seed": params["seed"]}, **known) as stream:
+        events = list(stream)
+    final = events[-1].response.model_dump()
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    last = final["output"][-1]
+    prompt, generation, log_probs = _direct_tokens(params)
+    assert last["prompt_token_ids"] == prompt
+    assert last["generation_token_ids"] == generation
+    assert last["generation_log_probs"] == pytest.approx(log_probs, abs=1e-3)
+    unstreamed = httpx.post(f"{training}/v1/responses", json=params, timeout=120).json()["output"][-1]
+    assert unstreamed["generation_token_ids"] == generation
+
+
+def test_streamed_chat_carries_the_engines_token_ids(training: str) -> None:
+    params = {
+        "input": [{"role": "user", "content": "Say something about Paris."}],
+        "max_output_tokens": 12,
+        **GREEDY,
+    }
+    client = OpenAI(base_url=f"{training}/v1", api_key="EMPTY")
+    deltas = [
+        chunk.choices[0].delta.model_extra or {}
+        for chunk in client.chat.completions.create(
+            model=model_of(URL),
+            messages=params["input"],
+            max_tokens=12,
+            temperature=0.0,
+            seed=1,
+            stream=True,
+        )
+        if chunk.choices
+    ]
+    fields = next(d for d in reversed(deltas) if "generation_token_ids" in d)
+    prompt, generation, log_probs = _direct_tokens(params)
+    assert fields["prompt_token_ids"] == prompt
+    assert fields["generation_token_ids"] == generation
+    assert fields["generation_log_probs"] == pytest.approx(log_probs, abs=1e-3)

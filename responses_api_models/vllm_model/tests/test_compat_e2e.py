@@ -11,7 +11,6 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response, ResponseFunctionToolCall, ResponseReasoningItem
 
-from nemo_gym.http.transport import make_async_client
 from nemo_gym.testing.processes import NgRun, ng_run, simulator
 
 pytestmark = pytest.mark.e2e
@@ -95,17 +94,17 @@ async def test_sessions_spread_over_both_upstreams(stack: tuple[NgRun, str, list
 
 async def test_1024_concurrent_responses_all_succeed(stack: tuple[NgRun, str, list[str]]) -> None:
     _, url, _ = stack
-    client = make_async_client()
-    try:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048)) as client:
 
         async def one(i: int) -> int:
-            response = await client.post(f"{url}/v1/responses", json={"input": f"request {i}"}, timeout=120)
-            assert response.json()["output"][0]["content"][0]["text"] == f"Simulated answer to: request {i}"
-            return response.status_code
+            async with client.post(f"{url}/v1/responses", json={"input": f"request {i}"}) as response:
+                body = await response.json()
+                assert body["output"][0]["content"][0]["text"] == f"Simulated answer to: request {i}"
+                return response.status
 
         statuses = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1024))), timeout=180)
-    finally:
-        await client.aclose()
     assert statuses == [200] * 1024
 
 

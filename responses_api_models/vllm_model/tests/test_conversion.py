@@ -287,7 +287,7 @@ def test_request_fields() -> None:
         ),
         ({"input": 3}, "input", "'input' is required"),
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type", "only function tools"),
-        ({"input": "x", "stream": True}, "stream", "streaming is not supported"),
+        ({"input": "x", "stream": "yes"}, "stream", "'stream' must be true or false"),
         ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id", "stateless"),
         ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role", "unsupported message role 'tool'"),
     ],

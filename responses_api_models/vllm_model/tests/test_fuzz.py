@@ -119,6 +119,19 @@ def check(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient, path: str,
         asyncio.wait_for(client.post(path, content=content, headers={"content-type": "application/json"}), 5)
     )
     assert response.status_code in (200, 400, 413), response.text
+    if response.headers["content-type"].startswith("text/event-stream"):
+        # A stream (stream: true): every event is JSON, and it ends as a stream must.
+        data = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        assert data and all(d == "[DONE]" or isinstance(json.loads(d), dict) for d in data)
+        if path == "/v1/responses":
+            assert json.loads(data[-1])["type"] in (
+                "response.completed",
+                "response.incomplete",
+                "response.failed",
+            )
+        else:
+            assert data[-1] == "[DONE]"
+        return
     body = response.json()
     if response.status_code != 200:
         error = body["error"]

@@ -60,7 +60,8 @@ def test_header_breaking_values_are_refused_without_echoing_the_key() -> None:
     error = caught.value.errors()[0]
     assert error["loc"] == ("api_key",)
     assert (
-        error["msg"] == "Value error, contains a line break or NUL character (check how the key was pasted)"
+        error["msg"]
+        == "Value error, header 'authorization' contains a line break or NUL character (check how the value was pasted)"
     )
     assert "SECRET123" not in error["msg"]
     with pytest.raises(ValidationError, match="contains whitespace or control characters"):

@@ -19,6 +19,9 @@ GEN1 = [30, 31, EOT]
 # the tool result turn and the generation prompt.
 RENDERED = [1666, 10, 1667, 198, 1666, 20, 198, 30, 32, 33, 1667, 198, 1666, 40, 41, 1667, 198, 1666, 20, 198]
 SPLICED = [*P1, *GEN1, 198, 1666, 40, 41, 1667, 198, 1666, 20, 198]
+# The template probe (a user and an assistant message), finished: the open rendering lacks the
+# template's closing tokens, <|im_end|> and a newline.
+PROBE_CLOSED = [1666, 10, 1667, 198, 1666, 20, 198, 5, 1667, 198]
 
 
 def chat(prompt_ids: list[int] | None) -> dict[str, Any]:
@@ -48,10 +51,12 @@ def chat(prompt_ids: list[int] | None) -> dict[str, Any]:
 class Pool:
     """An upstream that honours kv_transfer_params.prompt_token_ids unless `ignores`."""
 
-    def __init__(self, ignores: bool = False) -> None:
+    def __init__(self, ignores: bool = False, probe: bool = True) -> None:
         self.a = Upstream(0, "http://a/v1", "http://a", client=None)  # type: ignore[arg-type]
         self.ignores = ignores
+        self.probe = probe  # answers continue_final_message (vLLM does; older servers may not)
         self.bodies: list[tuple[str, dict[str, Any]]] = []
+        self.probes: list[dict[str, Any]] = []
 
     def route(self, session_id: str | None) -> Upstream:
         return self.a
@@ -60,6 +65,10 @@ class Pool:
         return None
 
     async def post(self, path: str, body: dict, *, session_id=None, upstream=None, at_root=False) -> Any:
+        if path == "/tokenize" and body.get("add_generation_prompt") is False:
+            self.probes.append(body)
+            cut = 2 if self.probe and body.get("continue_final_message") else 0
+            return {"tokens": PROBE_CLOSED[: len(PROBE_CLOSED) - cut]}, self.a
         self.bodies.append((path, body))
         if path == "/tokenize":
             return {"tokens": RENDERED}, self.a
@@ -104,11 +113,14 @@ async def test_auto_splices_and_verifies() -> None:
     s = serving(pool)
     out = (await s.responses(request(), "s"))["output"][-1]
     assert [p for p, _ in pool.bodies] == ["/tokenize", "/chat/completions"]  # one /tokenize, as before
+    assert [b.get("continue_final_message") for b in pool.probes] == [None, True]  # once per process
     sent = pool.bodies[1][1]
     assert sent["kv_transfer_params"] == {"prompt_token_ids": SPLICED} and sent["return_token_ids"] is True
     assert out["prompt_token_ids"] == SPLICED
     assert out["token_drift"] == {"extends_carried_tokens": True, "divergence": None, "spliced": True}
     assert s.drift_counts(0) == {"measured": 1, "extends": 1, "diverged": 0, "spliced": 1, "fallbacks": 0}
+    await s.responses(request(), "s")
+    assert len(pool.probes) == 2
 
 
 async def test_chat_input_carries_tokens_on_the_assistant_message() -> None:
@@ -171,6 +183,59 @@ async def test_cut_off_generation_uses_the_learned_end_of_turn() -> None:
     params["input"][1]["generation_token_ids"] = [30, 31]  # finish_reason length
     out = (await s.responses(params, "s"))["output"][-1]
     assert out["prompt_token_ids"] == [*P1, 30, 31, EOT, 198, 1666, 40, 41, 1667, 198, 1666, 20, 198]
+
+
+async def test_cut_off_first_turn_uses_the_templates_end_of_turn() -> None:
+    # nothing learned yet (real vLLM: a forced tool call cut off by max_output_tokens); the
+    # generation's last id is no end-of-turn token, the template's closing tokens say which is
+    params = request()
+    params["input"][1]["generation_token_ids"] = [30, 31]
+    out = (await serving(Pool(), prefix_token_ids="required").responses(params, "s"))["output"][-1]
+    assert out["prompt_token_ids"] == [*P1, 30, 31, EOT, 198, 1666, 40, 41, 1667, 198, 1666, 20, 198]
+    assert out["token_drift"]["spliced"] is True
+
+
+async def test_without_the_probe_a_cut_off_first_turn_is_refused_with_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    params = request()
+    params["input"][1]["generation_token_ids"] = [30, 31]
+    pool = Pool(probe=False)
+    s = serving(pool)
+    drift = (await s.responses(params, "s"))["output"][-1]["token_drift"]
+    assert drift["spliced"] is False and "end-of-turn ids [31]" in drift["note"]
+    # that generation stopped on its own (on 1667): learned from it, the next one splices
+    assert (await s.responses(params, "s"))["output"][-1]["token_drift"]["spliced"] is True
+    assert len(pool.probes) == 2  # asked once, not on every request
+    assert sum("could not learn the chat template's end-of-turn" in r.message for r in caplog.records) == 1
+
+
+async def test_a_failing_upstream_is_probed_again_later() -> None:
+    class Flaky(Pool):
+        async def post(self, path: str, body: dict, **kwargs: Any) -> Any:
+            if body.get("add_generation_prompt") is False and not self.probes:
+                self.probes.append(body)
+                raise APIError(503, "down")
+            answer, upstream = await super().post(path, body, **kwargs)
+            if "choices" in answer:  # cut off too: nothing to learn the end-of-turn id from
+                answer["choices"][0]["finish_reason"] = "length"
+            return answer, upstream
+
+    pool = Flaky()
+    s = serving(pool)
+    params = request()
+    params["input"][1]["generation_token_ids"] = [30, 31]
+    assert "fewer than" in (await s.responses(params, "s"))["output"][-1]["token_drift"]["note"]
+    assert (await s.responses(params, "s"))["output"][-1]["token_drift"]["spliced"] is True
+    assert len(pool.probes) == 3
+
+
+async def test_configured_end_of_turn_needs_no_probe() -> None:
+    pool = Pool()
+    params = request()
+    params["input"][1]["generation_token_ids"] = [30, 31]
+    out = (await serving(pool, end_of_turn_token_ids=[EOT]).responses(params, "s"))["output"][-1]
+    assert out["token_drift"]["spliced"] is True and pool.probes == []
 
 
 def test_required_prefix_token_ids_passes_through() -> None:

@@ -1,0 +1,74 @@
+"""`/metrics` on the adapter: requests by route and status, upstream latency and in-flight,
+retries by reason, context-length fallbacks, sessions, token drift — exact samples."""
+
+from __future__ import annotations
+
+import httpx
+import respx
+
+from responses_api_models.vllm_model.tests.conftest import UP1, adapter, chat_body
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """{label string: value} of one metric's samples, e.g. {'route="/v1/responses",status="200"': 2.0}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            labels = key[len(name) :].strip("{}")
+            out[labels] = float(value)
+    return out
+
+
+async def test_adapter_metrics_count_what_happened(upstream: respx.MockRouter) -> None:
+    overflow = {
+        "error": {
+            "message": "This model's maximum context length is 256 tokens. However, your prompt contains at least 300 input tokens.",
+            "type": "BadRequestError",
+            "code": 400,
+        }
+    }
+    upstream.post(f"{UP1}/chat/completions").mock(
+        side_effect=[
+            httpx.Response(503, json={"error": {"message": "busy"}}),
+            httpx.Response(200, json=chat_body()),
+            httpx.Response(400, json=overflow),
+            httpx.Response(200, json=chat_body()),
+        ]
+    )
+    async with adapter() as client:
+        assert (await client.post("/v1/responses", json={"input": "a"})).status_code == 200
+        assert (await client.post("/v1/responses", json={"input": "b"})).status_code == 200  # empty result
+        assert (await client.post("/v1/chat/completions", json={"messages": []})).status_code == 400
+        assert (
+            await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+        ).status_code == 200
+        text = (await client.get("/metrics")).text
+    assert samples(text, "nemo_gym_requests_total") == {
+        'route="/v1/responses",status="200"': 2.0,
+        'route="/v1/chat/completions",status="400"': 1.0,
+        'route="/v1/chat/completions",status="200"': 1.0,
+    }
+    assert samples(text, "nemo_gym_request_duration_seconds_count") == {
+        'route="/v1/responses"': 2.0,
+        'route="/v1/chat/completions"': 2.0,
+    }
+    assert samples(text, "nemo_gym_upstream_retries_total") == {'reason="status_503"': 1.0}
+    assert samples(text, "nemo_gym_context_length_fallbacks_total") == {"": 1.0}
+    assert samples(text, "nemo_gym_upstream_in_flight") == {f'upstream="{UP1}"': 0.0}
+    assert samples(text, "nemo_gym_upstream_routed") == {f'upstream="{UP1}"': 1.0}
+    assert samples(text, "nemo_gym_upstream_request_duration_seconds_count") == {f'upstream="{UP1}"': 4.0}
+    assert samples(text, "nemo_gym_sessions_tracked") == {
+        "": 1.0
+    }  # one caller: its cookie jar keeps the session
+    assert samples(text, "nemo_gym_requests_cancelled_total") == {}
+    assert "nemo_gym_token_drift_total" not in text  # drift is measured in token mode only
+
+
+async def test_token_mode_exposes_drift_counts(upstream: respx.MockRouter) -> None:
+    async with adapter(return_token_id_information=True) as client:
+        text = (await client.get("/metrics")).text
+    assert samples(text, "nemo_gym_token_drift_total") == {
+        f'outcome="{outcome}",upstream="{UP1}"': 0.0
+        for outcome in ("measured", "extends", "diverged", "spliced", "fallbacks")
+    }
