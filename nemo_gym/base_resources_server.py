@@ -36,9 +36,11 @@ class BaseResourcesServerConfig(BaseServerConfig):
 
 
 class BaseRunRequest(BaseModel):
-    """A dataset row as the agent's `/run` receives it; the row's other fields pass through."""
+    """A dataset row as the agent's `/run` receives it. As in NeMo Gym, fields a subclass does
+    not declare are dropped (environments' own tests assert exact field sets); an agent that
+    forwards whole rows declares `extra="allow"` on its own request type."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    model_config = ConfigDict(populate_by_name=True)
 
     responses_create_params: NeMoGymResponseCreateParamsNonStreaming
     capture_rollout_id: str | None = Field(default=None, alias="_ng_rollout_id", exclude=True)

@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+# First path segment of a rollout-prefixed request (`nemo_gym.rollout_correlation`).
+ROLLOUT_PATH_PREFIX = "ng-rollout"
+
 
 class ModelServerRef(BaseModel):
     type: Literal["responses_api_models"]

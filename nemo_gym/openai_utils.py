@@ -724,9 +724,37 @@ def accumulate_response_usage(
     return result
 
 
+# openai's response models name a few fields by alias only (`async_` is sent as `async`), and
+# keep unknown keys as extras. `NeMoGymResponse(**other.model_dump())`, which environments
+# write, dumps by field name, so without this rename the re-validated copy would carry both
+# the field and a stray extra and no longer equal the original.
+_ALIASED_NAMES = {"async_": "async", "schema_": "schema"}
+
+
+def _to_aliases(item: Any) -> Any:
+    if isinstance(item, dict) and any(name in item for name in _ALIASED_NAMES):
+        item = dict(item)
+        for name, alias in _ALIASED_NAMES.items():
+            if name in item and alias not in item:
+                item[alias] = item.pop(name)
+    return item
+
+
 class NeMoGymResponse(Response):
     output: list[NeMoGymResponseOutputItem]
     usage: NeMoGymResponseUsage | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _field_names_as_aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        tools, text = data.get("tools"), data.get("text")
+        if tools:
+            data = {**data, "tools": [_to_aliases(tool) for tool in tools]}
+        if isinstance(text, dict) and isinstance(text.get("format"), dict):
+            data = {**data, "text": {**text, "format": _to_aliases(text["format"])}}
+        return data
 
 
 # ---------------------------------------------------------------------------------------

@@ -62,3 +62,35 @@ def test_agent_rollout_path_helpers_leave_paths_alone() -> None:
     assert agent.url_path_for_request("/v1/responses", None) == "/v1/responses"
     assert agent.base_url_for_run("http://x", object()) == "http://x"
     assert agent.resolve_model_base_url("policy_model") == "http://127.0.0.1:9/v1"
+
+
+def test_build_server_base_url_from_an_instance_block() -> None:
+    from omegaconf import OmegaConf
+
+    from nemo_gym.global_config import get_first_server_config_dict
+
+    client = ServerClient({"judge": {"responses_api_models": {"m": {"host": "127.0.0.1", "port": 8123}}}})
+    block = get_first_server_config_dict(client.global_config_dict, "judge")
+    assert client._build_server_base_url(block) == "http://127.0.0.1:8123"
+    assert client._build_server_base_url({"host": "10.0.0.2", "port": 9}) == "http://10.0.0.2:9"
+    assert client._build_server_base_url(OmegaConf.create({"host": "h", "port": 1})) == "http://h:1"
+
+
+def test_raise_for_status_goes_by_ok() -> None:
+    import asyncio
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    import pytest
+
+    from nemo_gym.http.server_client import ServerResponseError, raise_for_status
+
+    asyncio.run(raise_for_status(MagicMock()))  # a mock's ok is truthy: no comparison of its status
+    asyncio.run(raise_for_status(SimpleNamespace(status=204)))  # no ok attribute: the status decides
+
+    async def read() -> bytes:
+        return b'{"error": "x"}'
+
+    failing = MagicMock(ok=False, status=500, read=read, reason="Internal Server Error")
+    with pytest.raises(ServerResponseError):
+        asyncio.run(raise_for_status(failing))

@@ -290,7 +290,8 @@ def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[s
     for key, message in _REJECTED.items():
         if params.get(key) is not None:
             raise ConversionError(message, param=key)
-    if not isinstance(params.get("stream", False), bool):  # a streamed answer is the server's choice
+    # A streamed answer is the server's choice; null (NeMo Gym's dumped rows carry it) means no.
+    if params.get("stream") is not None and not isinstance(params["stream"], bool):
         raise ConversionError("'stream' must be true or false", param="stream")
 
     messages: list[dict[str, Any]] = []

@@ -187,10 +187,14 @@ class RequestPath:
         self, handler: FastHandler, body: bytes, scope: dict[str, Any]
     ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         headers = list(_JSON_HEADERS)
-        session_id = self.signer.session_from_headers(scope["headers"])
+        signer = self.signer
+        value = signer.cookie_value(scope["headers"])
+        session_id = None if value is None else signer.session_id_of(value)
         if session_id is None:
-            session_id, cookie = self.signer.new_session()
+            session_id, cookie = signer.new_session()
             headers.append(cookie)
+        else:
+            headers.append(signer.set_cookie_header(value))  # every response carries the cookie
         try:
             result = await handler(body, session_id)
             if isinstance(result, StreamedAnswer):

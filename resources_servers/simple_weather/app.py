@@ -6,7 +6,7 @@ The smallest complete environment: it exercises the agent's tool loop end to end
 from __future__ import annotations
 
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from nemo_gym.base_resources_server import (
     BaseResourcesServerConfig,
@@ -29,6 +29,16 @@ class GetWeatherResponse(BaseModel):
     weather_description: str
 
 
+class WeatherVerifyRequest(BaseVerifyRequest):
+    """The row's own fields come back in the verify answer (rollout files keep them)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
+class WeatherVerifyResponse(BaseVerifyResponse):
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
 class SimpleWeather(SimpleResourcesServer):
     config: SimpleWeatherConfig
 
@@ -40,10 +50,10 @@ class SimpleWeather(SimpleResourcesServer):
     async def get_weather(self, body: GetWeatherRequest) -> GetWeatherResponse:
         return GetWeatherResponse(city=body.city, weather_description=f"The weather in {body.city} is cold.")
 
-    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+    async def verify(self, body: WeatherVerifyRequest) -> WeatherVerifyResponse:
         # The body was validated on the way in; building the answer from its fields skips a
         # second validation of the whole rollout.
-        return BaseVerifyResponse.model_construct(**dict(body), reward=1.0)
+        return WeatherVerifyResponse.model_construct(**dict(body), reward=1.0)
 
 
 if __name__ == "__main__":

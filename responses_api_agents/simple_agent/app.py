@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 from fastapi import Body, Request
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from starlette.responses import Response
 
 from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyResponse
@@ -65,6 +65,12 @@ def _params_dict(body: Any) -> dict[str, Any]:
     if isinstance(body, dict):
         return body
     return body.model_dump(mode="json", exclude_unset=True)
+
+
+class SimpleAgentRunRequest(BaseRunRequest):
+    """A whole dataset row: every field reaches /seed_session and /verify unchanged."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
 
 
 class SimpleAgent(SimpleResponsesAPIAgent):
@@ -138,7 +144,7 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         result = await self.agent_loop(_params_dict(body), dict(request.cookies))
         return _json_response(result)  # type: ignore[return-value]
 
-    async def run(self, request: Request, body: BaseRunRequest = Body()) -> BaseVerifyResponse:
+    async def run(self, request: Request, body: SimpleAgentRunRequest = Body()) -> BaseVerifyResponse:
         row = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
         resources = self._resources_name()
         seed = await self.server_client.post(resources, "/seed_session", json=row)

@@ -286,3 +286,26 @@ async def test_async_openai_permanent_auth_error_trips(fake_endpoint):
     with pytest.raises(ou.PermanentEndpointError):
         await client.create_response(input="again")
     assert state["calls"] == 1
+
+
+def test_response_round_trips_through_a_field_name_dump():
+    """`NeMoGymResponse(**r.model_dump())` equals `r` although openai names `async_` by alias."""
+    from nemo_gym.openai_utils import NeMoGymResponse
+
+    response = NeMoGymResponse(
+        id="r",
+        created_at=1.0,
+        model="m",
+        object="response",
+        output=[],
+        parallel_tool_calls=False,
+        tool_choice="auto",
+        tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}, "async": True}],
+        text={"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}},
+    )
+    dumped = response.model_dump()
+    assert dumped["tools"][0]["async_"] is True and "async" not in dumped["tools"][0]
+    copy = NeMoGymResponse(**dumped)
+    assert copy == response
+    assert copy.tools[0].async_ is True and copy.tools[0].model_extra == {}
+    assert copy.text.format.schema_ == {"type": "object"}

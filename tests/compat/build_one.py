@@ -1,10 +1,13 @@
-"""Stage (a) for one environment, in its own process: import its app.py, build its FastAPI app.
+"""Stage (a) for one environment, in its own process: import the entrypoint its config names
+(usually app.py), build its FastAPI app from that config, and check its routes.
 
     python build_one.py <resources_servers|responses_api_agents> <name> <wheel_root>
 
 Run by harness.build_one with the compat venv's python, cwd = the environment's directory
-(as ng_run starts servers). Prints one line `NG_COMPAT_RESULT {json}`:
-status ok / <stage>_error, the stage that failed and the error's first line.
+(as ng_run starts servers). Prints one line `NG_COMPAT_RESULT {json}`: status ok /
+<stage>_error / timeout, the stage that failed and the error's first line. What a user would
+supply (API keys, peer servers) is supplied as placeholders; name lookups that fail are
+recorded in the detail, as evidence for the harness's scope verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import os
 import re
 import socket
 import sys
+import threading
 import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +39,9 @@ def emit(status: str, error: str = "") -> None:
 
 
 def error_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    # The first line that says something (NLTK, for one, opens its messages with a row of stars).
+    lines = [ln.strip() for ln in str(exc).splitlines() if re.search(r"[A-Za-z0-9]", ln)]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def free_port() -> int:
@@ -47,46 +53,176 @@ def free_port() -> int:
 def placeholder(var: str) -> Any:
     if var.endswith("base_url") or var.endswith("_url"):
         return "http://127.0.0.1:9/v1"
-    if var.endswith("api_key"):
+    if var.endswith("api_key") or var.endswith("_token") or var.endswith("TOKEN") or var.endswith("KEY"):
         return "EMPTY"
     if var.endswith("model_name") or var.endswith("_model"):
         return "sim-model"
+    if var.endswith(("_dir", "_path", "_fpath", "_file")):
+        # A file the user would point at: an empty one (a directory for *_dir).
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="ng_compat_"))
+        if var.endswith("_dir"):
+            return str(base)
+        (base / var).touch()
+        return str(base / var)
     return "placeholder"
 
 
-def interpolated_names(text: str) -> set[str]:
-    return {m for m in re.findall(r"\$\{([A-Za-z_][\w]*)\}", text)}
+# Values a config leaves to its user: `${name}`, `${oc.select:name,null}` (no usable default)
+# and `${oc.env:NAME}` (an environment variable without a default).
+_PLAIN_VAR = re.compile(r"\$\{([A-Za-z_]\w*)\}")
+_SELECT_VAR = re.compile(r"\$\{oc\.select:([A-Za-z_]\w*)(?:,\s*(?:null|None|~)?\s*)?\}")
+_ENV_VAR = re.compile(r"\$\{oc\.env:([A-Za-z_]\w*)\}")
 
 
-def find_config(kind: str, name: str, env_dir: Path) -> tuple[Path, str, dict, dict]:
-    """The first configs/*.yaml (the one named after the env first) with a `<inst>: {kind: {name: …}}` block.
+def user_supplied_names(text: str) -> set[str]:
+    return set(_PLAIN_VAR.findall(text)) | set(_SELECT_VAR.findall(text))
 
-    Loads it with our own config loader (as ng_run does), placeholders for `${vars}` it leaves to
-    the user; falls back to plain OmegaConf (recording why) if our loader rejects the file.
-    """
+
+def supply_env_vars(text: str) -> None:
+    for var in _ENV_VAR.findall(text):
+        if var not in os.environ:
+            os.environ[var] = placeholder(var)
+            DETAIL.setdefault("placeholder_env", []).append(var)
+
+
+SERVER_KINDS = ("resources_servers", "responses_api_agents", "responses_api_models", "environment_servers")
+
+
+def _instances_of(path: Path, kind: str, name: str) -> list[str]:
+    import yaml
+
+    text = path.read_text(errors="replace")
+    if f"{name}:" not in text:
+        return []
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return []
+    if not isinstance(raw, dict):
+        return []
+    return [
+        inst
+        for inst, block in raw.items()
+        if isinstance(block, dict) and isinstance(block.get(kind), dict) and name in block[kind]
+    ]
+
+
+def config_candidates(kind: str, name: str, env_dir: Path, wheel_root: Path) -> list[tuple[Path, str]]:
+    """(config file, instance) pairs that instantiate this environment: its own configs/*.yaml
+    first (the one named after it first), then other environments' configs that use it
+    (an agent's own config may be a template that environments fill in)."""
+    own = sorted((env_dir / "configs").glob("*.yaml"), key=lambda p: (p.stem != name, p.name))
+    others = sorted(p for p in wheel_root.glob("*/*/configs/*.yaml") if env_dir not in p.parents)
+    return [(path, inst) for path in own + others for inst in _instances_of(path, kind, name)]
+
+
+def load_block(path: Path, instance: str, kind: str, name: str, env_dir: Path) -> tuple[dict, dict]:
+    """One instance's block and the whole config, loaded with our own config loader (as ng_run
+    loads it) with placeholders for the values the config leaves to its user; falls back to
+    plain OmegaConf (recording why) if our loader rejects the file."""
     import yaml
     from omegaconf import OmegaConf
 
-    yamls = sorted((env_dir / "configs").glob("*.yaml"), key=lambda p: (p.stem != name, p.name))
-    for path in yamls:
-        text = path.read_text()
-        raw = yaml.safe_load(text) or {}
-        for inst, block in raw.items():
-            if isinstance(block, dict) and isinstance(block.get(kind), dict) and name in block[kind]:
-                defined = set(raw)
-                extras = {v: placeholder(v) for v in interpolated_names(text) if v not in defined}
-                try:
-                    from nemo_gym.config import load_config
+    text = path.read_text()
+    raw = yaml.safe_load(text) or {}
+    extras = {v: placeholder(v) for v in user_supplied_names(text) if v not in raw}
+    # `${oc.select:name,null}` may be a genuine "unset" (a mode, a path); only secrets and
+    # addresses, which a run cannot do without, get a placeholder.
+    optional = set(_SELECT_VAR.findall(text)) - set(_PLAIN_VAR.findall(text))
+    extras = {k: v for k, v in extras.items() if k not in optional or v == "EMPTY" or v.startswith("http")}
+    supply_env_vars(text)
+    try:
+        from nemo_gym.config import load_config
 
-                    args = [f"+config_paths=[{path}]"] + [f"+{k}={v}" for k, v in extras.items()]
-                    loaded = load_config(args, cwd=Path(os.environ.get("NG_COMPAT_WHEEL_ROOT", env_dir)))
-                    full = OmegaConf.to_container(loaded.config, resolve=True)
-                except Exception as exc:  # our loader's verdict is recorded, the build goes on
-                    DETAIL["config_loader_error"] = error_line(exc)
-                    cfg = OmegaConf.merge(OmegaConf.create(extras), OmegaConf.create(raw))
-                    full = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-                return path, inst, full[inst][kind][name], full
-    raise LookupError(f"no configs/*.yaml has a '<instance>: {{{kind}: {{{name}: ...}}}}' block")
+        args = [f"+config_paths=[{path}]"] + [f"+{k}={v}" for k, v in extras.items()]
+        loaded = load_config(args, cwd=Path(os.environ.get("NG_COMPAT_WHEEL_ROOT", env_dir)))
+        full = OmegaConf.to_container(loaded.config, resolve=True)
+    except Exception as exc:  # our loader's verdict is recorded, the build goes on
+        DETAIL["config_loader_error"] = error_line(exc)
+        cfg = OmegaConf.merge(OmegaConf.create(extras), OmegaConf.create(raw))
+        full = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    return full[instance][kind][name], full
+
+
+class _Peer(BaseHTTPRequestHandler):
+    """Any request gets `200 {}`: the build only needs peers to be reachable, not to be right."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def point_peers_at_stub(full: dict, instance: str) -> None:
+    """Every other server instance of the config answers at one local stub address, as ng_run
+    would have them up: some environments wait in `setup_webserver()` until a judge answers."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Peer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    peers = []
+    for inst, block in full.items():
+        if inst == instance or not isinstance(block, dict):
+            continue
+        for kind in SERVER_KINDS:
+            for body in (block.get(kind) or {}).values() if isinstance(block.get(kind), dict) else ():
+                if isinstance(body, dict):
+                    body.update(host="127.0.0.1", port=httpd.server_port)
+                    peers.append(inst)
+    if peers:
+        DETAIL["peers_at_stub"] = sorted(set(peers))
+
+
+def record_failed_lookups() -> None:
+    """Name lookups that fail are recorded: they are the evidence that a build needs the network."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(host, *args, **kwargs)
+        except socket.gaierror:
+            name = host.decode() if isinstance(host, bytes) else str(host)
+            failed = DETAIL.setdefault("unresolved_hosts", [])
+            if name not in failed:
+                failed.append(name)
+            raise
+
+    socket.getaddrinfo = getaddrinfo
+
+
+def start_watchdog(seconds: float, wheel_root: Path) -> None:
+    """Past `seconds`, report where the build is stuck (the innermost line of environment code)
+    instead of hanging until the harness kills us without a reason."""
+    main_id = threading.main_thread().ident
+
+    def fire() -> None:
+        frame = sys._current_frames().get(main_id)
+        where = ""
+        stack = traceback.extract_stack(frame) if frame is not None else []
+        for entry in reversed(stack):
+            if entry.filename.startswith(str(wheel_root)):
+                rel = Path(entry.filename).relative_to(wheel_root)
+                where = f"{rel}:{entry.lineno}: {(entry.line or '').strip()}"
+                break
+        if not where and stack:
+            where = f"{stack[-1].filename}:{stack[-1].lineno}: {(stack[-1].line or '').strip()}"
+        DETAIL["stack_tail"] = [f"{e.filename}:{e.lineno}: {(e.line or '').strip()}" for e in stack[-6:]]
+        emit("timeout", f"still in stage {STAGE} after {seconds:.0f}s, at {where}"[:300])
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
 
 
 def main() -> None:
@@ -94,6 +230,8 @@ def main() -> None:
     kind, name, wheel_root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     os.environ["NG_COMPAT_WHEEL_ROOT"] = str(wheel_root)
     env_dir = wheel_root / kind / name
+    start_watchdog(float(os.environ.get("NG_COMPAT_BUILD_WATCHDOG", "80")), wheel_root)
+    record_failed_lookups()
 
     STAGE = "core_import"
     if kind == "resources_servers":
@@ -102,14 +240,28 @@ def main() -> None:
         from nemo_gym.base_responses_api_agent import SimpleResponsesAPIAgent as Base
     from nemo_gym.server_utils import ServerClient
 
+    STAGE = "config"
+    candidates = config_candidates(kind, name, env_dir, wheel_root)
+    if not candidates:
+        raise LookupError(f"no configs/*.yaml has a '<instance>: {{{kind}: {{{name}: ...}}}}' block")
+    path, instance = candidates[0]
+    block, full = load_block(path, instance, kind, name, env_dir)
+    entrypoint = block.get("entrypoint")
+    if not isinstance(entrypoint, str) or not entrypoint or entrypoint == "???":
+        # A template config leaves the entrypoint to the user ("???"): the package's app.py.
+        DETAIL["entrypoint_note"] = f"config's entrypoint is {entrypoint!r}; app.py tried"
+        entrypoint = "app.py"
+    DETAIL["entrypoint"] = entrypoint
+
     STAGE = "import"
     # `python app.py` (how ng_run starts a server) puts the app's own directory first on sys.path;
     # environments rely on it for sibling modules (`from utils import …`).
     sys.path[0] = str(env_dir)
-    module = importlib.import_module(f"{kind}.{name}.app")
+    module_name = ".".join([kind, name, *Path(entrypoint).with_suffix("").parts])
+    module = importlib.import_module(module_name)
     DETAIL["module_file"] = getattr(module, "__file__", None)
     if DETAIL["module_file"] and not str(DETAIL["module_file"]).startswith(str(wheel_root)):
-        raise RuntimeError(f"{kind}.{name}.app resolved to {DETAIL['module_file']}, not the wheel's copy")
+        raise RuntimeError(f"{module_name} resolved to {DETAIL['module_file']}, not the wheel's copy")
 
     STAGE = "find_class"
     classes = [
@@ -122,13 +274,15 @@ def main() -> None:
     ]
     leaves = [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
     if not leaves:
-        raise LookupError(f"app.py defines no subclass of {Base.__name__}")
+        DETAIL["server_like_classes"] = sorted(
+            obj.__name__
+            for obj in vars(module).values()
+            if inspect.isclass(obj) and any(c.__name__.startswith("Simple") for c in obj.__mro__[1:])
+        )
+        raise LookupError(f"{entrypoint} defines no subclass of {Base.__name__}")
     cls = leaves[0]
     DETAIL["class"] = cls.__name__
 
-    STAGE = "config"
-    path, instance, block, full = find_config(kind, name, env_dir)
-    DETAIL["config"] = f"{path.relative_to(wheel_root)}:{instance}"
     fields = getattr(cls, "model_fields", {})
     config_cls = (
         fields["config"].annotation if "config" in fields else inspect.get_annotations(cls).get("config")
@@ -141,11 +295,36 @@ def main() -> None:
 
     STAGE = "config_validate"
     port = free_port()
-    values = {**block, "name": instance, "host": "127.0.0.1", "port": port}
-    config = config_cls.model_validate(values)
+    first_error: BaseException | None = None
+    config = None
+    for index, (path, instance) in enumerate(candidates):
+        if index:
+            try:
+                block, full = load_block(path, instance, kind, name, env_dir)
+            except Exception:  # noqa: BLE001 - another environment's config; try the next
+                continue
+            if block.get("entrypoint") not in (entrypoint, None, "???"):
+                continue
+        try:
+            values = {**block, "name": instance, "host": "127.0.0.1", "port": port}
+            config = config_cls.model_validate(values)
+        except Exception as exc:  # noqa: BLE001 - the own config's error is the one reported
+            first_error = first_error or exc
+            continue
+        if index:
+            own = candidates[0][0].relative_to(wheel_root)
+            DETAIL["config_note"] = (
+                f"{own} did not validate ({error_line(first_error)}); built from a config that uses it"
+            )
+        break
+    if config is None:
+        assert first_error is not None
+        raise first_error
+    DETAIL["config"] = f"{path.relative_to(wheel_root)}:{instance}"
 
     STAGE = "construct"
     block.update(host="127.0.0.1", port=port)
+    point_peers_at_stub(full, instance)
     full.setdefault("head_server", {"host": "127.0.0.1", "port": free_port()})
     try:
         client = ServerClient(full)
@@ -165,11 +344,15 @@ def main() -> None:
         raise TypeError(f"setup_webserver() returned {type(app).__name__}, not FastAPI")
     routes = sorted({getattr(r, "path", "") for r in app.routes} - {""})
     DETAIL["routes"] = routes
-    expected = ["/verify"] if kind == "resources_servers" else ["/run"]
-    missing = [r for r in expected if r not in routes]
-    if missing:
+    # Gymnasium-style resources servers are driven through /reset and /step instead of /verify.
+    if kind == "resources_servers":
+        needs = [["/verify"], ["/reset", "/step"]]
+    else:
+        needs = [["/run"]]
+    if not any(all(r in routes for r in group) for group in needs):
         STAGE = "routes"
-        raise LookupError(f"app has no {', '.join(missing)} route (routes: {', '.join(routes)})")
+        wanted = " or ".join(" + ".join(group) for group in needs)
+        raise LookupError(f"app has no {wanted} route (routes: {', '.join(routes)})")
     STAGE = "done"
     emit("ok")
 

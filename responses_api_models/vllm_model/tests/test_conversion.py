@@ -54,6 +54,13 @@ def test_string_input_becomes_one_user_message() -> None:
     }
 
 
+def test_null_stream_is_a_plain_request() -> None:
+    # NeMo Gym's dataset rows are dumped with every field, `"stream": null` among them.
+    assert responses_to_chat({"input": "hi", "stream": None}, OPTS) == responses_to_chat(
+        {"input": "hi"}, OPTS
+    )
+
+
 def test_list_and_string_contents() -> None:
     body = responses_to_chat(
         {

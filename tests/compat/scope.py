@@ -1,0 +1,168 @@
+"""Which build failures lie outside our code, each judged on the evidence of the failure itself.
+
+An environment that fails to build counts against us unless its own failure shows a cause no
+framework could fix on this machine: it is a base class with no app, it needs a host this
+machine cannot reach, a requirement that is not on its registry, a tool that is not installed,
+or a requirement that no longer imports as published. Everything else stays in scope, so a
+bug of ours can never be explained away: the verdict needs the proof in the error line, the
+traceback tail or the name lookups that failed (which build_one.py records).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+ABSTRACT = "abstract (no app to build)"
+NETWORK = "needs network"
+NOT_ON_REGISTRY = "requirement not on its registry"
+TOOL = "needs a tool not installed here"
+BROKEN_REQUIREMENT = "requirement does not import as published"
+
+# Exception types a failed download or clone surfaces as. A lookup that failed on the way to
+# any other error (AttributeError, ValidationError, ...) is not taken as the cause.
+NETWORK_ERRORS = frozenset(
+    {
+        "URLError",
+        "HTTPError",
+        "ConnectionError",
+        "ConnectError",
+        "ConnectTimeout",
+        "ClientConnectorError",
+        "ClientConnectorDNSError",
+        "MaxRetryError",
+        "NameResolutionError",
+        "gaierror",
+        "TimeoutError",
+        "ReadTimeout",
+        "SSLError",
+        "OSError",
+        "CalledProcessError",
+        "LookupError",  # NLTK: a resource its failed download did not fetch
+        "RuntimeError",  # environments re-raise a failed download with their own message
+        "LocalEntryNotFoundError",
+        "HfHubHTTPError",
+    }
+)
+
+_OUR_PACKAGES = ("nemo_gym", "resources_servers", "responses_api_agents", "responses_api_models")
+_URL_HOST = re.compile(r"\b(?:https?|git|ssh)://(?:[^@/\s'\"]+@)?([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_HOST_KW = re.compile(r"host='([A-Za-z0-9.-]+\.[A-Za-z]{2,})'")
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+_ABSTRACT = re.compile(r"Can't instantiate abstract class (\w+) with abstract methods? (.+)")
+_NPM_INSTALL = re.compile(r"'(?:[^']*/)?npm', 'install'(?:, '-g')?, '([^']+)'")
+_TOOL = re.compile(r"\b([\w.-]+) is required\b.*\bnot found on PATH")
+_FRAME = re.compile(r'File "([^"]+)", line \d+')
+
+
+@cache
+def host_resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 443)
+    except (socket.gaierror, UnicodeError):
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@cache
+def npm_package_exists(spec: str) -> bool | None:
+    """Whether the npm registry has `name@version` (None: npm itself could not say)."""
+    try:
+        proc = subprocess.run(["npm", "view", spec, "version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode == 0:
+        return bool(proc.stdout.strip())
+    return False if "E404" in proc.stderr or " 404 " in proc.stderr else None
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _exception_type(error: str) -> str:
+    return error.split(":", 1)[0].strip()
+
+
+def _mentioned_hosts(text: str) -> list[str]:
+    found: list[str] = []
+    for pattern in (_URL_HOST, _HOST_KW):
+        for host in pattern.findall(text):
+            if host not in found:
+                found.append(host)
+    return found
+
+
+def _missing_module_requirement(module: str, skipped: list[str]) -> str | None:
+    """The skipped requirement line (not on PyPI) that provides `module`, if one plainly does."""
+    key = _norm(module.split(".")[0])
+    for line in skipped:
+        if "(not on PyPI)" not in line:
+            continue
+        spec = line.removesuffix("(not on PyPI)").strip()
+        name, _, source = spec.partition("@")
+        repo = source.rstrip("/").split("#")[0].split("@")[0].rsplit("/", 1)[-1].removesuffix(".git")
+        for candidate in (_norm(name), _norm(repo)):
+            if candidate and (key in candidate or candidate in key):
+                return spec
+    return None
+
+
+def classify(
+    error: str,
+    detail: dict,
+    install: dict,
+    env_dir: Path,
+    *,
+    resolves: Callable[[str], bool] = host_resolves,
+    npm_has: Callable[[str], bool | None] = npm_package_exists,
+) -> tuple[str, str] | None:
+    """(class, reason) when the failure proves a cause outside our code; None keeps it in scope."""
+    kind, name = env_dir.parent.name, env_dir.name
+    entrypoint = str(detail.get("entrypoint") or "app.py")
+    kind_of_error = _exception_type(error)
+    tail = "\n".join(detail.get("traceback_tail") or [])
+
+    module = f"{kind}.{name}.{Path(entrypoint).with_suffix('').as_posix().replace('/', '.')}"
+    if f"No module named '{module}'" in error and not (env_dir / entrypoint).exists():
+        return ABSTRACT, f"has no {entrypoint}: a base that other environments build on"
+    if error.startswith("LookupError: ") and "defines no subclass of" in error:
+        if detail.get("server_like_classes") == []:
+            return ABSTRACT, f"{entrypoint} defines no server class: a library other environments import"
+    abstract = _ABSTRACT.search(error)
+    if abstract and kind_of_error == "TypeError":
+        return ABSTRACT, f"{abstract.group(1)} leaves abstract methods to subclasses: {abstract.group(2)}"
+
+    missing = _NO_MODULE.search(error)
+    if missing and not missing.group(1).startswith(_OUR_PACKAGES):
+        spec = _missing_module_requirement(missing.group(1), install.get("skipped") or [])
+        if spec:
+            return NOT_ON_REGISTRY, f"'{missing.group(1)}' comes from {spec}, which is not on PyPI"
+
+    npm = _NPM_INSTALL.search(error)
+    if npm and kind_of_error == "CalledProcessError" and npm_has(npm.group(1)) is False:
+        return NOT_ON_REGISTRY, f"npm has no {npm.group(1)}"
+
+    tool = _TOOL.search(error)
+    if tool:
+        return TOOL, f"{tool.group(1)} is not on PATH (it is not a dependency of NeMo Gym either)"
+
+    if kind_of_error == "ImportError" and not missing:
+        frames = _FRAME.findall(tail)
+        if frames and "site-packages" in frames[-1] and f"/{_OUR_PACKAGES[0]}/" not in frames[-1]:
+            package = frames[-1].split("site-packages/", 1)[1].split("/", 1)[0]
+            return BROKEN_REQUIREMENT, f"{package} raises on import: {error.split(':', 1)[1].strip()[:160]}"
+
+    if kind_of_error in NETWORK_ERRORS:
+        unresolved = list(detail.get("unresolved_hosts") or [])
+        named = [h for h in _mentioned_hosts(f"{error}\n{tail}") if not resolves(h)]
+        hosts = [h for h in named if h in unresolved] or named or unresolved
+        if hosts:
+            return NETWORK, ", ".join(hosts[:3]) + " (does not resolve here)"
+    return None
