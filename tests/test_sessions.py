@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from http.cookiejar import CookieJar
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from nemo_gym.server.sessions import SESSION_ID_KEY, SessionCookieMiddleware, SessionSigner
+
+# These tests send each response's cookies with the next request on purpose (a client that keeps
+# only the last response's cookies), which Starlette's TestClient flags as deprecated style.
+pytestmark = pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")
 
 COOKIE = "Demo___demo"
 
