@@ -292,7 +292,9 @@ class ResponsesStream:
         if self._reasoning is None:
             self._reasoning = self._open("reasoning", self.ids.reasoning)
             self._announce(self._reasoning, events)
-        item = self._reasoning
+        self._summary_part_added(self._reasoning, events)
+
+    def _summary_part_added(self, item: _Item, events: list[dict[str, Any]]) -> None:
         item.texts.append([])
         item.open_summary = True
         events.append(
@@ -425,17 +427,7 @@ class ResponsesStream:
             self._summary_done(events)
         summaries = (final_item or {}).get("summary") or []
         for index in range(len(item.texts), len(summaries)):
-            item.texts.append([])
-            item.open_summary = True
-            events.append(
-                self._event(
-                    "response.reasoning_summary_part.added",
-                    item_id=item.id,
-                    output_index=item.output_index,
-                    summary_index=index,
-                    part={"type": "summary_text", "text": ""},
-                )
-            )
+            self._summary_part_added(item, events)
             self._summary_delta(summaries[index]["text"], events)
             self._summary_done(events)
         self._item_done(item, final_item or item.snapshot("incomplete"), events)
