@@ -24,7 +24,6 @@ from nemo_gym.exceptions import UpstreamFormatError
 
 DONE = "[DONE]"
 DONE_BYTES = b"data: [DONE]\n\n"
-MEDIA_TYPE = "text/event-stream"
 _BOM = b"\xef\xbb\xbf"
 
 

@@ -92,11 +92,6 @@ class SessionSigner:
                             return None
         return None
 
-    def session_from_headers(self, headers: list[tuple[bytes, bytes]]) -> str | None:
-        """The session id of a correctly signed cookie, if the request has one."""
-        value = self.cookie_value(headers)
-        return None if value is None else self.session_id_of(value)
-
     def session_id_of(self, value: str) -> str | None:
         payload = self.verify(value)
         if payload is None or not payload.startswith(_DICT_MARK):
