@@ -65,7 +65,6 @@ def test_ng_run_starts_a_local_ray_head_and_servers_join_it(tmp_path: Path) -> N
         assert "Started the Ray cluster at " in run.output and "for: ray_square" in run.output
         address = run.output.split("Started the Ray cluster at ", 1)[1].split()[0]
         answer = httpx.post(run.url_of("ray_square") + "/square", json={"x": 7}, timeout=60).json()
-    assert address.startswith("127.0.0.1:")  # the cluster listens on loopback only
     assert answer["value"] == 49
     assert answer["address"] == address  # the server joined ng_run's cluster, not a new one
     assert answer["pid"] != answer["server_pid"]  # the task ran in a Ray worker

@@ -109,14 +109,14 @@ class RayCluster:
         if configured_address:
             self.address = configured_address
             return configured_address
-        # Bound to loopback: a cluster started for one machine's run must not listen outside it.
         # address="local": always a new cluster, never one some earlier run left registered.
+        # Ray listens on the node's IP whatever is asked (it turns 127.0.0.1 into the node IP on
+        # purpose), so a run on a machine reachable from its network exposes Ray's ports there.
         ray.init(
             address="local",
             include_dashboard=False,
             ignore_reinit_error=True,
             logging_level=logging.WARNING,
-            _node_ip_address="127.0.0.1",
         )
         self.started_here = True
         self.address = ray.get_runtime_context().gcs_address
@@ -141,6 +141,5 @@ def connect_server(global_config: dict[str, Any]) -> None:
         address=address or "local",
         ignore_reinit_error=True,
         logging_level=logging.WARNING,
-        _node_ip_address="127.0.0.1",
     )
     logger.info("joined the Ray cluster at %s", address or "(a new local one)")
