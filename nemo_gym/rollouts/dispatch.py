@@ -261,7 +261,10 @@ class BoundedCompletions:
             call = next(self._calls, None)
             if call is None:
                 return
-            self._pending.add(asyncio.ensure_future(call))
+            task = asyncio.ensure_future(call)
+            # A consumer that stops early abandons what is resident; their errors are not news.
+            task.add_done_callback(_mark_retrieved)
+            self._pending.add(task)
         self.peak_resident = max(self.peak_resident, len(self._pending) + len(self._done))
 
     async def _next(self) -> Completion:
@@ -291,6 +294,11 @@ class BoundedCompletions:
             task.cancel()
         if resident:
             await asyncio.gather(*resident, return_exceptions=True)
+
+
+def _mark_retrieved(task: asyncio.Future[Completion]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def dispatch(

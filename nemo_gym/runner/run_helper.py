@@ -107,7 +107,11 @@ def resolve_run(parser_config: Any = None, args: list[str] | None = None) -> Sta
     loaded = load_config(cli_args, initial=initial, env_yaml=env_yaml)
     if initial is not None:
         names = [str(k) for k in initial]
-        defined = {str(k) for k in loaded.config} | _referenced(loaded.config)
+        # Names the config files define or anything references are variables, whoever sets them.
+        from_files = {
+            k for k in map(str, loaded.config) if loaded.origins.get(k) not in (INITIAL_SOURCE, None)
+        }
+        defined = from_files | _referenced(loaded.config)
         check_top_level_keys(names, key_names(RunConfig), defined, owner="RunHelper", source=INITIAL_SOURCE)
     plain: dict[str, Any] = OmegaConf.to_container(loaded.config, resolve=True)  # type: ignore[assignment]
     global_keys = validate_global_keys(plain, loaded.origins)
