@@ -66,7 +66,7 @@ class PoolSettings:
 
 _settings = PoolSettings()
 _shared: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, PoolSettings] | None = None
-_retired: list[aiohttp.ClientSession] = []
+_retired: list[tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = []
 
 
 def configure_pool(settings: PoolSettings) -> None:
@@ -217,20 +217,43 @@ def shared_session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     if _shared is None or _shared[0] is not loop or _shared[1].closed or _shared[2] is not _settings:
         if _shared is not None and _shared[0] is loop and not _shared[1].closed:
-            _retired.append(_shared[1])  # resized: calls in flight finish on the old pool
+            _retired.append(_shared[:2])  # resized: calls in flight finish on the old pool
         _shared = (loop, _new_session(_settings), _settings)
     return _shared[1]
 
 
 async def close_shared_client() -> None:
     """Close this process's pooled session (end of a CLI run), so no connection is left dangling."""
-    global _shared
-    sessions = [*_retired, *([_shared[1]] if _shared is not None else [])]
-    _shared = None
-    _retired.clear()
-    for session in sessions:
+    for _, session in _take_sessions():
         if not session.closed:
             await session.close()
+
+
+def _take_sessions() -> list[tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]]:
+    global _shared
+    sessions = [*_retired, *([_shared[:2]] if _shared is not None else [])]
+    _shared = None
+    _retired.clear()
+    return sessions  # type: ignore[return-value]
+
+
+def close_shared_client_now() -> None:
+    """Close this process's pooled sessions from synchronous code, whatever state their loop is in.
+
+    `RunHelper.shutdown()` calls this: a trainer may shut down from another thread, with its loop
+    idle, or after closing it, and must not leave open sockets (or aiohttp's unclosed-session
+    warnings) behind.
+    """
+    for loop, session in _take_sessions():
+        if session.closed:
+            continue
+        if loop.is_closed():
+            # Nothing can run on that loop any more; mark the pool closed so it is not reported.
+            session.connector._close()  # type: ignore[union-attr]
+        elif loop.is_running():
+            loop.call_soon_threadsafe(lambda s=session, lp=loop: lp.create_task(s.close()))
+        else:
+            loop.run_until_complete(session.close())
 
 
 def _cookie_header(cookies: Any) -> str | None:

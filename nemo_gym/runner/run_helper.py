@@ -35,6 +35,7 @@ from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.global_keys import GlobalKeys, validate_global_keys
 from nemo_gym.config.loader import INITIAL_SOURCE, SEARCH, LoadedConfig
 from nemo_gym.config.redact import SecretScrubber, secret_values
+from nemo_gym.http.server_client import close_shared_client_now
 from nemo_gym.runner.head_server import HeadServerThread, build_head_app
 from nemo_gym.runner.processes import ChildProcess, stop_all
 from nemo_gym.runner.ray_cluster import RAY_ADDRESS_KEY, RayCluster, server_needs_ray
@@ -412,6 +413,7 @@ class RunHelper:
             self._spawner = None
         if self._head is not None:
             self._head.stop()
+        close_shared_client_now()
         self._ray.stop()
         if self._config_file is not None:
             self._config_file.unlink(missing_ok=True)
