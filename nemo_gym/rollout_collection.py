@@ -27,6 +27,7 @@ from nemo_gym.rollouts.dispatch import (
     NO_PERSIST_KEY,
     BoundedCompletions,
     DispatchOptions,
+    DrainTracker,
     RolloutRunError,
     dispatch,
 )
@@ -37,6 +38,7 @@ from nemo_gym.rollouts.keys import FAILURE_CLASS_KEY, agent_ref_name
 NG_FAILURE_CLASS_KEY = FAILURE_CLASS_KEY
 NG_NO_PERSIST_KEY = NO_PERSIST_KEY
 NG_DISPATCH_DRAINED_KEY = DISPATCH_DRAINED_KEY
+DispatchLatencyTracker = DrainTracker  # NeMo Gym's name
 
 
 def _head_key(head_server_config: Any) -> tuple[str, int] | None:
@@ -101,7 +103,7 @@ class RolloutCollectionHelper(BaseModel):
         max_resident_tasks: int | None = None,
         dispatch_budget_s: float | None = None,
         drain_margin_s: float | None = None,
-        latency_tracker: Any = None,
+        latency_tracker: DrainTracker | None = None,
         rollout_timeout_s: float | None = None,
     ) -> Iterator[Any]:
         """Awaitables resolving to `(row, result)` in completion order, one per row, rows as given.
@@ -115,6 +117,8 @@ class RolloutCollectionHelper(BaseModel):
         - `dispatch_budget_s` stops starting rows that long after the first start, and
           `drain_margin_s` sooner for rows that would not finish; such a row resolves to a result
           with `_ng_failure_class: cancelled` and `_ng_no_persist`.
+        - `latency_tracker` (a `DispatchLatencyTracker`) carries what rollouts took across calls,
+          for the drain margin.
         - `rollout_timeout_s` fails a `/run` that takes longer (default: `server_call_timeout_seconds`
           between answer bytes).
         Every row must name an agent (`agent_ref.name`) that the running config has; otherwise a
@@ -133,6 +137,7 @@ class RolloutCollectionHelper(BaseModel):
             dispatch_budget_s=dispatch_budget_s,
             drain_margin_s=drain_margin_s,
             rollout_timeout_s=rollout_timeout_s,
+            tracker=latency_tracker,
         )
         return dispatch(examples, client, options)
 
@@ -168,6 +173,7 @@ __all__ = [
     "NG_FAILURE_CLASS_KEY",
     "NG_NO_PERSIST_KEY",
     "BoundedCompletions",
+    "DispatchLatencyTracker",
     "RolloutCollectionConfig",
     "RolloutCollectionHelper",
     "RolloutRunError",

@@ -65,20 +65,6 @@ class RolloutRunError(ServerResponseError):
         return f"{self.message}: {message_from_body(self.response_content)} ({self.context})"
 
 
-@dataclass(frozen=True)
-class DispatchOptions:
-    semaphore: asyncio.Semaphore | None = None
-    route_failures_to_sidecar: bool = False
-    max_resident_tasks: int | None = None
-    dispatch_budget_s: float | None = None
-    drain_margin_s: float | None = None
-    rollout_timeout_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_resident_tasks is not None and self.max_resident_tasks < 1:
-            raise ValueError("max_resident_tasks must be >= 1")
-
-
 class DrainTracker:
     """Recent `/run` durations, to stop starting rollouts that would not finish in the budget."""
 
@@ -100,6 +86,21 @@ class DrainTracker:
             return None
         ordered = sorted(self._durations)
         return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+@dataclass(frozen=True)
+class DispatchOptions:
+    semaphore: asyncio.Semaphore | None = None
+    route_failures_to_sidecar: bool = False
+    max_resident_tasks: int | None = None
+    dispatch_budget_s: float | None = None
+    drain_margin_s: float | None = None
+    rollout_timeout_s: float | None = None
+    tracker: DrainTracker | None = None  # shared across calls to drain by what earlier batches took
+
+    def __post_init__(self) -> None:
+        if self.max_resident_tasks is not None and self.max_resident_tasks < 1:
+            raise ValueError("max_resident_tasks must be >= 1")
 
 
 def failure_row(exc: BaseException, status: int | None) -> dict[str, Any]:
@@ -150,7 +151,7 @@ class RunCaller:
     def __init__(self, client: ServerClient, options: DispatchOptions) -> None:
         self.client = client
         self.options = options
-        self.tracker = DrainTracker()
+        self.tracker = options.tracker or DrainTracker()
         self._deadline = (
             time.monotonic() + options.dispatch_budget_s if options.dispatch_budget_s is not None else None
         )
