@@ -123,8 +123,24 @@ def resolve_run(parser_config: Any = None, args: list[str] | None = None) -> Sta
     instances = assign_ports(loaded, discover_instances(loaded), port_range, global_keys.disallowed_ports)
     if not instances:
         raise ConfigError('no server instances found; pass "+config_paths=[...]"', key="config_paths")
+    _give_agents_the_verification_keys(loaded, instances, global_keys)
     plain = OmegaConf.to_container(loaded.config, resolve=True)  # type: ignore[assignment]
     return StartedRun(loaded, plain, keys, global_keys, instances)
+
+
+def _give_agents_the_verification_keys(
+    loaded: LoadedConfig, instances: list[ServerInstance], keys: GlobalKeys
+) -> None:
+    """Top-level `skip_verification(_reward)` reach every agent that does not set its own."""
+    for name in ("skip_verification", "skip_verification_reward"):
+        value = getattr(keys, name)
+        if value is None:
+            continue
+        for inst in instances:
+            if inst.server_type == "responses_api_agents":
+                block = loaded.config[inst.name][inst.server_type][inst.impl_name]
+                if name not in block:
+                    block[name] = value
 
 
 def _referenced(config: Any) -> set[str]:

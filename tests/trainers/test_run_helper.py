@@ -165,10 +165,13 @@ def test_servers_outlive_the_thread_that_started_them() -> None:
 
 def test_dry_run_resolves_and_starts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     window = port_window()
-    helper = start(nemo_rl_keys(["http://127.0.0.1:9/v1"], 0, window) | {"dry_run": True})
+    keys = {"dry_run": True, "skip_verification": True, "skip_verification_reward": 0.25}
+    helper = start(nemo_rl_keys(["http://127.0.0.1:9/v1"], 0, window) | keys)
     out = capsys.readouterr().out
     assert "Dry run: 3 servers resolved; none started." in out
     assert all(s["pid"] is None and window[0] <= s["port"] <= window[1] for s in helper.server_instances())
+    agent = helper.global_config[AGENT]["responses_api_agents"]["simple_agent"]
+    assert (agent["skip_verification"], agent["skip_verification_reward"]) == (True, 0.25)
     helper.poll()
     helper.shutdown()
 
