@@ -47,7 +47,7 @@ COMPAT_CACHE := .compat_cache
 test-compat: $(STAMP)
 	$(BIN)/python -m tests.compat.harness prepare
 	$(BIN)/python -m pip install -q -e '.[dev,ray]'
-	$(BIN)/python -m pytest -m ray tests/test_ray.py -v
+	$(BIN)/python -m pytest -m ray tests/test_ray.py tests/trainers/test_ray_trainer.py -v
 	NG_COMPAT_EXTRA_ROOTS=$(CURDIR)/$(COMPAT_CACHE)/wheel $(COMPAT_CACHE)/venv/bin/python -m pytest -m compat tests/compat -v -rA $(COMPAT_ARGS)
 
 clean:

@@ -56,7 +56,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "nemo_gym.cli.run",
+                "nemo_gym.cli.ng_run",
                 "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml,resources_servers/simple_weather/configs/simple_weather.yaml]",
                 f"+policy_base_url=http://127.0.0.1:{sim_port}/v1",
                 "+policy_api_key=EMPTY",
@@ -81,7 +81,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "nemo_gym.cli.collect_rollouts",
+                "nemo_gym.cli.ng_collect_rollouts",
                 "+agent_name=simple_weather_simple_agent",
                 "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
                 f"+output_jsonl_fpath={output}",

@@ -22,8 +22,13 @@
     ├── HeaderValueError         a configured header value holds CR, LF or NUL
     ├── ServerCallError          a call between our servers (ServerClient) failed
     │   ├── HeadServerUnreachable   the head server did not answer (is ng_run running?)
-    │   └── ServerResponseError     a non-2xx answer (nemo_gym.http.server_client; also an
-    │                               aiohttp.ClientResponseError, as environments expect)
+    │   ├── ServerResponseError     a non-2xx answer (nemo_gym.http.server_client; also an
+    │   │                           aiohttp.ClientResponseError, as environments expect)
+    │   ├── ServerCallTimeout       no answer byte within server_call_timeout_seconds (also an
+    │   │                           aiohttp.SocketTimeoutError); names the call
+    │   └── ServerUnreachable       refused or dropped (the server may have died); names the call
+    │                               (the three pickle with their status: trainers ship them
+    │                               across Ray actor boundaries)
     ├── ConfigError              a config key is missing or wrong (nemo_gym.config.errors)
     └── SpliceError              carried tokens cannot be spliced (nemo_gym.conversion.prefix)
 

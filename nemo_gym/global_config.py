@@ -181,64 +181,20 @@ class GlobalConfigDictParser(BaseModel):
 
     def parse(self, parse_config: GlobalConfigDictParserConfig | None = None) -> DictConfig:
         """Files < env.yaml < ``initial_global_config_dict`` < command line, interpolations resolved."""
-        import tempfile
-
-        from nemo_gym.config import PROJECT_ROOT, load_config
-        from nemo_gym.config.loader import ENV_YAML_VAR
-        from nemo_gym.config.overrides import parse_overrides
+        from nemo_gym.config import load_config
+        from nemo_gym.config.loader import SEARCH
 
         parse_config = parse_config or GlobalConfigDictParserConfig()
         args = [] if parse_config.skip_load_from_cli else _cli_overrides(sys.argv[1:])
-        initial_file: Path | None = None
-        if parse_config.initial_global_config_dict is not None:
-            initial = OmegaConf.create(parse_config.initial_global_config_dict)
-            paths = [str(p) for p in (initial.pop(CONFIG_PATHS_KEY_NAME, None) or [])]
-            if paths:
-                initial[CONFIG_PATHS_KEY_NAME] = [_absolute_config_path(p, PROJECT_ROOT) for p in paths]
-            # As a config file whose includes are its `config_paths`, the initial dict overrides
-            # those files (includes load first) and stays below the command line.
-            fd, name = tempfile.mkstemp(prefix="nemo_gym_initial_", suffix=".yaml")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(OmegaConf.to_yaml(initial))
-            initial_file = Path(name)
-            cli_paths: list[str] = []
-            rest: list[str] = []
-            for arg in args:
-                if arg.lstrip("+").startswith(f"{CONFIG_PATHS_KEY_NAME}="):
-                    value = parse_overrides([arg]).get(CONFIG_PATHS_KEY_NAME) or []
-                    cli_paths = [str(v) for v in (value if isinstance(value, list) else [value])]
-                else:
-                    rest.append(arg)
-            all_paths = ",".join([str(initial_file), *cli_paths])
-            args = [f"++{CONFIG_PATHS_KEY_NAME}=[{all_paths}]", *rest]
-
-        saved_env = os.environ.get(ENV_YAML_VAR)
-        try:
-            if parse_config.skip_load_from_dotenv:
-                os.environ[ENV_YAML_VAR] = "none"
-            elif parse_config.dotenv_path is not None:
-                os.environ[ENV_YAML_VAR] = str(parse_config.dotenv_path)
-            loaded = load_config(args)
-        finally:
-            if saved_env is None:
-                os.environ.pop(ENV_YAML_VAR, None)
-            else:
-                os.environ[ENV_YAML_VAR] = saved_env
-            if initial_file is not None:
-                initial_file.unlink(missing_ok=True)
-        config = loaded.config
+        if parse_config.skip_load_from_dotenv:
+            env_yaml: Any = None
+        elif parse_config.dotenv_path is not None:
+            env_yaml = parse_config.dotenv_path
+        else:
+            env_yaml = SEARCH
+        config = load_config(args, initial=parse_config.initial_global_config_dict, env_yaml=env_yaml).config
         OmegaConf.set_struct(config, False)
         return config
-
-
-def _absolute_config_path(raw: str, project_root: Path) -> str:
-    path = Path(raw)
-    if path.is_absolute():
-        return raw
-    for base in (Path.cwd(), project_root):
-        if (base / path).is_file():
-            return str((base / path).resolve())
-    return raw
 
 
 def _load_running_config() -> DictConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nemo_gym.global_config import HEAD_SERVER_KEY_NAME
 from nemo_gym.http.server_client import (
     ServerClient,
     ServerResponseError,
@@ -48,6 +49,7 @@ def apply_rollout_prefix(base_url: str, rollout_id: str | None, *, token_capture
 
 
 __all__ = [
+    "HEAD_SERVER_KEY_NAME",
     "SESSION_ID_KEY",
     "BaseServer",
     "BaseServerConfig",

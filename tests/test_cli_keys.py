@@ -8,7 +8,13 @@ from collections.abc import Callable
 import pytest
 from pydantic import BaseModel
 
-from nemo_gym.cli import collect_rollouts, dump_config, help, run, status, test, version
+from nemo_gym.cli import ng_collect_rollouts as collect_rollouts
+from nemo_gym.cli import ng_dump_config as dump_config
+from nemo_gym.cli import ng_help as help
+from nemo_gym.cli import ng_run as run
+from nemo_gym.cli import ng_status as status
+from nemo_gym.cli import ng_test as test
+from nemo_gym.cli import ng_version as version
 from nemo_gym.cli.common import run_cli
 from nemo_gym.cli.keys import check_command_line, closest
 
@@ -64,10 +70,13 @@ def test_help_lists_every_key_with_type_default_description_and_exits_0(
         ("ng_dump_config", [VLLM, "+confg_paths=[]"], "did you mean `config_paths`?"),
         ("ng_version", ["+jsn=true"], "is not a key of ng_version; did you mean `json`?"),
         (
-            "ng_status",
+            "ng_version",
             ["+zzz=1"],
-            "'zzz' (from command line): is not a key of ng_status (run ng_status --help for its keys)",
+            "'zzz' (from command line): is not a key of ng_version (run ng_version --help",
         ),
+        ("ng_run", [VLLM, "+port_rang_low=5000"], "is not a key of ng_run; did you mean `port_range_low`?"),
+        ("ng_run", [VLLM, "+hf_tokn=x"], "is not a key of ng_run; did you mean `hf_token`?"),
+        ("ng_status", ["+dry_runn=true"], "is not a key of ng_status; did you mean `dry_run`?"),
     ],
 )
 def test_unknown_key_is_an_error_naming_the_closest_known_key(
@@ -93,6 +102,45 @@ def test_config_names_are_not_refused_as_flags() -> None:
         ],
     )
     assert set(overrides) == {"config_paths", "policy_base_url", "policy_model", "mine", "startup_timeout"}
+
+
+TRAINER_KEYS = [
+    "+port_range_low=5000",
+    "+port_range_high=5999",
+    "+global_aiohttp_connector_limit_per_host=16384",
+    "+global_aiohttp_connector_limit=65536",
+    "+uv_cache_dir=/tmp/uv",
+    "+uv_venv_dir=/tmp/venvs",
+    "+hf_token=hf_x",
+    "+skip_venv_if_present=true",
+    "+judge_api_key=sk-judge",
+    "+ray_head_node_address=10.0.0.1:6379",
+    "+default_host=10.0.0.2",
+    "+dry_run=true",
+]
+
+
+@pytest.mark.parametrize("command", ["ng_run", "ng_dump_config", "ng_collect_rollouts", "ng_status"])
+def test_the_global_keys_trainers_pass_and_free_variables_are_accepted(command: str) -> None:
+    """NeMo Gym's global keys, and top-level names far from any known key (`${…}` variables)."""
+    module, keys = COMMANDS[command]
+    args = [VLLM, *TRAINER_KEYS, "+my_dataset_tag=v3"]
+    overrides = check_command_line(command, keys, args)
+    assert set(overrides) == {"config_paths", "my_dataset_tag"} | {a[1:].split("=")[0] for a in TRAINER_KEYS}
+
+
+def test_a_near_miss_that_the_config_references_is_a_variable(tmp_path) -> None:
+    """`+concurency=8` is refused, unless a config file uses `${concurency}`."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "x:\n  resources_servers:\n    echo:\n      entrypoint: app.py\n      n: ${concurency}\n"
+    )
+    overrides = check_command_line(
+        "ng_collect_rollouts",
+        collect_rollouts.CollectRolloutsKeys,
+        [f"+config_paths=[{config}]", "+concurency=8"],
+    )
+    assert overrides["concurency"] == 8
 
 
 def test_a_wrong_type_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:

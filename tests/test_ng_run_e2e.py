@@ -109,7 +109,7 @@ def test_ng_status_and_ng_test(tmp_path: Path) -> None:
     env = dict(os.environ, NEMO_GYM_ENV_YAML="none")
     with ng_run(two_servers(tmp_path)) as run:
         status = subprocess.run(
-            [sys.executable, "-m", "nemo_gym.cli.status", f"+head_server.port={run.head_port}"],
+            [sys.executable, "-m", "nemo_gym.cli.ng_status", f"+head_server.port={run.head_port}"],
             capture_output=True,
             text=True,
             env=env,
@@ -122,7 +122,7 @@ def test_ng_status_and_ng_test(tmp_path: Path) -> None:
         )
         assert lines[-1] == "2/2 healthy"
     down = subprocess.run(
-        [sys.executable, "-m", "nemo_gym.cli.status", f"+head_server.port={run.head_port}"],
+        [sys.executable, "-m", "nemo_gym.cli.ng_status", f"+head_server.port={run.head_port}"],
         capture_output=True,
         text=True,
         env=env,
@@ -133,7 +133,7 @@ def test_ng_status_and_ng_test(tmp_path: Path) -> None:
     )
 
     ok = subprocess.run(
-        [sys.executable, "-m", "nemo_gym.cli.test", "+entrypoint=resources_servers/simple_weather", "-q"],
+        [sys.executable, "-m", "nemo_gym.cli.ng_test", "+entrypoint=resources_servers/simple_weather", "-q"],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
@@ -141,7 +141,7 @@ def test_ng_status_and_ng_test(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0 and "passed" in ok.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "nemo_gym.cli.test", "+entrypoint=resources_servers/nope"],
+        [sys.executable, "-m", "nemo_gym.cli.ng_test", "+entrypoint=resources_servers/nope"],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,

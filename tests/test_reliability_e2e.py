@@ -116,7 +116,7 @@ def test_secret_never_leaks(faulty: tuple[str, str], tmp_path) -> None:  # type:
         [
             sys.executable,
             "-m",
-            "nemo_gym.cli.dump_config",
+            "nemo_gym.cli.ng_dump_config",
             VLLM,
             "+policy_base_url=http://x/v1",
             f"+policy_api_key={KEY}",

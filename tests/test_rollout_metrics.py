@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from nemo_gym.http.server_client import ServerClient, close_shared_client
 from nemo_gym.rollouts.aggregate import is_context_length_fallback, resources_server_aggregates
@@ -74,21 +75,21 @@ def test_failure_summary_lists_the_most_common_reasons_first() -> None:
 
 
 def test_agent_routing_precedence_matches_nemo_gym() -> None:
-    from pathlib import Path
+    from pydantic import ValidationError
 
-    from nemo_gym.rollouts.collect import CollectSettings, resolve_agent
+    from nemo_gym.rollouts.collect import resolve_agent
+    from nemo_gym.rollouts.config import RolloutCollectionConfig as Config
 
     def row(name: str | None) -> dict:
         return {"agent_ref": {"type": "responses_api_agents", "name": name}} if name else {}
 
-    plain = CollectSettings(agent_name=None, input_path=Path("i"), output_path=Path("o"))
+    plain = Config(input_jsonl_fpath="i", output_jsonl_fpath="o")
     assert [resolve_agent(plain, row(n)) for n in ("a", None)] == ["a", None]
-    named = CollectSettings(agent_name="forced", input_path=Path("i"), output_path=Path("o"))
+    named = Config(agent_name="forced", input_jsonl_fpath="i", output_jsonl_fpath="o")
     assert [resolve_agent(named, row(n)) for n in ("a", None)] == ["forced", "forced"]
-    mapped = CollectSettings(
-        agent_name="forced",
-        input_path=Path("i"),
-        output_path=Path("o"),
-        agent_map={"a": "new_a", "_default": "d"},
-    )
+    mapped = Config(agent_map={"a": "new_a", "_default": "d"}, input_jsonl_fpath="i", output_jsonl_fpath="o")
     assert [resolve_agent(mapped, row(n)) for n in ("a", "b", None)] == ["new_a", "d", "d"]
+    with pytest.raises(ValidationError, match="agent_name='forced' conflicts with agent_map._default='d'"):
+        Config(
+            agent_name="forced", agent_map={"_default": "d"}, input_jsonl_fpath="i", output_jsonl_fpath="o"
+        )

@@ -16,7 +16,7 @@ VLLM = "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml]"
 
 def status(head_port: int) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "nemo_gym.cli.status", f"+head_server.port={head_port}"],
+        [sys.executable, "-m", "nemo_gym.cli.ng_status", f"+head_server.port={head_port}"],
         cwd=PROJECT_ROOT,
         env=hermetic_env(),
         capture_output=True,
@@ -65,7 +65,7 @@ def test_require_upstreams_makes_a_dead_upstream_a_start_failure() -> None:
         [
             sys.executable,
             "-m",
-            "nemo_gym.cli.run",
+            "nemo_gym.cli.ng_run",
             VLLM,
             f"+policy_base_url={dead}",
             "+policy_api_key=EMPTY",

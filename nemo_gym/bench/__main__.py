@@ -27,6 +27,7 @@ import orjson
 from omegaconf import OmegaConf
 
 from nemo_gym.bench import rollouts as e2e
+from nemo_gym.bench import trainer_api
 from nemo_gym.bench.fast_upstream import TURN1_GEN, TURN1_PROMPT
 from nemo_gym.bench.loadgen import run, run_load
 from nemo_gym.config import PROJECT_ROOT, free_port
@@ -247,7 +248,7 @@ def main() -> None:
         "--scenarios",
         default=(
             "direct,responses,chat,token_tokenize,token_inline,token_spliced,token_unspliced,"
-            "responses_aiohttp,token_tokenize_aiohttp,long,workers2,streaming,sessions,rollouts"
+            "responses_aiohttp,token_tokenize_aiohttp,long,workers2,streaming,sessions,rollouts,trainer_api"
         ),
         help="scenarios to run; NAME_aiohttp is NAME with `upstream_client: aiohttp` instead of the "
         "lean client (responses, chat, token_tokenize), to see what the lean client still saves",
@@ -402,7 +403,17 @@ def main() -> None:
         except Exception as exc:  # keep the rows above: write them, then fail
             print(f"error: end-to-end rollouts: {exc}", file=sys.stderr, flush=True)
             failed = True
-    write_markdown(Path(args.output), rows, time.monotonic() - started, args.duration, memory, rollout_rows)
+    trainer_row: dict[str, Any] | None = None
+    if "trainer_api" in wanted:
+        try:
+            trainer_row = trainer_api.run_subprocess()
+            print(json.dumps(trainer_row), flush=True)
+        except Exception as exc:
+            print(f"error: trainer API rollouts: {exc}", file=sys.stderr, flush=True)
+            failed = True
+    write_markdown(
+        Path(args.output), rows, time.monotonic() - started, args.duration, memory, rollout_rows, trainer_row
+    )
     print(f"wrote {args.output} ({time.monotonic() - started:.0f}s)")
     if failed:
         raise SystemExit(1)
@@ -415,6 +426,7 @@ def write_markdown(
     duration: float,
     memory: dict[str, Any] | None,
     rollout_rows: list[dict[str, Any]] | None = None,
+    trainer_row: dict[str, Any] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     versions = ", ".join(f"{p} {version(p)}" for p in ("fastapi", "uvicorn", "httpx", "aiohttp", "orjson"))
@@ -448,6 +460,8 @@ def write_markdown(
         ]
     if rollout_rows:
         lines += ["", *e2e.markdown_section(rollout_rows, e2e.WARMUP, e2e.ROLLOUTS, e2e.DURATION)]
+    if trainer_row:
+        lines += ["", *trainer_api.markdown_section(trainer_row)]
     lines += ["", f"Whole run: {elapsed:.0f}s.", ""]
     path.write_text("\n".join(lines))
 

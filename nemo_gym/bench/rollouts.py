@@ -137,7 +137,7 @@ def start_stack(timeout: float = 120.0) -> Stack:
         [
             sys.executable,
             "-m",
-            "nemo_gym.cli.run",
+            "nemo_gym.cli.ng_run",
             f"+config_paths=[{','.join(CONFIG_PATHS)}]",
             f"+vllm_simulator.responses_api_models.vllm_simulator.port={sim_port}",
             f"+policy_base_url=http://127.0.0.1:{sim_port}/v1",

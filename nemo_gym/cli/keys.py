@@ -12,49 +12,22 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 from nemo_gym.config import SERVER_TYPES, ConfigError
+from nemo_gym.config.command_keys import (
+    CommandKeys,
+    ConfigCommandKeys,
+    HeadServerKeys,
+    check_top_level_keys,
+    key_names,
+)
 from nemo_gym.config.loader import COMMAND_LINE, config_defined_names
 from nemo_gym.config.overrides import parse_overrides
 
 HELP_FLAGS = ("-h", "--help")
-
-
-class HeadServerKeys(BaseModel):
-    """Where the head server listens; every command that talks to a running ng_run needs it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field("127.0.0.1", description="Head server host.")
-    port: int = Field(11000, description="Head server port.")
-
-
-class CommandKeys(BaseModel):
-    """Keys every command accepts."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    help: bool = Field(False, description="Print this command's keys and exit (also -h, --help, +h=true).")
-    h: bool = Field(False, description="Same as help.")
-
-
-class ConfigCommandKeys(CommandKeys):
-    """Keys of commands that build the global config from files, env.yaml and overrides."""
-
-    config_paths: list[str] = Field(
-        default_factory=list, description="Config YAML files to merge, lowest priority first."
-    )
-    head_server: HeadServerKeys = Field(
-        default_factory=HeadServerKeys, description="Head server address (host, port)."
-    )
-    default_host: str | None = Field(None, description="Host for server instances that set none.")
-
-
-def key_names(model: type[BaseModel]) -> list[str]:
-    """The names a user types for the model's keys (a field's alias when it has one)."""
-    return [field.alias or name for name, field in model.model_fields.items()]
+__all__ = ["CommandKeys", "ConfigCommandKeys", "HeadServerKeys", "check_top_level_keys", "key_names"]
 
 
 def wants_help(args: list[str]) -> bool:
@@ -115,22 +88,25 @@ def unknown_key_error(command: str, name: str, known: Iterable[str]) -> ConfigEr
 def check_command_line(
     command: str, model: type[BaseModel], args: list[str], *, config_names: bool = True
 ) -> dict[str, Any]:
-    """Refuse any top-level command-line key that is neither the command's nor the config's own.
+    """Refuse a misspelt command-line key (a near miss of the command's or a global key).
 
-    With `config_names`, names the config files and env.yaml define or interpolate (server
-    instances, `policy_base_url`, …) are legitimate overrides too. Returns the parsed overrides.
+    With `config_names`, every name the config files and env.yaml define or interpolate (server
+    instances, `policy_base_url`, …) is legitimate. Other unknown names are config variables.
+    Commands that take no config (`config_names=False`) accept only their own keys. Returns the
+    parsed overrides.
     """
     overrides = parse_overrides([a for a in args if a not in HELP_FLAGS])
     known = set(key_names(model))
-    allowed = set(known)
-    if config_names:
-        defined = config_defined_names(args)
-        if defined is None:
-            return overrides
-        allowed |= defined
-    for name, value in overrides.items():
-        if name not in allowed and not _is_instance(value):
-            raise unknown_key_error(command, name, known)
+    if not config_names:
+        for name in overrides:
+            if name not in known:
+                raise unknown_key_error(command, name, known)
+        return overrides
+    defined = config_defined_names(args)
+    if defined is None:
+        return overrides
+    names = [n for n, v in overrides.items() if not _is_instance(v)]
+    check_top_level_keys(names, known, defined, owner=command, source=COMMAND_LINE)
     return overrides
 
 
@@ -148,6 +124,5 @@ def validate_keys(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"{first['msg']} (got {first.get('input')!r})", key=key, source=COMMAND_LINE
-        ) from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{message} (got {first.get('input')!r})", key=key, source=COMMAND_LINE) from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import socket
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,32 @@ from nemo_gym.config.loader import PROJECT_ROOT, RESERVED_KEYS, LoadedConfig
 
 SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
 DEFAULT_HOST = "127.0.0.1"
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+PORT_PROBES = 200
+
+
+def advertised_host(host: str | None, default_host: str | None = None) -> str:
+    """The address others use to reach a server listening on `host`.
+
+    A server bound to every interface (`0.0.0.0`) is reached at `default_host` when that is a
+    real address (a node IP, for trainers on several nodes), else on loopback: a wildcard is
+    where to listen, never where to connect.
+    """
+    if host and host not in WILDCARD_HOSTS:
+        return host
+    if default_host and default_host not in WILDCARD_HOSTS:
+        return default_host
+    return DEFAULT_HOST
+
+
+def resolve_default_host(config: Any) -> str:
+    """`default_host`, else this machine's hostname address under `use_absolute_ip`, else loopback."""
+    configured = config.get("default_host")
+    if configured:
+        return str(configured)
+    if config.get("use_absolute_ip"):
+        return socket.gethostbyname(socket.gethostname())
+    return DEFAULT_HOST
 
 
 @dataclass(frozen=True)
@@ -26,6 +54,7 @@ class ServerInstance:
     entrypoint: Path
     host: str
     port: int | None
+    default_host: str = DEFAULT_HOST
 
     @property
     def implementation(self) -> str:
@@ -33,7 +62,7 @@ class ServerInstance:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{advertised_host(self.host, self.default_host)}:{self.port}"
 
     def impl_key(self) -> str:
         return f"{self.name}.{self.server_type}.{self.impl_name}"
@@ -46,7 +75,7 @@ def _looks_like_instance(value: Any) -> bool:
 def discover_instances(loaded: LoadedConfig) -> list[ServerInstance]:
     """Find and validate every server instance; raise ConfigError naming key and file."""
     cfg = loaded.config
-    default_host = str(cfg.get("default_host") or DEFAULT_HOST)
+    default_host = resolve_default_host(cfg)
     instances: list[ServerInstance] = []
     for name, value in cfg.items():
         name = str(name)
@@ -111,6 +140,7 @@ def discover_instances(loaded: LoadedConfig) -> list[ServerInstance]:
                 entrypoint=entrypoint,
                 host=str(impl.get("host") or default_host),
                 port=port,
+                default_host=default_host,
             )
         )
     _check_references(loaded, instances)
@@ -152,20 +182,52 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def assign_ports(loaded: LoadedConfig, instances: list[ServerInstance]) -> list[ServerInstance]:
-    """Give every instance without a port a free one, and write host/port into the config."""
-    taken = {int(loaded.config.head_server.port)}
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_in_range(host: str, low: int, high: int, taken: Iterable[int]) -> int:
+    """A port in [low, high] that is free on `host` now and not among `taken`."""
+    excluded = set(taken)
+    candidates = [p for p in range(low, high + 1) if p not in excluded]
+    random.shuffle(candidates)
+    for port in candidates[:PORT_PROBES]:
+        if _bindable(host, port):
+            return port
+    raise ConfigError(
+        f"no free port on {host} in [{low}, {high}] (tried {min(len(candidates), PORT_PROBES)}); "
+        "widen port_range_low/port_range_high",
+        key="port_range_low",
+    )
+
+
+def assign_ports(
+    loaded: LoadedConfig,
+    instances: list[ServerInstance],
+    port_range: tuple[int, int] | None = None,
+    disallowed: Iterable[int] = (),
+) -> list[ServerInstance]:
+    """Give every instance without a port a free one (within `port_range` when given), and write
+    host/port into the config."""
+    taken = {int(loaded.config.head_server.port), *disallowed}
     taken.update(inst.port for inst in instances if inst.port)
     result = []
     for inst in instances:
         port = inst.port
         while port is None or (port in taken and port != inst.port):
-            port = free_port(inst.host)
+            if port_range is not None:
+                port = port_in_range(inst.host, port_range[0], port_range[1], taken)
+            else:
+                port = free_port(inst.host)
         taken.add(port)
         impl = loaded.config[inst.name][inst.server_type][inst.impl_name]
         impl.host = inst.host
         impl.port = port
-        result.append(
-            ServerInstance(inst.name, inst.server_type, inst.impl_name, inst.entrypoint, inst.host, port)
-        )
+        result.append(replace(inst, port=port))
     return result

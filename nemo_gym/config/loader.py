@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,28 @@ class _FileLoader:
             self.ordered.append((path, data))
 
 
-def _find_env_yaml(cwd: Path) -> Path | None:
+class _Search:
+    """`load_config(env_yaml=SEARCH)`: look in NEMO_GYM_ENV_YAML, then the cwd, then the project root."""
+
+    def __repr__(self) -> str:
+        return "SEARCH"
+
+
+SEARCH = _Search()
+INITIAL_SOURCE = "initial_global_config_dict"
+
+
+def _find_env_yaml(cwd: Path, env_yaml: Path | str | _Search | None = SEARCH) -> Path | None:
+    """The env.yaml to merge, if any.
+
+    An explicit path that does not exist means "no env.yaml", as NeMo Gym treats it: trainers
+    pass a fixed path next to their own package whether or not the user created that file.
+    """
+    if env_yaml is None:
+        return None
+    if not isinstance(env_yaml, _Search):
+        path = Path(env_yaml)
+        return path if path.is_file() else None
     override = os.environ.get(ENV_YAML_VAR)
     if override is not None:
         if override.lower() in ("", "none", "off"):
@@ -170,14 +192,27 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_config(args: list[str] | None = None, cwd: Path | None = None) -> LoadedConfig:
-    """Merge config files, env.yaml and overrides; resolve interpolations; check `???`."""
+def load_config(
+    args: list[str] | None = None,
+    cwd: Path | None = None,
+    *,
+    initial: Mapping[str, Any] | None = None,
+    env_yaml: Path | str | _Search | None = SEARCH,
+) -> LoadedConfig:
+    """Merge config files, env.yaml, `initial` and overrides; resolve interpolations; check `???`.
+
+    `initial` is what an in-process caller (a trainer's `RunHelper.start`) hands over: it ranks
+    above env.yaml and below the command line, as in NeMo Gym, and its `config_paths` join the
+    others. `env_yaml` is SEARCH (the usual places), None (no env.yaml) or a path.
+    """
     cwd = (cwd or Path.cwd()).resolve()
     cli = parse_overrides(list(args or []))
-    env_path = _find_env_yaml(cwd)
+    env_path = _find_env_yaml(cwd, env_yaml)
     env_data = _read_yaml(env_path, "env.yaml") if env_path else {}
+    initial_data = _plain_mapping(initial)
 
     config_paths = _as_path_list(env_data.pop("config_paths", None), "config_paths", "env.yaml")
+    config_paths += _as_path_list(initial_data.pop("config_paths", None), "config_paths", INITIAL_SOURCE)
     config_paths += _as_path_list(cli.pop("config_paths", None), "config_paths", COMMAND_LINE)
 
     loader = _FileLoader(cwd)
@@ -189,6 +224,7 @@ def load_config(args: list[str] | None = None, cwd: Path | None = None) -> Loade
         _merge(merged, data, _display(path), origins)
     if env_path:
         _merge(merged, env_data, _display(env_path), origins)
+    _merge(merged, initial_data, INITIAL_SOURCE, origins)
     _merge(merged, cli, COMMAND_LINE, origins)
 
     merged.setdefault("head_server", dict(DEFAULT_HEAD_SERVER))
@@ -202,6 +238,21 @@ def load_config(args: list[str] | None = None, cwd: Path | None = None) -> Loade
     _split_comma_lists(resolved)
     loaded.config = OmegaConf.create(resolved)
     return loaded
+
+
+def _plain_mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A caller's mapping (a DictConfig included) as plain dicts, interpolations left unresolved."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"must be a mapping of config keys, not {type(value).__name__}", source=INITIAL_SOURCE
+        )
+    try:
+        node = value if isinstance(value, DictConfig) else OmegaConf.create(dict(value))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot be read as a config: {exc}", source=INITIAL_SOURCE) from None
+    return OmegaConf.to_container(node, resolve=False)  # type: ignore[return-value]
 
 
 def _missing_env_hint(cwd: Path) -> str:

@@ -12,18 +12,23 @@ import asyncio
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from http.cookies import BaseCookie, Morsel
 from typing import Any
 
 import aiohttp
 import orjson
 import yaml
+from multidict import CIMultiDict, CIMultiDictProxy
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel
+from yarl import URL
 
+from nemo_gym.config.global_keys import GlobalKeys
+from nemo_gym.config.instances import advertised_host
 from nemo_gym.exceptions import HeadServerUnreachable, ServerCallError
 
-SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
+SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents", "environment_servers")
 HEAD_SERVER_DEFAULT = {"host": "127.0.0.1", "port": 11000}
 # Overrides where ServerClient.load_from_global_config() finds the head server ("host:port").
 HEAD_SERVER_ENV_VAR = "NEMO_GYM_HEAD_SERVER"
@@ -31,33 +36,123 @@ HEAD_SERVER_ENV_VAR = "NEMO_GYM_HEAD_SERVER"
 # Idle connections are dropped before the server side does (our servers keep 30 s), which
 # narrows the race of reusing a connection the server is closing at that moment.
 KEEPALIVE_SECONDS = 20.0
-MAX_CONNECTIONS = 4096
+CONNECT_TIMEOUT_SECONDS = 10.0
+_POOL_KEYS = (
+    "global_aiohttp_connector_limit",
+    "global_aiohttp_connector_limit_per_host",
+    "server_call_timeout_seconds",
+)
 
-_shared: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The shared pool's size and patience, from the global keys of the same names."""
+
+    limit: int = GlobalKeys.model_fields["global_aiohttp_connector_limit"].default
+    limit_per_host: int = GlobalKeys.model_fields["global_aiohttp_connector_limit_per_host"].default
+    read_timeout: float = GlobalKeys.model_fields["server_call_timeout_seconds"].default
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PoolSettings:
+        if not any(key in config for key in _POOL_KEYS):
+            return cls()
+        keys = GlobalKeys.model_validate({k: config[k] for k in _POOL_KEYS if config.get(k) is not None})
+        return cls(
+            keys.global_aiohttp_connector_limit,
+            keys.global_aiohttp_connector_limit_per_host,
+            keys.server_call_timeout_seconds,
+        )
+
+
+_settings = PoolSettings()
+_shared: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, PoolSettings] | None = None
+_retired: list[tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = []
+
+
+def configure_pool(settings: PoolSettings) -> None:
+    """Size this process's pool; a session of the old size is replaced on its next use."""
+    global _settings
+    _settings = settings
+
+
+def _request_info(method: str, url: str) -> aiohttp.RequestInfo:
+    return aiohttp.RequestInfo(URL(url), method, CIMultiDictProxy(CIMultiDict()), URL(url))
 
 
 class ServerResponseError(ServerCallError, aiohttp.ClientResponseError):
     """A non-2xx answer from another server, carrying its body so the cause is visible.
 
-    `response_content` holds the raw body, as NeMo Gym's `raise_for_status` leaves it.
+    `response_content` holds the raw body, as NeMo Gym's `raise_for_status` leaves it. It pickles
+    with its status, URL and body: trainers move it across a Ray actor boundary, where aiohttp's
+    own error (whose headers cannot pickle) would arrive without a status.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, content: bytes) -> None:
+    def __init__(self, response: aiohttp.ClientResponse | None, content: bytes, **fields: Any) -> None:
+        status = response.status if response is not None else fields["status"]
+        method = response.method if response is not None else fields["method"]
+        url = str(response.url) if response is not None else fields["url"]
         super().__init__(
-            response.request_info,
+            response.request_info if response is not None else _request_info(method, url),
             (),
-            status=response.status,
-            message=response.reason or "",
-            headers=response.headers,
+            status=status,
+            message=(response.reason or "") if response is not None else fields.get("message", ""),
         )
         self.response_content = content
-        self.status_code = response.status
-        self.url = str(response.url)
-        self.method = response.method
+        self.status_code = status
+        self.url = url
+        self.method = method
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = {"status": self.status, "method": self.method, "url": self.url, "message": self.message}
+        return (_rebuild, (type(self), self.response_content, fields))
 
     def __str__(self) -> str:
         body = self.response_content[:2000].decode(errors="replace")
         return f"{self.method} {self.url} returned {self.status}: {body}"
+
+
+def _rebuild(cls: type[ServerResponseError], content: bytes, fields: dict[str, Any]) -> ServerResponseError:
+    return cls(None, content, **fields)
+
+
+class ServerCallTimeout(ServerCallError, aiohttp.SocketTimeoutError):
+    """Another server sent no byte for `server_call_timeout_seconds`: the message names the call.
+
+    Still an aiohttp timeout (and a TimeoutError) for code that catches those. It pickles.
+    """
+
+    def __init__(self, method: str, url: str, seconds: float) -> None:
+        super().__init__(
+            f"{method} {url} sent no answer byte for {seconds:g} s "
+            "(raise server_call_timeout_seconds if this call is meant to take longer)"
+        )
+        self.method, self.url, self.seconds = method, url, seconds
+        self.status: int | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.method, self.url, self.seconds))
+
+
+class ServerUnreachable(ServerCallError, aiohttp.ClientConnectionError):
+    """Another server refused or dropped the connection (it may have died). It pickles."""
+
+    def __init__(self, method: str, url: str, reason: str) -> None:
+        super().__init__(f"{method} {url} failed: {reason}")
+        self.method, self.url, self.reason = method, url, reason
+        self.status: int | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.method, self.url, self.reason))
+
+
+class _NamedResponse(aiohttp.ClientResponse):
+    """aiohttp's response, whose read timeout names the call instead of just "timeout"."""
+
+    async def read(self) -> bytes:
+        try:
+            return await super().read()
+        except aiohttp.SocketTimeoutError:
+            raise ServerCallTimeout(self.method, str(self.url), _settings.read_timeout) from None
 
 
 def message_from_body(content: bytes, limit: int = 1000) -> str:
@@ -94,17 +189,25 @@ async def get_response_json(response: aiohttp.ClientResponse) -> Any:
     return orjson.loads(await response.read())
 
 
-def _new_session() -> aiohttp.ClientSession:
+def _new_session(settings: PoolSettings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
-        limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=300
+        limit=settings.limit,
+        limit_per_host=settings.limit_per_host,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+        ttl_dns_cache=300,
     )
     # DummyCookieJar: a shared session must never remember session cookies, or it would
     # merge the sessions of every rollout in the process. Callers pass cookies per call.
+    # No total deadline (a generation or a whole /run may take long), but no call waits for an
+    # answer byte longer than server_call_timeout_seconds either.
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=settings.read_timeout
+        ),
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        response_class=_NamedResponse,
     )
 
 
@@ -112,19 +215,45 @@ def shared_session() -> aiohttp.ClientSession:
     """The process-wide pooled session (one per event loop: aiohttp sessions are loop-bound)."""
     global _shared
     loop = asyncio.get_running_loop()
-    if _shared is None or _shared[0] is not loop or _shared[1].closed:
-        _shared = (loop, _new_session())
+    if _shared is None or _shared[0] is not loop or _shared[1].closed or _shared[2] is not _settings:
+        if _shared is not None and _shared[0] is loop and not _shared[1].closed:
+            _retired.append(_shared[:2])  # resized: calls in flight finish on the old pool
+        _shared = (loop, _new_session(_settings), _settings)
     return _shared[1]
 
 
 async def close_shared_client() -> None:
     """Close this process's pooled session (end of a CLI run), so no connection is left dangling."""
-    global _shared
-    if _shared is not None:
-        session = _shared[1]
-        _shared = None
+    for _, session in _take_sessions():
         if not session.closed:
             await session.close()
+
+
+def _take_sessions() -> list[tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]]:
+    global _shared
+    sessions = [*_retired, *([_shared[:2]] if _shared is not None else [])]
+    _shared = None
+    _retired.clear()
+    return sessions  # type: ignore[return-value]
+
+
+def close_shared_client_now() -> None:
+    """Close this process's pooled sessions from synchronous code, whatever state their loop is in.
+
+    `RunHelper.shutdown()` calls this: a trainer may shut down from another thread, with its loop
+    idle, or after closing it, and must not leave open sockets (or aiohttp's unclosed-session
+    warnings) behind.
+    """
+    for loop, session in _take_sessions():
+        if session.closed:
+            continue
+        if loop.is_closed():
+            # Nothing can run on that loop any more; mark the pool closed so it is not reported.
+            session.connector._close()  # type: ignore[union-attr]
+        elif loop.is_running():
+            loop.call_soon_threadsafe(lambda s=session, lp=loop: lp.create_task(s.close()))
+        else:
+            loop.run_until_complete(session.close())
 
 
 def _cookie_header(cookies: Any) -> str | None:
@@ -176,13 +305,15 @@ async def request(
 def instance_urls(global_config: Mapping[str, Any]) -> dict[str, str]:
     """`instance name → http://host:port` for every server instance with a port."""
     urls: dict[str, str] = {}
+    default_host = global_config.get("default_host")
     for name, value in global_config.items():
         if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in SERVER_TYPES:
             impls = next(iter(value.values()))
             if isinstance(impls, Mapping) and len(impls) == 1:
                 impl = next(iter(impls.values()))
                 if isinstance(impl, Mapping) and impl.get("port"):
-                    urls[name] = f"http://{impl.get('host') or '127.0.0.1'}:{impl['port']}"
+                    host = advertised_host(impl.get("host"), default_host)
+                    urls[name] = f"http://{host}:{impl['port']}"
     return urls
 
 
@@ -211,6 +342,8 @@ class ServerClient:
         self._session = session
         self._urls = instance_urls(self.global_config)
         self._config_dict: DictConfig | None = None
+        if session is None and any(key in self.global_config for key in _POOL_KEYS):
+            configure_pool(PoolSettings.from_config(self.global_config))
 
     @property
     def global_config_dict(self) -> DictConfig:
@@ -226,7 +359,7 @@ class ServerClient:
             head_server_config = _local_head_server_config()
         elif isinstance(head_server_config, BaseModel):
             head_server_config = head_server_config.model_dump()
-        host = head_server_config.get("host") or HEAD_SERVER_DEFAULT["host"]
+        host = advertised_host(head_server_config.get("host") or HEAD_SERVER_DEFAULT["host"])
         port = head_server_config.get("port") or HEAD_SERVER_DEFAULT["port"]
         url = f"http://{host}:{port}/global_config_dict_yaml"
         import httpx  # a blocking one-off at start, before any event loop runs
@@ -277,7 +410,10 @@ class ServerClient:
             # The older (server_name, method, url_path) order.
             method, url_path = url_path, method
         url = self.url_for(server_name) + url_path
-        return await self.session.request(method, url, **_prepare(kwargs, json, cookies))
+        try:
+            return await self.session.request(method, url, **_prepare(kwargs, json, cookies))
+        except aiohttp.SocketTimeoutError:
+            raise ServerCallTimeout(method, url, _settings.read_timeout) from None
 
     async def post(
         self, server_name: str, url_path: str, json: Any = None, cookies: Any = None, **kwargs: Any
@@ -310,10 +446,21 @@ class ServerClient:
 
 
 def _local_head_server_config() -> dict[str, Any]:
+    """The env var, else the config this process runs with (a RunHelper started here), else the
+    command line, else the defaults."""
     from_env = os.environ.get(HEAD_SERVER_ENV_VAR)
     if from_env:
         host, _, port = from_env.rpartition(":")
         return {"host": host or HEAD_SERVER_DEFAULT["host"], "port": int(port)}
+    from nemo_gym import global_config
+
+    running = global_config._GLOBAL_CONFIG_DICT
+    if running is not None and running.get("head_server"):
+        head = running["head_server"]
+        return {
+            "host": advertised_host(head.get("host"), running.get("default_host")),
+            "port": head.get("port"),
+        }
     try:
         from nemo_gym.config import load_config
 

@@ -24,8 +24,10 @@ class ChildProcess:
         config_file: Path,
         log_dir: Path | None = None,
         out: TextIO | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.instance = instance
+        self.extra_env = dict(extra_env or {})
         self.config_file = config_file
         self.log_dir = log_dir
         self.out = out or sys.stdout
@@ -46,6 +48,8 @@ class ChildProcess:
 
     def start(self) -> None:
         env = dict(os.environ)
+        for key, value in self.extra_env.items():
+            env.setdefault(key, value)
         env[CONFIG_FILE_VAR] = str(self.config_file)
         env[INSTANCE_VAR] = self.instance.name
         env[PARENT_PID_VAR] = str(os.getpid())

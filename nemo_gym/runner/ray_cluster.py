@@ -10,6 +10,7 @@ the running config; servers that do not need Ray never import it, so they pay no
 from __future__ import annotations
 
 import ast
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,18 @@ def _local_modules(tree: ast.Module, folder: Path) -> list[Path]:
     return found
 
 
+def _parse(path: Path) -> ast.Module:
+    """`ast.parse` with the collector off: CPython 3.11 raises "AST constructor recursion depth
+    mismatch" when a finalizer runs Python code while the tree is being built."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"))
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def server_needs_ray(entrypoint: Path) -> bool:
     """Whether the server started from `entrypoint` uses Ray, read from its source (not run).
 
@@ -72,7 +85,7 @@ def server_needs_ray(entrypoint: Path) -> bool:
     entrypoint or in the sibling modules it imports counts.
     """
     try:
-        tree = ast.parse(entrypoint.read_text(encoding="utf-8"))
+        tree = _parse(entrypoint)
     except (OSError, SyntaxError, ValueError):
         return False
     declared = _declared_ray_enabled(tree)
@@ -84,7 +97,7 @@ def server_needs_ray(entrypoint: Path) -> bool:
         if path == entrypoint:
             continue
         try:
-            if _imports_ray(ast.parse(path.read_text(encoding="utf-8"))):
+            if _imports_ray(_parse(path)):
                 return True
         except (OSError, SyntaxError, ValueError):
             continue

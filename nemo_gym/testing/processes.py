@@ -81,7 +81,7 @@ def ng_run(*args: str, head_port: int | None = None, timeout: float = 60.0) -> I
     env = dict(os.environ, NEMO_GYM_ENV_YAML="none", PYTHONUNBUFFERED="1")
     log = tempfile.NamedTemporaryFile(prefix="ng_run_", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nemo_gym.cli.run", *args, f"+head_server.port={head_port}"],
+        [sys.executable, "-m", "nemo_gym.cli.ng_run", *args, f"+head_server.port={head_port}"],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=str(PROJECT_ROOT),
@@ -163,7 +163,7 @@ def pid_alive(pid: int) -> bool:
 
 def collect_rollouts_command(head_port: int, *args: str) -> list[str]:
     """The `ng_collect_rollouts` command line against the head server at `head_port`."""
-    return [sys.executable, "-m", "nemo_gym.cli.collect_rollouts", f"+head_server.port={head_port}", *args]
+    return [sys.executable, "-m", "nemo_gym.cli.ng_collect_rollouts", f"+head_server.port={head_port}", *args]
 
 
 def hermetic_env() -> dict[str, str]:

@@ -603,7 +603,7 @@ def run_e2e(
         )
         with log_path.open("w") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "nemo_gym.cli.run", *args],
+                [sys.executable, "-m", "nemo_gym.cli.ng_run", *args],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=PROJECT_ROOT,

@@ -23,6 +23,9 @@ class NgTestKeys(CommandKeys):
     )
 
 
+TestConfig = NgTestKeys  # type: ignore[misc]
+
+
 def main(args: list[str]) -> int:
     plain = [a for a in args if not a.startswith("-")]
     overrides = check_command_line(COMMAND, NgTestKeys, plain, config_names=False)
@@ -46,6 +49,11 @@ def main(args: list[str]) -> int:
 
 def cli() -> None:
     run_cli(main, command=COMMAND, summary=SUMMARY, keys=NgTestKeys)
+
+
+def test() -> None:
+    """NeMo Gym's `nemo_gym.cli.ng_test`: `ng_test` on this process's command line."""
+    cli()
 
 
 if __name__ == "__main__":

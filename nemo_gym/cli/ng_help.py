@@ -9,15 +9,20 @@ from nemo_gym.cli.keys import CommandKeys, check_command_line
 
 COMMAND = "ng_help"
 SUMMARY = "list the nemo_gym commands."
-# (command, module under nemo_gym.cli); each module carries its own COMMAND/SUMMARY.
+# Each command is the module of its name under nemo_gym.cli, with its own COMMAND/SUMMARY.
 COMMANDS = (
-    ("ng_run", "run"),
-    ("ng_collect_rollouts", "collect_rollouts"),
-    ("ng_status", "status"),
-    ("ng_dump_config", "dump_config"),
-    ("ng_test", "test"),
-    ("ng_version", "version"),
-    ("ng_help", "help"),
+    "ng_run",
+    "ng_collect_rollouts",
+    "ng_e2e_collect_rollouts",
+    "ng_status",
+    "ng_dump_config",
+    "ng_test",
+    "ng_test_all",
+    "ng_dev_test",
+    "ng_init_resources_server",
+    "ng_pip_list",
+    "ng_version",
+    "ng_help",
 )
 
 
@@ -26,10 +31,10 @@ class HelpKeys(CommandKeys):
 
 
 def listing() -> str:
-    width = max(len(name) for name, _ in COMMANDS)
+    width = max(len(name) for name in COMMANDS)
     lines = ["nemo_gym commands (each also as nemo_gym_<name>; `<command> --help` lists its keys):", ""]
-    for name, module in COMMANDS:
-        summary = importlib.import_module(f"nemo_gym.cli.{module}").SUMMARY
+    for name in COMMANDS:
+        summary = importlib.import_module(f"nemo_gym.cli.{name}").SUMMARY
         lines.append(f"  {name:<{width}}  {summary}")
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from nemo_gym.cli.common import run_cli
 from nemo_gym.cli.keys import check_command_line
-from nemo_gym.cli.run import RunKeys
+from nemo_gym.cli.ng_run import RunKeys
 from nemo_gym.config import discover_instances, load_config, redact
 
 COMMAND = "ng_dump_config"

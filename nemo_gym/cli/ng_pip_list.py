@@ -1,0 +1,52 @@
+"""`ng_pip_list`: the packages of the environment the servers run in.
+
+NeMo Gym builds one virtualenv per server and lists one of them; here every server runs in the
+caller's environment, so that is the one listed, whatever `entrypoint` is given.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Literal
+
+from pydantic import Field
+
+from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+
+COMMAND = "ng_pip_list"
+SUMMARY = "list the Python packages installed where the servers run (one environment for all)."
+
+
+class PipListConfig(CommandKeys):
+    """ng_pip_list's keys."""
+
+    entrypoint: str | None = Field(
+        None, description="Accepted for NeMo Gym's command line; every server shares this environment."
+    )
+    format: Literal["columns", "freeze", "json"] | None = Field(None, description="pip's output format.")
+    outdated: bool = Field(False, description="List only outdated packages (asks the package index).")
+
+
+def main(args: list[str]) -> int:
+    overrides = check_command_line(COMMAND, PipListConfig, args, config_names=False)
+    keys = validate_keys(PipListConfig, overrides)
+    assert isinstance(keys, PipListConfig)
+    command = [sys.executable, "-m", "pip", "list"]
+    if keys.format:
+        command.append(f"--format={keys.format}")
+    if keys.outdated:
+        command.append("--outdated")
+    return subprocess.call(command)
+
+
+def pip_list() -> None:
+    """NeMo Gym's `nemo_gym.cli.ng_pip_list`."""
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=PipListConfig)
+
+
+cli = pip_list
+
+if __name__ == "__main__":
+    cli()
