@@ -1,0 +1,2 @@
+class AsyncSandboxCompose:  # placeholder replaced below
+    pass
