@@ -63,9 +63,7 @@ async def _exec_in_session(session: SandboxPtySession, command: str) -> SandboxE
     tag = uuid.uuid4().hex[:16]
     head, tail = f"NGS{tag[:8]}", f"{tag[8:]}"
     start, end = f"{head}{tail}B", f"{head}{tail}E:"
-    script = (
-        f"{{ printf '%s%sB\\n' '{head}' '{tail}'\n{command}\nprintf '%s%sE:%s\\n' '{head}' '{tail}' \"$?\"\n}} </dev/null\n"
-    )
+    script = f"{{ printf '%s%sB\\n' '{head}' '{tail}'\n{command}\nprintf '%s%sE:%s\\n' '{head}' '{tail}' \"$?\"\n}} </dev/null\n"
     await session.write(script.encode())
     buffer = bytearray()
     while end.encode() not in buffer:
@@ -110,7 +108,9 @@ class SandboxPty:
     def _provider_with(self, protocol: type, what: str) -> Any:
         provider = self._sandbox._provider
         if not isinstance(provider, protocol):
-            raise NotImplementedError(f"sandbox provider {_provider_name(provider)!r} does not support {what}")
+            raise NotImplementedError(
+                f"sandbox provider {_provider_name(provider)!r} does not support {what}"
+            )
         return provider
 
     async def create(
@@ -140,10 +140,14 @@ class SandboxPty:
             self._default = session
         return session
 
-    async def attach(self, session_id: str, *, takeover: bool = True, since: int | None = None) -> SandboxPtySession:
+    async def attach(
+        self, session_id: str, *, takeover: bool = True, since: int | None = None
+    ) -> SandboxPtySession:
         """Re-attach to a session opened earlier, possibly by another process."""
         provider = self._provider_with(SupportsSandboxPtyAttach, "re-attaching PTY sessions")
-        return await provider.attach_pty(self._sandbox._require_handle(), session_id, takeover=takeover, since=since)
+        return await provider.attach_pty(
+            self._sandbox._require_handle(), session_id, takeover=takeover, since=since
+        )
 
     async def exec(
         self,
@@ -179,7 +183,9 @@ class SandboxPty:
             session, implicit = self._default, self._default is not None
         if session is not None:
             if cwd is not None or env is not None or user is not None:
-                raise ValueError("cwd/env/user are fixed when a session is created; pass them to pty.create()")
+                raise ValueError(
+                    "cwd/env/user are fixed when a session is created; pass them to pty.create()"
+                )
             try:
                 async with asyncio.timeout(timeout_s):
                     async with self._exec_lock:
@@ -358,8 +364,12 @@ class AsyncSandbox:
         cwd = cwd if cwd is not None else self._workdir()
         if preserve_background_services and isinstance(self._provider, SupportsSandboxBackgroundServices):
             if env is not None or user is not None:
-                raise ValueError("preserve_background_services=True does not take env or user on this provider")
-            return await self._provider.exec_with_background_services(handle, command, cwd=cwd, timeout_s=timeout_s)
+                raise ValueError(
+                    "preserve_background_services=True does not take env or user on this provider"
+                )
+            return await self._provider.exec_with_background_services(
+                handle, command, cwd=cwd, timeout_s=timeout_s
+            )
         return await self._provider.exec(handle, command, cwd=cwd, env=env, timeout_s=timeout_s, user=user)
 
     async def upload(self, local_path: Path | str, remote_path: str) -> None:
@@ -388,12 +398,16 @@ class AsyncSandbox:
             )
         resolved = await self._provider.endpoint(self._require_handle(), port)
         if not isinstance(resolved, SandboxEndpoint):
-            raise TypeError(f"the provider's endpoint() returned {type(resolved).__name__}, not SandboxEndpoint")
+            raise TypeError(
+                f"the provider's endpoint() returned {type(resolved).__name__}, not SandboxEndpoint"
+            )
         return resolved
 
     def _pausable(self) -> SupportsSandboxPauseResume:
         if not isinstance(self._provider, SupportsSandboxPauseResume):
-            raise NotImplementedError(f"sandbox provider {_provider_name(self._provider)!r} cannot pause/resume")
+            raise NotImplementedError(
+                f"sandbox provider {_provider_name(self._provider)!r} cannot pause/resume"
+            )
         return self._provider
 
     async def pause(self) -> None:
@@ -428,7 +442,9 @@ class AsyncSandbox:
         """A JSON descriptor another process passes to `connect()`, with this sandbox's workdir
         and declared ports added."""
         if not isinstance(self._provider, ConnectableProvider):
-            raise RuntimeError(f"sandbox provider {_provider_name(self._provider)!r} does not support serialize()/connect()")
+            raise RuntimeError(
+                f"sandbox provider {_provider_name(self._provider)!r} does not support serialize()/connect()"
+            )
         descriptor = await self._provider.serialize_handle(self._require_handle(), scope=scope)
         if isinstance(descriptor, dict) and self._spec is not None:
             if descriptor.get("workdir") is None:
@@ -443,7 +459,9 @@ class AsyncSandbox:
     ) -> AsyncSandbox:
         """A handle on a sandbox another process started, from its `serialize()` descriptor."""
         if not isinstance(provider, ConnectableProvider):
-            raise RuntimeError(f"sandbox provider {_provider_name(provider)!r} does not support serialize()/connect()")
+            raise RuntimeError(
+                f"sandbox provider {_provider_name(provider)!r} does not support serialize()/connect()"
+            )
         if not isinstance(descriptor, Mapping) and hasattr(descriptor, "to_dict"):
             descriptor = descriptor.to_dict()
         if not isinstance(descriptor, Mapping):
@@ -465,7 +483,9 @@ class Sandbox:
     """Blocking twin of `AsyncSandbox` for synchronous callers; its coroutines run on a private
     event-loop thread. Interactive sessions and serialize/connect are async-only."""
 
-    def __init__(self, provider: Mapping[str, Any] | SandboxProvider, spec: SandboxSpec | None = None) -> None:
+    def __init__(
+        self, provider: Mapping[str, Any] | SandboxProvider, spec: SandboxSpec | None = None
+    ) -> None:
         self._runner = LoopThread()
         try:
             self._async_sandbox = self._runner.call("__init__", lambda: AsyncSandbox(provider, spec))

@@ -51,7 +51,9 @@ def _sandbox_blocks(named_configs: Mapping[str, Any] | None) -> list[str]:
     return sorted(names)
 
 
-def _block(sandbox_provider: str | Mapping[str, Any], named_configs: Mapping[str, Any] | None) -> tuple[Any, str]:
+def _block(
+    sandbox_provider: str | Mapping[str, Any], named_configs: Mapping[str, Any] | None
+) -> tuple[Any, str]:
     if isinstance(sandbox_provider, str):
         if not sandbox_provider:
             raise ValueError("sandbox_provider must name a sandbox config block; it is empty")
@@ -85,7 +87,9 @@ def resolve_provider_config(
         raise ValueError(f"{source} must be a mapping, got {block!r}")
     keys = _provider_keys(block)
     if len(keys) != 1:
-        raise ValueError(f"{source} must hold exactly one provider key (besides {DEFAULT_METADATA_KEY}); got {keys!r}")
+        raise ValueError(
+            f"{source} must hold exactly one provider key (besides {DEFAULT_METADATA_KEY}); got {keys!r}"
+        )
     return {keys[0]: block[keys[0]]}
 
 

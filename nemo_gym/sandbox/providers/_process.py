@@ -91,7 +91,9 @@ def _kill_all_at_exit() -> None:
     kill_groups(_LIVE_GROUPS)
 
 
-async def _read_capped(stream: asyncio.StreamReader | None, into: bytearray, cap: int, dropped: list[int]) -> None:
+async def _read_capped(
+    stream: asyncio.StreamReader | None, into: bytearray, cap: int, dropped: list[int]
+) -> None:
     if stream is None:
         return
     while chunk := await stream.read(STDIN_CHUNK):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -29,7 +29,7 @@ def did_you_mean(word: str, known: list[str] | tuple[str, ...] | set[str]) -> st
     return f"; known: {', '.join(sorted(known)) or '(none)'}"
 
 
-class SandboxStatus(str, Enum):
+class SandboxStatus(StrEnum):
     """Where a sandbox is in its life, in terms every backend can map onto."""
 
     STARTING = "starting"

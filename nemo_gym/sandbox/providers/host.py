@@ -179,9 +179,9 @@ class HostProvider:
     async def create(self, spec: SandboxSpec) -> SandboxHandle:
         box = self._new_box(spec)
         self._apply_resources(box, spec.resources)
-        self._root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
         await self._prepare(box, spec)
-        self._state_path(box.sandbox_id).write_text(box.to_json())
+        await asyncio.to_thread(self._state_path(box.sandbox_id).write_text, box.to_json())
         handle = SandboxHandle(sandbox_id=box.sandbox_id, provider_name=self.name, raw=box)
         if spec.entrypoint:
             await self._start_entrypoint(box, list(spec.entrypoint))
@@ -209,7 +209,7 @@ class HostProvider:
             raise SandboxCreateError(f"{sandbox_id!r} is not a {self.name!r} sandbox id")
         state = self._state_path(sandbox_id)
         try:
-            box = HostSandbox.from_json(state.read_text())
+            box = HostSandbox.from_json(await asyncio.to_thread(state.read_text))
         except FileNotFoundError as exc:
             raise SandboxCreateError(
                 f"no {self.name!r} sandbox {sandbox_id!r} under {self._root} (stopped, or created with another "
@@ -219,14 +219,17 @@ class HostProvider:
 
     async def status(self, handle: SandboxHandle) -> SandboxStatus:
         box: HostSandbox = handle.raw
-        alive = self._state_path(box.sandbox_id).exists() and Path(box.directory).exists()
+        alive = await asyncio.to_thread(self._alive, box)
         return SandboxStatus.RUNNING if alive else SandboxStatus.STOPPED
+
+    def _alive(self, box: HostSandbox) -> bool:
+        return self._state_path(box.sandbox_id).exists() and Path(box.directory).exists()
 
     async def close(self, handle: SandboxHandle) -> None:
         box: HostSandbox = handle.raw
         _process.kill_groups(box.groups)
         box.groups.clear()
-        self._state_path(box.sandbox_id).unlink(missing_ok=True)
+        await asyncio.to_thread(self._state_path(box.sandbox_id).unlink, missing_ok=True)
         await asyncio.to_thread(shutil.rmtree, box.directory, True)
 
     async def aclose(self) -> None:
@@ -283,7 +286,9 @@ class HostProvider:
         stdout = done.stdout.decode(errors="replace")
         stderr = done.stderr.decode(errors="replace")
         if done.dropped_bytes:
-            stderr += f"\n[sandbox: {done.dropped_bytes} bytes of output beyond max_output_bytes were dropped]"
+            stderr += (
+                f"\n[sandbox: {done.dropped_bytes} bytes of output beyond max_output_bytes were dropped]"
+            )
         if done.timed_out:
             stderr += f"\n[sandbox: command timed out after {timeout:g}s; its process group was killed]"
             return SandboxExecResult(stdout, stderr, SANDBOX_RUNTIME_RETURN_CODE, "timeout")

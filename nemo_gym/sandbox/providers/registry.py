@@ -78,7 +78,9 @@ def register_provider(name: str, provider_class: ProviderClass, *, override: boo
     if not name:
         raise ValueError("a sandbox provider name must be a non-empty string")
     if not override and (name in _REGISTERED or name in BUILTIN_PROVIDERS):
-        raise ValueError(f"sandbox provider {name!r} is already registered (pass override=True to replace it)")
+        raise ValueError(
+            f"sandbox provider {name!r} is already registered (pass override=True to replace it)"
+        )
     _REGISTERED[name] = provider_class
 
 
@@ -107,11 +109,15 @@ def _check_keys(name: str, provider_class: ProviderClass, kwargs: Mapping[str, A
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return
     known = [
-        p.name for p in parameters if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
     for key in kwargs:
         if key not in known:
-            raise ValueError(f"{key!r} is not a key of sandbox provider {name!r}{did_you_mean(str(key), known)}")
+            raise ValueError(
+                f"{key!r} is not a key of sandbox provider {name!r}{did_you_mean(str(key), known)}"
+            )
 
 
 def create_provider(config: Mapping[str, Any]) -> SandboxProvider:
@@ -125,7 +131,9 @@ def create_provider(config: Mapping[str, Any]) -> SandboxProvider:
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, Mapping):
-        raise TypeError(f"the config of sandbox provider {name!r} must be a mapping, got {type(kwargs).__name__}")
+        raise TypeError(
+            f"the config of sandbox provider {name!r} must be a mapping, got {type(kwargs).__name__}"
+        )
     provider_class = get_provider_class(name)
     _check_keys(name, provider_class, kwargs)
     return provider_class(**{str(k): v for k, v in kwargs.items()})

@@ -66,16 +66,21 @@ class LocalProvider(HostProvider):
     async def _prepare(self, box: HostSandbox, spec: SandboxSpec) -> None:
         ignored = [name for name, value in (("image", spec.image), ("ttl_s", spec.ttl_s)) if value]
         if ignored:
-            LOGGER.warning("the local sandbox provider ignores %s; commands run on the host", ", ".join(ignored))
+            LOGGER.warning(
+                "the local sandbox provider ignores %s; commands run on the host", ", ".join(ignored)
+            )
+        box.workdir = await asyncio.to_thread(self._make_dirs, box, spec.workdir)
+
+    @staticmethod
+    def _make_dirs(box: HostSandbox, workdir: str | None) -> str:
         directory = Path(box.directory)
         directory.mkdir(parents=True)
-        if spec.workdir:  # the caller's directory: used, never deleted
-            workdir = Path(spec.workdir).expanduser()
-            await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-            box.workdir = str(workdir.resolve())
-        else:
-            (directory / "work").mkdir()
-            box.workdir = str(directory / "work")
+        if workdir:  # the caller's directory: used, never deleted
+            path = Path(workdir).expanduser()
+            path.mkdir(parents=True, exist_ok=True)
+            return str(path.resolve())
+        (directory / "work").mkdir()
+        return str(directory / "work")
 
     def _path(self, box: HostSandbox, path: str) -> Path:
         target = Path(path).expanduser()
