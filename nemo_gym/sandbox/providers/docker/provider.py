@@ -404,6 +404,30 @@ class DockerProvider:
         )
         return SandboxHandle(sandbox_id=name, provider_name=self.name, raw=container)
 
+    def validate_networking(self) -> None:
+        """Compose services reach each other over docker's network, so one must exist."""
+        if self._create_cfg.network == "none":
+            raise ValueError("docker sandboxes cannot reach each other with create.network: none")
+
+    async def network_address(self, handle: SandboxHandle) -> str:
+        code, out, err = await self._docker(
+            ["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", handle.raw.name],
+            timeout_s=60,
+        )
+        addresses = out.split() if code == 0 else []
+        if not addresses:
+            raise RuntimeError(
+                f"container {handle.raw.name} has no network address: {err.strip() or out.strip()}"
+            )
+        return addresses[0]
+
+    async def set_hosts(self, handle: SandboxHandle, hosts: Mapping[str, str]) -> None:
+        """Add `address name` lines to the container's /etc/hosts."""
+        lines = " ".join(shlex.quote(f"{address} {name}") for name, address in sorted(hosts.items()))
+        result = await self.exec(handle, f"printf '%s\\n' {lines} >> /etc/hosts", user="root", timeout_s=60)
+        if result.return_code != 0:
+            raise RuntimeError(f"cannot write /etc/hosts of {handle.raw.name}: {result.stderr}")
+
     async def status(self, handle: SandboxHandle) -> SandboxStatus:
         try:
             code, out, err = await self._docker(
