@@ -405,8 +405,11 @@ class AsyncSandboxCompose:
             task.cancel()
         await asyncio.gather(*self._runs.values(), return_exceptions=True)
         errors: list[Exception] = []
-        for sandbox in reversed(list(self.services.values())):
+        for name, sandbox in reversed(list(self.services.items())):
             try:
+                if name in self._plans and sandbox._handle is not None and not sandbox._stopped:
+                    # Providers that share the host's filesystem (local) keep no container to delete.
+                    await sandbox.exec(f"rm -rf /tmp/{self.project}", timeout_s=60)
                 await sandbox.stop()
             except Exception as exc:
                 errors.append(exc)
