@@ -20,8 +20,8 @@ pytestmark = needs_bwrap
 
 
 @pytest.fixture
-def isolated(tmp_path: Path) -> dict:
-    return {"isolated": {"workspace_root": str(tmp_path / "boxes")}}
+def isolated(traversable_dir: Path) -> dict:
+    return {"isolated": {"workspace_root": str(traversable_dir / "boxes")}}
 
 
 @pytest.fixture
@@ -215,3 +215,34 @@ async def test_bad_workdir_and_entrypoint_are_refused(isolated: dict) -> None:
         await AsyncSandbox(isolated, SandboxSpec(workdir="/usr/src")).start()
     with pytest.raises(Exception, match="spec.entrypoint cannot run as a lasting service"):
         await AsyncSandbox(isolated, SandboxSpec(entrypoint=["sleep", "1"])).start()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the host-user switch applies to a server running as root")
+async def test_a_root_server_runs_commands_as_a_host_user_that_owns_nothing(traversable_dir: Path) -> None:
+    secret = traversable_dir / "root-only.txt"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    config = {"isolated": {"workspace_root": str(traversable_dir / "boxes"), "ro_binds": [str(secret)]}}
+    async with AsyncSandbox(config, SandboxSpec()) as sandbox:
+        await sandbox.start()
+        # Even a file bound in on purpose stays unreadable: inside is root only in name.
+        result = await sandbox.exec(f"id -u; cat {secret}")
+        assert result.stdout == "0\n"
+        assert result.stderr == f"cat: {secret}: Permission denied\n"
+        owner = await sandbox.exec("echo mine > mine.txt && stat -c %u mine.txt")
+        assert owner.stdout == "0\n"
+        host_file = Path(sandbox._handle.raw.directory) / "rootfs" / "workspace" / "mine.txt"
+        assert (host_file.stat().st_uid, host_file.read_text()) == (65534, "mine\n")
+
+
+async def test_an_unreachable_workspace_root_is_explained(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a root server switches to a host user that may not enter the root")
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    with pytest.raises(Exception, match=r"which sandboxed commands \(host uid 65534\) cannot enter"):
+        await AsyncSandbox({"isolated": {"workspace_root": str(hidden / "boxes")}}, SandboxSpec()).start()
+    keep_root = {"isolated": {"workspace_root": str(hidden / "boxes"), "host_uid": 0}}
+    async with AsyncSandbox(keep_root, SandboxSpec()) as sandbox:
+        await sandbox.start()
+        assert (await sandbox.exec("id -u")).stdout == "0\n"

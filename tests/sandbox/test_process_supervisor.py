@@ -62,9 +62,9 @@ def test_exec_timeout_leaves_room_for_cleanup() -> None:
 
 
 @needs_bwrap
-async def test_uploaded_into_an_isolated_sandbox(tmp_path: Path) -> None:
+async def test_uploaded_into_an_isolated_sandbox(traversable_dir: Path) -> None:
     mark = token()
-    async with AsyncSandbox({"isolated": {"workspace_root": str(tmp_path)}}, SandboxSpec()) as sandbox:
+    async with AsyncSandbox({"isolated": {"workspace_root": str(traversable_dir)}}, SandboxSpec()) as sandbox:
         await sandbox.start()
         await sandbox.upload(SCRIPT, "/opt/runtime/process_supervisor.py")
         result = await sandbox.exec(

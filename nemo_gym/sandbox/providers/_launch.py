@@ -2,9 +2,10 @@
 
 Run as `python -I -S _launch.py '<json>' argv...` in a fresh session, so nothing but the
 standard library loads and no Python code runs in a forked copy of a multithreaded server.
-The JSON carries `rlimits` ({"RLIMIT_CPU": [soft, hard], ...}), `cpus` (CPU affinity) and
-`parent` (the pid that must still be alive). A parent-death signal makes the command die with
-the server that started it; limits are only ever lowered.
+The JSON carries `rlimits` ({"RLIMIT_CPU": [soft, hard], ...}), `cpus` (CPU affinity),
+`user` ([uid, gid] to switch to, when started as root) and `parent` (the pid that must still be
+alive). A parent-death signal makes the command die with the server that started it; it is armed
+after the user switch, which would clear it. Limits are only ever lowered.
 """
 
 import ctypes
@@ -22,6 +23,11 @@ EXIT_NOT_FOUND = 127
 def main() -> None:
     spec = json.loads(sys.argv[1])
     argv = sys.argv[2:]
+    if spec.get("user"):
+        uid, gid = spec["user"]
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):

@@ -40,6 +40,8 @@ class Limits:
     file_size_bytes: int | None = None  # RLIMIT_FSIZE: the largest file a process may write
     open_files: int | None = None  # RLIMIT_NOFILE
     cpus: tuple[int, ...] | None = None  # CPU affinity
+    processes: int | None = None  # RLIMIT_NPROC: counted per host user, across all its processes
+    user: tuple[int, int] | None = None  # (uid, gid) to run as; needs a root server
 
     def launcher_spec(self) -> dict:
         rlimits: dict[str, list[int]] = {}
@@ -50,10 +52,16 @@ class Limits:
             ("RLIMIT_DATA", self.memory_bytes),
             ("RLIMIT_FSIZE", self.file_size_bytes),
             ("RLIMIT_NOFILE", self.open_files),
+            ("RLIMIT_NPROC", self.processes),
         ):
             if value is not None:
                 rlimits[name] = [int(value), int(value)]
-        return {"rlimits": rlimits, "cpus": list(self.cpus) if self.cpus else None, "parent": os.getpid()}
+        return {
+            "rlimits": rlimits,
+            "cpus": list(self.cpus) if self.cpus else None,
+            "user": list(self.user) if self.user else None,
+            "parent": os.getpid(),
+        }
 
 
 @dataclass

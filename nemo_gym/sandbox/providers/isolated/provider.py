@@ -1,7 +1,9 @@
 """`isolated`: host processes confined with Linux namespaces (bubblewrap), for model-written code.
 
 Each command runs under `bwrap` in fresh user, mount, PID, IPC, UTS and network namespaces,
-with every capability dropped and new user namespaces disabled inside:
+with every capability dropped, no_new_privs set and new user namespaces disabled inside. A
+root server first hands the command to the host user `nobody` (`host_uid`), so inside it looks
+like root but owns nothing of the host's:
 
 - the filesystem it sees is the sandbox's own directory as `/` (writable, kept between
   commands: the workdir, `/tmp`, `/root`, anything it creates), the host's system directories
@@ -28,9 +30,11 @@ import os
 import posixpath
 import shlex
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
+from nemo_gym.sandbox.providers import _process
 from nemo_gym.sandbox.providers.base import (
     SandboxCreateError,
     SandboxHandle,
@@ -53,7 +57,8 @@ DEFAULT_ETC_FILES = (
     "ld.so.conf.d",
     "localtime",
     "nsswitch.conf",
-    "ssl",
+    "ssl/certs",  # public CA certificates only: /etc/ssl/private holds the host's keys
+    "ssl/openssl.cnf",
     "ca-certificates",
     "ca-certificates.conf",
     "mime.types",
@@ -74,6 +79,7 @@ DEFAULT_WORKDIR = "/workspace"
 # Paths a workdir may not be placed under: they are read-only or managed by bwrap.
 RESERVED_PREFIXES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/dev", "/etc")
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NOBODY = 65534
 
 
 def _inside_path(path: str, default_dir: str) -> str:
@@ -109,6 +115,8 @@ class IsolatedProvider(HostProvider):
         etc_files: list[str] | None = None,
         ro_binds: list[str] | None = None,
         bwrap: str | None = None,
+        host_uid: int | None = None,
+        max_processes: int | None = None,
     ) -> None:
         super().__init__(
             workspace_root=workspace_root,
@@ -142,6 +150,29 @@ class IsolatedProvider(HostProvider):
         if network == "host":
             self._etc_files.append("resolv.conf")
         self._ro_binds = list(ro_binds or ())
+        self._host_user = self._pick_host_user(host_uid)
+        if max_processes is not None and max_processes < 1:
+            raise ValueError(f"isolated.max_processes must be >= 1, got {max_processes}")
+        self._max_processes = max_processes
+
+    @staticmethod
+    def _pick_host_user(host_uid: int | None) -> tuple[int, int] | None:
+        """The host user sandboxed commands run as. A root server hands them to `nobody` (or
+        `host_uid`): inside they still look like root, but host files owned by root are then
+        not theirs, so nothing root-only is readable even where a bind would expose it."""
+        if os.geteuid() != 0:
+            if host_uid is not None and host_uid != os.geteuid():
+                raise ValueError(
+                    f"isolated.host_uid={host_uid} needs a server running as root (it runs as uid {os.geteuid()})"
+                )
+            return None
+        uid = NOBODY if host_uid is None else host_uid
+        if uid == 0:
+            return None  # explicitly asked to keep root
+        return (uid, uid if host_uid is not None else NOBODY)
+
+    def _limits(self, box: HostSandbox) -> _process.Limits:
+        return replace(super()._limits(box), user=self._host_user, processes=self._max_processes)
 
     # -- the sandbox's tree --------------------------------------------------------------------
 
@@ -175,8 +206,24 @@ class IsolatedProvider(HostProvider):
     def _rootfs(self, box: HostSandbox) -> Path:
         return Path(box.directory) / "rootfs"
 
+    def _check_reachable(self) -> None:
+        """The host user commands run as must be able to enter workspace_root to bind it."""
+        if self._host_user is None:
+            return
+        for directory in [self._root, *self._root.parents]:
+            mode = directory.stat().st_mode
+            owner = directory.stat().st_uid == self._host_user[0]
+            if not (mode & 0o001 or (owner and mode & 0o100)):
+                raise SandboxCreateError(
+                    f"isolated.workspace_root {self._root} is inside {directory} (mode {mode & 0o777:o}), which "
+                    f"sandboxed commands (host uid {self._host_user[0]}) cannot enter: choose a workspace_root "
+                    "whose parent directories others may traverse (chmod o+x), or set host_uid: 0"
+                )
+
     def _make_tree(self, box: HostSandbox) -> None:
-        self._root.chmod(0o700)  # other host users must not read sandboxes' files
+        # Other host users may pass through but not list: sandbox ids are unguessable.
+        self._root.chmod(0o711)
+        self._check_reachable()
         rootfs = self._rootfs(box)
         (rootfs / "etc").mkdir(parents=True)
         for path in self._system_paths:
@@ -201,6 +248,10 @@ class IsolatedProvider(HostProvider):
         )
         (rootfs / "etc" / "hostname").write_text("sandbox\n")
         (rootfs / "etc" / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost\n")
+        if self._host_user is not None:
+            uid, gid = self._host_user
+            for path in [rootfs, *rootfs.rglob("*")]:
+                os.lchown(path, uid, gid)
 
     async def _probe(self, box: HostSandbox) -> str | None:
         """Why bwrap cannot run here (None: it can), found once per process."""
@@ -216,12 +267,16 @@ class IsolatedProvider(HostProvider):
                 self._probed[self._bwrap] = None
             else:
                 detail = done.stderr.decode(errors="replace").strip() or f"exit status {done.return_code}"
-                self._probed[self._bwrap] = (
-                    f"the 'isolated' sandbox provider cannot create namespaces here ({self._bwrap}: {detail}). "
-                    "It needs unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 (Debian), "
-                    "kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+), and inside a container a "
-                    "seccomp profile that allows unshare/clone with namespace flags"
+                reason = (
+                    f"the 'isolated' sandbox provider cannot run bubblewrap here ({self._bwrap}: {detail})"
                 )
+                if "namespace" in detail or "uid map" in detail or "Operation not permitted" in detail:
+                    reason += (
+                        ". It needs unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 "
+                        "(Debian), kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+), and inside a "
+                        "container a seccomp profile that allows unshare/clone with namespace flags"
+                    )
+                return reason  # not cached: it may be this sandbox's fault, not the host's
         return self._probed[self._bwrap]
 
     # -- running commands ----------------------------------------------------------------------
