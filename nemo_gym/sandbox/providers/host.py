@@ -176,12 +176,18 @@ class HostProvider:
             ports=list(spec.ports),
         )
 
+    def _write_state(self, box: HostSandbox) -> None:
+        """Owner-only: the state holds the spec's env, which may carry credentials."""
+        fd = os.open(self._state_path(box.sandbox_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(box.to_json())
+
     async def create(self, spec: SandboxSpec) -> SandboxHandle:
         box = self._new_box(spec)
         self._apply_resources(box, spec.resources)
         await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
         await self._prepare(box, spec)
-        await asyncio.to_thread(self._state_path(box.sandbox_id).write_text, box.to_json())
+        await asyncio.to_thread(self._write_state, box)
         handle = SandboxHandle(sandbox_id=box.sandbox_id, provider_name=self.name, raw=box)
         if spec.entrypoint:
             await self._start_entrypoint(box, list(spec.entrypoint))
