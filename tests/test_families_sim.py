@@ -30,7 +30,7 @@ TOOLS = [
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     }
 ]
-OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6yR"
+OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6y"
 
 
 @asynccontextmanager

@@ -26,7 +26,7 @@ logger = logging.getLogger("nemo_gym.vllm_model")
 # difference is the template's closing tokens.
 _CLOSING_PROBE = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
 # An OpenAI-style call id (28 characters) and a nine-character alphanumeric one (Mistral's).
-_OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6yR"
+_OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6y"
 _ALNUM9_ID = "a1B2c3D4e"
 _PROBE_TOOL = {
     "type": "function",

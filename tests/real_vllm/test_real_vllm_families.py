@@ -44,7 +44,7 @@ TOOL = {
     },
     "strict": True,
 }
-OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6yR"  # 28 characters, as OpenAI clients make them
+OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6y"  # 28 characters, as OpenAI clients make them
 MAX_MODEL_LEN = 2048
 
 
