@@ -24,9 +24,11 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(BIN)/python -m nemo_gym.demo
 
-# Adapter cost per request against a fast local upstream (about 2 minutes); writes docs/benchmarks.md.
+# Adapter cost per request against a fast local upstream (a few minutes); writes docs/benchmarks.md.
+# A subset: make bench BENCH_ARGS="--scenarios token_context --output docs/benchmarks_token_context.md"
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m nemo_gym.bench
+	$(BIN)/python -m nemo_gym.bench $(BENCH_ARGS)
 
 # Opt-in tier against a real `vllm serve` (CPU, tiny model; first run builds a ~6 GB venv). Not part of `make test`.
 REAL_VLLM_DIR ?= ../shared/real_vllm

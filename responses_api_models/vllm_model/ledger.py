@@ -39,7 +39,7 @@ from nemo_gym.conversion.prefix import (
     without_token_fields,
 )
 from nemo_gym.conversion.tokens import generation_tokens, prompt_tokens_from
-from nemo_gym.exceptions import APIError
+from nemo_gym.exceptions import APIError, ContextLengthExceeded
 from nemo_gym.upstream.pool import Upstream, UpstreamPool
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.template_probe import TemplateProbe
@@ -272,6 +272,18 @@ class TokenLedger:
         answer, _ = await self.pool.post("/tokenize", body, upstream=upstream, at_root=True)
         return prompt_tokens_from(answer, "tokenize")
 
+    async def _rendered(self, body: dict[str, Any], upstream: Upstream) -> list[int]:
+        """A rendering the splice needs; a template that refuses it refuses the splice (the
+        generation then says why, or succeeds), a prompt too long is the usual empty result."""
+        try:
+            return await self._tokens(body, upstream)
+        except ContextLengthExceeded:
+            raise
+        except APIError as exc:
+            if 400 <= exc.status < 500:
+                raise SpliceError(f"the template could not render the conversation: {exc.message}") from None
+            raise
+
     def _rendering(
         self, tokenize: dict[str, Any], messages: list[dict[str, Any]], gen: bool
     ) -> dict[str, Any]:
@@ -287,7 +299,7 @@ class TokenLedger:
         if ids is not None:
             self._openings.move_to_end(key)
             return ids
-        ids = await self._tokens(body, upstream)
+        ids = await self._rendered(body, upstream)
         self._openings[key] = ids
         if len(self._openings) > _MAX_OPENINGS:
             self._openings.popitem(last=False)
@@ -300,14 +312,17 @@ class TokenLedger:
         j = carried.index
         first = next(i for i, m in enumerate(messages) if m.get("role") == "assistant")
         jobs: list[Any] = [
-            self._tokens(tokenize, upstream),
-            self._tokens(self._rendering(tokenize, messages[: j + 1], False), upstream),
+            self._rendered(tokenize, upstream),
+            self._rendered(self._rendering(tokenize, messages[: j + 1], False), upstream),
         ]
         if first > 0:
             jobs.append(self._opening(self._rendering(tokenize, messages[:first], True), upstream))
         if not self._configured_eot:
             jobs.append(self.probe.closing(upstream))
-        results = await asyncio.gather(*jobs)
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:  # every job finished: nothing is left running when one failed
+            if isinstance(result, BaseException):
+                raise result
         whole, through = results[0], results[1]
         opening = results[2] if first > 0 else None
         closing = results[-1] if not self._configured_eot else None
@@ -315,7 +330,7 @@ class TokenLedger:
             why = opening_mismatch(carried, opening)
             # A carried prompt that is itself the template's rendering of the turns before (an
             # earlier turn was not spliced) starts where the template puts it: also fine.
-            if why and carried.prompt_token_ids != await self._tokens(
+            if why and carried.prompt_token_ids != await self._rendered(
                 self._rendering(tokenize, messages[:j], True), upstream
             ):
                 raise SpliceError(why, SpliceOutcome.CONVERSATION_CHANGED)

@@ -343,3 +343,25 @@ def test_required_prefix_token_ids_passes_through() -> None:
         {"input": "hi", "required_prefix_token_ids": [1, 2]}, ConversionOptions(model="m")
     )
     assert body["required_prefix_token_ids"] == [1, 2]
+
+
+async def test_a_rendering_the_template_refuses_refuses_the_splice_not_the_request() -> None:
+    class Refusing(Pool):
+        async def post(self, path: str, body: dict, **kwargs: Any) -> Any:
+            if (
+                path == "/tokenize"
+                and body.get("add_generation_prompt") is False
+                and len(body["messages"]) == 2
+            ):
+                if body["messages"][-1].get("content") != "b":  # not the closing probe
+                    raise APIError(400, "Cannot render a conversation that ends with an assistant message")
+            return await super().post(path, body, **kwargs)
+
+    pool = Refusing()
+    out = (await serving(pool).responses(request(), "s"))["output"][-1]
+    assert out["token_drift"]["outcome"] == "template_unaligned"
+    assert out["token_drift"]["note"] == (
+        "the template could not render the conversation: "
+        "Cannot render a conversation that ends with an assistant message"
+    )
+    assert out["prompt_token_ids"] == RENDERED  # generated all the same, rendered by the template
