@@ -399,7 +399,7 @@ def main() -> None:
         stop_process(upstream_proc)
     failed = False
     if "token_context" in wanted:  # its own simulator and adapter, after the above are stopped
-        context_rows = token_context.bench(start_adapter, tree_cpu)
+        context_rows = token_context.bench(start_adapter)
     if "rollouts" in wanted:
         # Its own ng_run stack (simulator, adapter, environment, agent), after the above are stopped.
         try:
@@ -440,6 +440,8 @@ def write_markdown(
         "| scenario | concurrency | req/s | p50 ms | p99 ms | first byte p50 ms | errors | adapter CPU ms/req |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if not rows:  # a subset without the load rows (--scenarios)
+        lines = lines[:3]
     for r in rows:
         cpu = r.get("adapter_cpu_ms_per_req")
         lines.append(

@@ -102,25 +102,31 @@ def carried_tokens(messages: list[dict[str, Any]]) -> CarriedTokens | None:
     The latest wins; it must itself extend the one carried before it (its prompt starts with
     that turn's prompt + generation), and where it does not, the divergence is reported so
     a trainer sees that the rollout is not one token sequence."""
-    found: list[tuple[int, list[int], list[int]]] = []
+    latest: tuple[int, list[int], list[int]] | None = None
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
         if message.get("role") != "assistant":
             continue
         prompt = message.get("prompt_token_ids")
         gen = message.get("generation_token_ids")
-        if _int_list(prompt) and _int_list(gen):
-            found.append((index, prompt, gen))
-            if len(found) == 2:
-                break
-    if not found:
+        if latest is None:
+            if _int_list(prompt) and _int_list(gen):  # the ids that go upstream: checked one by one
+                latest = (index, prompt, gen)
+        elif isinstance(prompt, list) and isinstance(gen, list):  # only compared with the latest
+            history = _extension_divergence(prompt, gen, latest[1])
+            return CarriedTokens(latest[1], latest[2], history, latest[0])
+    if latest is None:
         return None
-    index, prompt, gen = found[0]
-    history = None
-    if len(found) == 2:
-        _, before_prompt, before_gen = found[1]
-        history = divergence(before_prompt + before_gen, prompt)
-    return CarriedTokens(prompt, gen, history, index)
+    return CarriedTokens(latest[1], latest[2], None, latest[0])
+
+
+def _extension_divergence(prompt: list[Any], gen: list[Any], actual: list[int]) -> dict[str, Any] | None:
+    """`divergence(prompt + gen, actual)` without building the concatenation (the common case,
+    that `actual` extends both, costs two C-level slice comparisons)."""
+    n, m = len(prompt), len(gen)
+    if actual[:n] == prompt and actual[n : n + m] == gen and len(actual) >= n + m:
+        return None
+    return divergence(prompt + gen, actual)
 
 
 def without_token_fields(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -149,7 +155,10 @@ def divergence(expected: list[int], actual: list[int]) -> dict[str, Any] | None:
 def drift_report(
     carried: CarriedTokens, prompt_ids: list[int], outcome: SpliceOutcome, note: str | None = None
 ) -> DriftReport:
-    diverged = divergence(carried.prompt_token_ids + carried.generation_token_ids, prompt_ids)
+    """A verified splice extends the carried ids by construction; anything else is measured."""
+    if outcome is SpliceOutcome.SPLICED:
+        return DriftReport(True, None, outcome, note, carried.history_divergence)
+    diverged = _extension_divergence(carried.prompt_token_ids, carried.generation_token_ids, prompt_ids)
     return DriftReport(diverged is None, diverged, outcome, note, carried.history_divergence)
 
 
