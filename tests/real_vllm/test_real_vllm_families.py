@@ -26,7 +26,7 @@ from nemo_gym.testing.processes import ng_run
 from tests.real_vllm.recording_proxy import RecordingProxy
 
 pytestmark = pytest.mark.real_vllm
-FAMILIES = ("qwen3", "llama31", "mistral")
+FAMILIES = tuple(os.environ.get("REAL_VLLM_FAMILIES", "qwen3,llama31,mistral").split(","))
 REAL_VLLM_DIR = Path(
     os.environ.get("REAL_VLLM_DIR", Path(__file__).resolve().parents[3] / "shared" / "real_vllm")
 )
