@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from nemo_gym.conversion.responses_to_chat import TOKEN_FIELDS
 from nemo_gym.exceptions import NemoGymError
 
@@ -254,6 +256,41 @@ def new_messages_start(through_carried: list[int], whole: list[int], closing: li
     return end
 
 
+def tokens_array(raw: bytes) -> bytes | None:
+    """The `[...]` bytes of the `tokens` list in a /tokenize answer as vLLM writes it (compact
+    JSON), or None when it is not written that way (the caller then parses the answer)."""
+    start = raw.find(b'"tokens":[')
+    if start < 0:
+        return None
+    start += len(b'"tokens":')
+    end = raw.find(b"]", start)
+    return raw[start : end + 1] if end > 0 else None
+
+
+def tail_after(through: bytes, whole: bytes, closing: list[int]) -> list[int] | None:
+    """`new_messages_start`'s common case read off the bytes of the two `tokens` arrays: when the
+    ids of `through` are a prefix of those of `whole` and end with the closing tokens, the ids of
+    `whole` after them, with only those parsed (at a 32k-token context that saves parsing two
+    lists of 32k ids). None in any other case: the caller parses both and takes the full path."""
+    body = through[:-1]
+    if len(through) <= 2 or not closing or not whole.startswith(body):
+        return None
+    rest = whole[len(body) :]
+    if rest[:1] == b"]":
+        tail = b"[]"
+    elif rest[:1] == b",":
+        tail = b"[" + rest[1:]
+    else:  # "...,12]" against "...,123,...": not the same last id
+        return None
+    last = through[1:-1].rsplit(b",", len(closing))[-len(closing) :]
+    try:
+        if list(map(int, last)) != closing:
+            return None
+        return orjson.loads(tail)
+    except ValueError:
+        return None
+
+
 def opening_mismatch(carried: CarriedTokens, opening: list[int]) -> str | None:
     """The carried prompt must start with the conversation's opening (the messages before the
     first assistant turn, with the generation prompt) as the template renders it now: that is
@@ -285,7 +322,17 @@ def splice(
     closing token and the rest follows (`<|im_end|>` then the template's newline). A cut-off
     one (finish_reason length) ends anywhere, and the whole closing follows it."""
     start = new_messages_start(through_carried, whole, closing)
+    return join(carried, closing, whole[start:], stop_ids)
+
+
+def join(
+    carried: CarriedTokens,
+    closing: list[int],
+    tail: list[int],
+    stop_ids: frozenset[int] | set[int] = frozenset(),
+) -> list[int]:
+    """The carried ids, the closing tokens the generation did not write (see `splice`), `tail`."""
     gen = carried.generation_token_ids
     ended = bool(gen) and (gen[-1] == closing[0] or gen[-1] in stop_ids)
     bridge = closing[1:] if ended else closing
-    return [*carried.prompt_token_ids, *gen, *bridge, *whole[start:]]
+    return [*carried.prompt_token_ids, *gen, *bridge, *tail]

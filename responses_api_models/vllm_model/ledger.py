@@ -34,12 +34,15 @@ from nemo_gym.conversion.prefix import (
     carried_tokens,
     closing_from_rendering,
     drift_report,
+    join,
     opening_mismatch,
     splice,
+    tail_after,
+    tokens_array,
     without_token_fields,
 )
 from nemo_gym.conversion.tokens import generation_tokens, prompt_tokens_from
-from nemo_gym.exceptions import APIError, ContextLengthExceeded
+from nemo_gym.exceptions import APIError, ContextLengthExceeded, UpstreamFormatError
 from nemo_gym.upstream.pool import Upstream, UpstreamPool
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.template_probe import TemplateProbe
@@ -178,6 +181,16 @@ class TokenReport:
         return out
 
 
+def _ids(raw: bytes) -> list[int]:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamFormatError("/tokenize returned malformed JSON") from None
+    if not isinstance(answer, dict):
+        raise UpstreamFormatError("/tokenize returned no 'tokens'")
+    return prompt_tokens_from(answer, "tokenize")
+
+
 def with_prompt(body: dict[str, Any], prompt: list[int]) -> dict[str, Any]:
     kv = body.get("kv_transfer_params")
     kv = {**kv, "prompt_token_ids": prompt} if isinstance(kv, dict) else {"prompt_token_ids": prompt}
@@ -275,8 +288,12 @@ class TokenLedger:
     async def _rendered(self, body: dict[str, Any], upstream: Upstream) -> list[int]:
         """A rendering the splice needs; a template that refuses it refuses the splice (the
         generation then says why, or succeeds), a prompt too long is the usual empty result."""
+        return _ids(await self._rendered_raw(body, upstream))
+
+    async def _rendered_raw(self, body: dict[str, Any], upstream: Upstream) -> bytes:
         try:
-            return await self._tokens(body, upstream)
+            raw, _ = await self.pool.post_raw("/tokenize", body, upstream=upstream, at_root=True)
+            return raw
         except ContextLengthExceeded:
             raise
         except APIError as exc:
@@ -312,8 +329,8 @@ class TokenLedger:
         j = carried.index
         first = next(i for i, m in enumerate(messages) if m.get("role") == "assistant")
         jobs: list[Any] = [
-            self._rendered(tokenize, upstream),
-            self._rendered(self._rendering(tokenize, messages[: j + 1], False), upstream),
+            self._rendered_raw(tokenize, upstream),
+            self._rendered_raw(self._rendering(tokenize, messages[: j + 1], False), upstream),
         ]
         if first > 0:
             jobs.append(self._opening(self._rendering(tokenize, messages[:first], True), upstream))
@@ -323,7 +340,7 @@ class TokenLedger:
         for result in results:  # every job finished: nothing is left running when one failed
             if isinstance(result, BaseException):
                 raise result
-        whole, through = results[0], results[1]
+        whole_raw, through_raw = results[0], results[1]
         opening = results[2] if first > 0 else None
         closing = results[-1] if not self._configured_eot else None
         if opening is not None:
@@ -334,6 +351,13 @@ class TokenLedger:
                 self._rendering(tokenize, messages[:j], True), upstream
             ):
                 raise SpliceError(why, SpliceOutcome.CONVERSATION_CHANGED)
+        if closing:  # the common case costs no parsing of the two long renderings
+            whole_ids, through_ids = tokens_array(whole_raw), tokens_array(through_raw)
+            if whole_ids is not None and through_ids is not None:
+                tail = tail_after(through_ids, whole_ids, closing)
+                if tail is not None:
+                    return join(carried, closing, tail, self.stop_ids)
+        whole, through = _ids(whole_raw), _ids(through_raw)
         if not closing:
             closing = closing_from_rendering(through, self.stop_ids)
         if not closing:

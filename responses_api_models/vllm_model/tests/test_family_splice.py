@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from nemo_gym.conversion.prefix import (
@@ -31,6 +32,8 @@ from nemo_gym.conversion.prefix import (
     new_messages_start,
     opening_mismatch,
     splice,
+    tail_after,
+    tokens_array,
 )
 
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "families"
@@ -232,3 +235,34 @@ def test_a_changed_system_prompt_is_another_conversation(family: str) -> None:
     opening[at] += 1
     why = opening_mismatch(carried, opening)
     assert why is not None and f"'index': {at}," in why
+
+
+def tokenize_answer(ids: list[int]) -> bytes:
+    """A /tokenize answer as vLLM writes it (compact JSON)."""
+    return orjson.dumps({"count": len(ids), "max_model_len": 2048, "tokens": ids, "token_strs": None})
+
+
+@pytest.mark.parametrize(("family", "scenario"), list(TAILS), ids=[f"{f}-{s}" for f, s in TAILS])
+def test_the_byte_level_shortcut_agrees_with_the_splice(family: str, scenario: str) -> None:
+    """Where the rendering up to the carried turn is a prefix of the whole one, the ledger reads the
+    tail off the answers' bytes; elsewhere it must decline (and the lists are parsed)."""
+    sc, _, closing = case(family, scenario)
+    r = sc["renderings"]
+    through, whole = tokens_array(tokenize_answer(r["through"])), tokens_array(tokenize_answer(r["whole"]))
+    assert through is not None and whole is not None
+    tail = tail_after(through, whole, closing)
+    if r["whole"][: len(r["through"])] == r["through"]:
+        assert tail == r["whole"][len(r["through"]) :]
+    else:
+        assert tail is None
+
+
+def test_the_byte_level_shortcut_declines_what_it_cannot_read() -> None:
+    assert tail_after(b"[1,2,12]", b"[1,2,123,4]", [12]) is None  # same bytes, another last id
+    assert tail_after(b"[1,2,12]", b"[1,2,12,4]", [12]) == [4]
+    assert tail_after(b"[1,2,12]", b"[1,2,12]", [12]) == []
+    assert tail_after(b"[1,2,12]", b"[1,2,12,4]", [2, 12]) == [4]
+    assert tail_after(b"[1,2,13]", b"[1,2,13,4]", [12]) is None  # not the closing tokens
+    assert tail_after(b"[]", b"[1]", [1]) is None
+    assert tokens_array(b'{"count": 2, "tokens": [1, 2]}') is None  # not vLLM's compact JSON: parse it
+    assert tokens_array(b'{"count":2,"tokens":[1,2],"token_strs":null}') == b"[1,2]"

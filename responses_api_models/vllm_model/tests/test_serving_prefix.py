@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from nemo_gym.conversion import ConversionOptions, responses_to_chat
@@ -99,6 +100,10 @@ class Pool:
         supplied = (body.get("kv_transfer_params") or {}).get("prompt_token_ids")
         prompt = rendered if (self.ignores or supplied is None) else supplied
         return chat(prompt if body.get("return_token_ids") else None, finish=self.finish), self.a
+
+    async def post_raw(self, path: str, body: dict, **kwargs: Any) -> Any:
+        answer, upstream = await self.post(path, body, **kwargs)
+        return orjson.dumps(answer), upstream
 
     def tokenize_calls(self) -> list[dict[str, Any]]:
         return [b for p, b in self.bodies if p == "/tokenize"]
