@@ -24,21 +24,33 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(BIN)/python -m nemo_gym.demo
 
-# Adapter cost per request against a fast local upstream (about 2 minutes); writes docs/benchmarks.md.
+# Adapter cost per request against a fast local upstream (a few minutes); writes docs/benchmarks.md.
+# A subset: make bench BENCH_ARGS="--scenarios token_context --output docs/benchmarks_token_context.md"
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m nemo_gym.bench
+	$(BIN)/python -m nemo_gym.bench $(BENCH_ARGS)
 
-# Opt-in tier against a real `vllm serve` (CPU, tiny model; first run builds a ~6 GB venv). Not part of `make test`.
+# Opt-in tier against a real `vllm serve` (CPU, tiny models; first run builds a ~6 GB venv). Not part of `make test`.
+# First the tiny ChatML model on two servers, then each model family of $(REAL_VLLM_DIR)/families (Qwen3,
+# Llama 3.1, Mistral), one at a time on REAL_VLLM_FAMILY_PORT, started and stopped by the tests themselves
+# (REAL_VLLM_FAMILIES picks some, comma-separated).
 REAL_VLLM_DIR ?= ../shared/real_vllm
-# Ports of the two vLLM servers (set others if another checkout's tier uses these).
+# Ports of the vLLM servers (set others if another checkout's tier uses these).
 REAL_VLLM_PORT ?= 18300
 REAL_VLLM_R1_PORT ?= 18301
+REAL_VLLM_FAMILY_PORT ?= 18310
+REAL_VLLM_FAMILIES ?= qwen3,llama31,mistral
 test-real-vllm: $(STAMP)
 	bash $(REAL_VLLM_DIR)/start_real_vllm.sh $(REAL_VLLM_PORT) --max-model-len 1024
 	bash $(REAL_VLLM_DIR)/start_real_vllm.sh $(REAL_VLLM_R1_PORT) --reasoning-parser deepseek_r1
 	REAL_VLLM_URL=http://127.0.0.1:$(REAL_VLLM_PORT) REAL_VLLM_R1_URL=http://127.0.0.1:$(REAL_VLLM_R1_PORT) \
-		$(BIN)/python -m pytest -m real_vllm tests/real_vllm -v -s; status=$$?; \
-		bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop $(REAL_VLLM_PORT); bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop $(REAL_VLLM_R1_PORT); exit $$status
+		$(BIN)/python -m pytest -m real_vllm tests/real_vllm --ignore=tests/real_vllm/test_real_vllm_families.py -v -s; \
+		status=$$?; bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop $(REAL_VLLM_PORT); \
+		bash $(REAL_VLLM_DIR)/start_real_vllm.sh stop $(REAL_VLLM_R1_PORT); \
+	REAL_VLLM_DIR=$(abspath $(REAL_VLLM_DIR)) REAL_VLLM_FAMILY_PORT=$(REAL_VLLM_FAMILY_PORT) \
+		REAL_VLLM_FAMILIES=$(REAL_VLLM_FAMILIES) \
+		$(BIN)/python -m pytest -m real_vllm tests/real_vllm/test_real_vllm_families.py -v -s || status=1; \
+		exit $$status
 
 # Opt-in tier: NeMo Gym 0.7.0's own in-scope environments (downloaded into .compat_cache/, never
 # committed) built, run end to end against the simulator, and their own tests run, on our framework.

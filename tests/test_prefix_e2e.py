@@ -82,11 +82,25 @@ async def test_zero_drift_with_splicing_and_measured_drift_without() -> None:
             assert "ignores kv_transfer_params" in r[1]["token_drift"]["note"]
             assert r[1]["token_drift"]["divergence"] is not None
         counts = {u["url"]: u["token_drift"] for u in health["upstreams"]}
-        assert counts[url_a] == {"measured": 6, "extends": 6, "diverged": 0, "spliced": 6, "fallbacks": 0}
+        assert counts[url_a] == {
+            "measured": 6,
+            "extends": 6,
+            "diverged": 0,
+            "spliced": 6,
+            "fallbacks": 0,
+            "outcomes": {
+                "spliced": 6,
+                "conversation_changed": 0,
+                "template_unaligned": 0,
+                "upstream_ignores": 0,
+                "off": 0,
+            },
+        }
         assert (
             counts[url_b]["spliced"] == 0
             and counts[url_b]["fallbacks"] == 6
             and counts[url_b]["diverged"] > 0
+            and counts[url_b]["outcomes"]["upstream_ignores"] == 6
         )
 
         with ng_run(
@@ -103,6 +117,7 @@ async def test_zero_drift_with_splicing_and_measured_drift_without() -> None:
         assert not any(one_sequence(r) for r in off)
         drift = health["upstreams"][0]["token_drift"]
         assert drift["measured"] == 6 and drift["diverged"] > 0 and drift["spliced"] == 0
+        assert drift["outcomes"]["off"] == 6
         print(
             f"\ndrift with splicing on: 0/6 turns; off: {drift['diverged']}/{drift['measured']} turns diverged"
         )

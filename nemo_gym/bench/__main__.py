@@ -4,8 +4,9 @@ Starts a canned vLLM-shaped upstream, then adapters exactly as ng_run starts the
 config: plain, token mode with /tokenize, token mode with inline ids), drives each scenario at
 several concurrencies with the bundled load generator, and reads each adapter's own CPU time
 from /proc. Then the end-to-end row (`nemo_gym/bench/rollouts.py`): weather rollouts through a
-whole ng_run stack against the bundled simulator. Prints one JSON line per scenario and writes
-docs/benchmarks.md.
+whole ng_run stack against the bundled simulator, and the token-mode rows at long contexts
+(`nemo_gym/bench/token_context.py`). Prints one JSON line per scenario and writes
+docs/benchmarks.md (`--scenarios` picks a subset, `--output` another file).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import orjson
 from omegaconf import OmegaConf
 
 from nemo_gym.bench import rollouts as e2e
-from nemo_gym.bench import trainer_api
+from nemo_gym.bench import token_context, trainer_api
 from nemo_gym.bench.fast_upstream import TURN1_GEN, TURN1_PROMPT
 from nemo_gym.bench.loadgen import run, run_load
 from nemo_gym.config import PROJECT_ROOT, free_port
@@ -248,7 +249,8 @@ def main() -> None:
         "--scenarios",
         default=(
             "direct,responses,chat,token_tokenize,token_inline,token_spliced,token_unspliced,"
-            "responses_aiohttp,token_tokenize_aiohttp,long,workers2,streaming,sessions,rollouts,trainer_api"
+            "responses_aiohttp,token_tokenize_aiohttp,long,workers2,streaming,sessions,rollouts,token_context,"
+            "trainer_api"
         ),
         help="scenarios to run; NAME_aiohttp is NAME with `upstream_client: aiohttp` instead of the "
         "lean client (responses, chat, token_tokenize), to see what the lean client still saves",
@@ -273,6 +275,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     memory: dict[str, Any] | None = None
     rollout_rows: list[dict[str, Any]] = []
+    context_rows: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
         wait_healthy(f"http://127.0.0.1:{up_port}/health", proc=upstream_proc)
@@ -396,6 +399,8 @@ def main() -> None:
             stop_process(adapter.proc)
         stop_process(upstream_proc)
     failed = False
+    if "token_context" in wanted:  # its own simulator and adapter, after the above are stopped
+        context_rows = token_context.bench(start_adapter)
     if "rollouts" in wanted:
         # Its own ng_run stack (simulator, adapter, environment, agent), after the above are stopped.
         try:
@@ -412,7 +417,14 @@ def main() -> None:
             print(f"error: trainer API rollouts: {exc}", file=sys.stderr, flush=True)
             failed = True
     write_markdown(
-        Path(args.output), rows, time.monotonic() - started, args.duration, memory, rollout_rows, trainer_row
+        Path(args.output),
+        rows,
+        time.monotonic() - started,
+        args.duration,
+        memory,
+        rollout_rows,
+        context_rows,
+        trainer_row,
     )
     print(f"wrote {args.output} ({time.monotonic() - started:.0f}s)")
     if failed:
@@ -426,6 +438,7 @@ def write_markdown(
     duration: float,
     memory: dict[str, Any] | None,
     rollout_rows: list[dict[str, Any]] | None = None,
+    context_rows: list[dict[str, Any]] | None = None,
     trainer_row: dict[str, Any] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -444,6 +457,8 @@ def write_markdown(
         "| scenario | concurrency | req/s | p50 ms | p99 ms | first byte p50 ms | errors | adapter CPU ms/req |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if not rows:  # a subset without the load rows (--scenarios)
+        lines = lines[:3]
     for r in rows:
         cpu = r.get("adapter_cpu_ms_per_req")
         lines.append(
@@ -460,6 +475,8 @@ def write_markdown(
         ]
     if rollout_rows:
         lines += ["", *e2e.markdown_section(rollout_rows, e2e.WARMUP, e2e.ROLLOUTS, e2e.DURATION)]
+    if context_rows:
+        lines += ["", *token_context.markdown_section(context_rows)]
     if trainer_row:
         lines += ["", *trainer_api.markdown_section(trainer_row)]
     lines += ["", f"Whole run: {elapsed:.0f}s.", ""]

@@ -237,10 +237,14 @@ class ChatAccumulator:
         completion.update(head)
         return completion
 
-    def token_info(self, prompt_token_ids: list[int] | None = None) -> dict[str, Any]:
-        """The three token fields, as the non-streaming path builds them: generation ids and
-        log-probs of choice 0 (`generation_tokens`, same checks), and the prompt ids given (from
-        /tokenize) or, when None, the stream's own `prompt_token_ids` (`return_token_ids`).
+    @property
+    def prompt_token_ids(self) -> Any:
+        """The stream's own `prompt_token_ids` (vLLM sends them on the first chunk with
+        `return_token_ids`), or None."""
+        return self._head.get("prompt_token_ids")
+
+    def generation(self) -> tuple[list[int], list[float]]:
+        """Generation ids and log-probs of choice 0 (`generation_tokens`, same checks).
 
         With a usage chunk (`stream_options.include_usage`) the token count is checked against
         it: a stream without `return_token_ids` silently drops the tokens that add no text."""
@@ -252,6 +256,12 @@ class ChatAccumulator:
                 "vLLM streams no chunk for a token that adds no text (think tags, tool-call markup) unless "
                 "the request sets return_token_ids: true, so those ids and log-probs are missing"
             )
+        return ids, log_probs
+
+    def token_info(self, prompt_token_ids: list[int] | None = None) -> dict[str, Any]:
+        """The three token fields, as the non-streaming path builds them: `generation()`, and
+        the prompt ids given or, when None, the stream's own (`return_token_ids`)."""
+        ids, log_probs = self.generation()
         if prompt_token_ids is None:
             prompt_token_ids = prompt_tokens_from(self._head, "inline")
         return {

@@ -1,21 +1,51 @@
 """Prefix splicing and drift measurement for multi-turn token-mode rollouts (pure, no I/O).
 
 RL trainers need turn N's prompt to start with exactly turn N-1's prompt + generated tokens.
-Re-rendering the history through the chat template re-tokenizes it, and that can differ from
-what the model actually generated (a JSON key guided decoding wrote as four one-letter tokens,
-arguments re-serialized with a space, reasoning dropped from earlier turns). So the adapter
-builds the prompt itself: the carried ids, then the template's tokens for everything after
-that turn, found in the `/tokenize` rendering of the whole conversation by counting
-end-of-turn tokens (dropping or re-rendering reasoning/tool calls never changes how many
-turns were closed before, so the count aligns even where the token contents differ).
+Re-rendering the history through the chat template re-tokenizes it, and that differs from
+what the model generated (a JSON key guided decoding wrote as one-letter tokens, a tool call
+the template marks with a token the model never wrote, reasoning the template drops from
+earlier turns, a generation prompt the template does not repeat for the same turn in history).
+
+So the carried ids are the truth for everything up to the carried turn, and only what came
+after it is rendered. The template is asked for two renderings of the request's own messages:
+up to and including the carried assistant message (finished, no generation prompt), and the
+whole conversation (with it). The first ends with the template's closing tokens for that turn;
+where that closing falls in the second is where the new messages start, found as the same
+occurrence of the closing tokens (re-rendering earlier turns changes their contents, never how
+many turns were closed). The prompt is then the carried ids, the closing tokens the generation
+did not write itself, and the whole rendering from that point on. Nothing else is read from
+how the template renders old turns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
+import orjson
+
+from nemo_gym.conversion.responses_to_chat import TOKEN_FIELDS
 from nemo_gym.exceptions import NemoGymError
+
+
+class SpliceOutcome(StrEnum):
+    """What happened to a token-mode request that carried an earlier turn's ids."""
+
+    SPLICED = "spliced"  # the prompt was the carried ids + the rendering of what followed them
+    CONVERSATION_CHANGED = "conversation_changed"  # refused: another system prompt, tool list or opening
+    TEMPLATE_UNALIGNED = "template_unaligned"  # refused: the template's closing tokens were not found
+    UPSTREAM_IGNORES = "upstream_ignores"  # the upstream rendered the messages instead of using the ids
+    OFF = "off"  # prefix_token_ids: off
+
+
+class SpliceError(NemoGymError, ValueError):
+    """The carried tokens cannot be spliced into this request; `outcome` says which refusal."""
+
+    def __init__(self, message: str, outcome: SpliceOutcome = SpliceOutcome.TEMPLATE_UNALIGNED) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,44 +55,51 @@ class CarriedTokens:
     prompt_token_ids: list[int]
     generation_token_ids: list[int]
     history_divergence: dict[str, Any] | None  # the latest carried turn vs the one before it
+    index: int = -1  # the carrying assistant message's position in `messages`
 
     @property
     def expected_prefix_len(self) -> int:
         return len(self.prompt_token_ids) + len(self.generation_token_ids)
 
 
-_IS_INT = int.__instancecheck__
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    """What a token-mode response says about its prompt vs the tokens carried back."""
+
+    extends_carried_tokens: bool
+    divergence: dict[str, Any] | None
+    outcome: SpliceOutcome
+    note: str | None = None
+    history_divergence: dict[str, Any] | None = None
+
+    @property
+    def spliced(self) -> bool:
+        return self.outcome is SpliceOutcome.SPLICED
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "extends_carried_tokens": self.extends_carried_tokens,
+            "divergence": self.divergence,
+            "spliced": self.spliced,
+            "outcome": self.outcome.value,
+        }
+        if self.history_divergence is not None:
+            out["history_divergence"] = self.history_divergence
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 def _int_list(value: Any) -> bool:
-    # map + all run in C: a 30k-token prompt costs microseconds, not a Python step per id.
-    return isinstance(value, list) and all(map(_IS_INT, value))
-
-
-def _count(ids: list[int], eot_ids: frozenset[int] | set[int]) -> int:
-    if len(eot_ids) == 1:
-        return ids.count(next(iter(eot_ids)))  # C-level
-    return sum(1 for t in ids if t in eot_ids)
-
-
-def _kth(ids: list[int], eot_ids: frozenset[int] | set[int], k: int) -> tuple[int, int]:
-    """(index of the k-th end-of-turn id or -1, how many were seen)."""
-    if len(eot_ids) == 1:
-        eot = next(iter(eot_ids))
-        pos = -1
-        for seen in range(k):
-            try:
-                pos = ids.index(eot, pos + 1)  # C-level search between turns
-            except ValueError:
-                return -1, seen
-        return pos, k
-    seen = 0
-    for i, t in enumerate(ids):
-        if t in eot_ids:
-            seen += 1
-            if seen == k:
-                return i, seen
-    return -1, seen
+    """A list of ints (as JSON gives them). `sum` runs in C and is the cheapest full check: a
+    string, null, list or object element raises, a float makes the total a float; at a 32k-token
+    prompt it costs a quarter of an `isinstance` pass."""
+    if not isinstance(value, list):
+        return False
+    try:
+        return type(sum(value)) is int
+    except TypeError:
+        return False
 
 
 def carried_tokens(messages: list[dict[str, Any]]) -> CarriedTokens | None:
@@ -71,24 +108,42 @@ def carried_tokens(messages: list[dict[str, Any]]) -> CarriedTokens | None:
     The latest wins; it must itself extend the one carried before it (its prompt starts with
     that turn's prompt + generation), and where it does not, the divergence is reported so
     a trainer sees that the rollout is not one token sequence."""
-    found: list[tuple[list[int], list[int]]] = []
-    for message in reversed(messages):
+    latest: tuple[int, list[int], list[int]] | None = None
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
         if message.get("role") != "assistant":
             continue
         prompt = message.get("prompt_token_ids")
         gen = message.get("generation_token_ids")
-        if _int_list(prompt) and _int_list(gen):
-            found.append((prompt, gen))
-            if len(found) == 2:
-                break
-    if not found:
+        if latest is None:
+            if _int_list(prompt) and _int_list(gen):  # the ids that go upstream: checked one by one
+                latest = (index, prompt, gen)
+        elif isinstance(prompt, list) and isinstance(gen, list):  # only compared with the latest
+            history = _extension_divergence(prompt, gen, latest[1])
+            return CarriedTokens(latest[1], latest[2], history, latest[0])
+    if latest is None:
         return None
-    prompt, gen = found[0]
-    history = None
-    if len(found) == 2:
-        before_prompt, before_gen = found[1]
-        history = divergence(before_prompt + before_gen, prompt)
-    return CarriedTokens(prompt, gen, history)
+    return CarriedTokens(latest[1], latest[2], None, latest[0])
+
+
+def _extension_divergence(prompt: list[Any], gen: list[Any], actual: list[int]) -> dict[str, Any] | None:
+    """`divergence(prompt + gen, actual)` without building the concatenation (the common case,
+    that `actual` extends both, costs two C-level slice comparisons)."""
+    n, m = len(prompt), len(gen)
+    if actual[:n] == prompt and actual[n : n + m] == gen and len(actual) >= n + m:
+        return None
+    return divergence(prompt + gen, actual)
+
+
+def without_token_fields(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as the template sees them: the carried id lists stay with the adapter (vLLM
+    ignores them, and sending every turn's lists again would grow each request quadratically)."""
+    out = []
+    for message in messages:
+        if "generation_token_ids" in message or "prompt_token_ids" in message:
+            message = {k: v for k, v in message.items() if k not in TOKEN_FIELDS}
+        out.append(message)
+    return out
 
 
 def divergence(expected: list[int], actual: list[int]) -> dict[str, Any] | None:
@@ -104,24 +159,13 @@ def divergence(expected: list[int], actual: list[int]) -> dict[str, Any] | None:
 
 
 def drift_report(
-    carried: CarriedTokens, prompt_ids: list[int], *, spliced: bool, note: str | None
-) -> dict[str, Any]:
-    """What each token-mode response says about its prompt vs the tokens carried back."""
-    diverged = divergence(carried.prompt_token_ids + carried.generation_token_ids, prompt_ids)
-    report: dict[str, Any] = {
-        "extends_carried_tokens": diverged is None,
-        "divergence": diverged,
-        "spliced": spliced,
-    }
-    if carried.history_divergence is not None:
-        report["history_divergence"] = carried.history_divergence
-    if note:
-        report["note"] = note
-    return report
-
-
-class SpliceError(NemoGymError, ValueError):
-    """The conversation's rendering cannot be aligned with the carried tokens."""
+    carried: CarriedTokens, prompt_ids: list[int], outcome: SpliceOutcome, note: str | None = None
+) -> DriftReport:
+    """A verified splice extends the carried ids by construction; anything else is measured."""
+    if outcome is SpliceOutcome.SPLICED:
+        return DriftReport(True, None, outcome, note, carried.history_divergence)
+    diverged = _extension_divergence(carried.prompt_token_ids, carried.generation_token_ids, prompt_ids)
+    return DriftReport(diverged is None, diverged, outcome, note, carried.history_divergence)
 
 
 def closing_tokens(closed: list[int], unclosed: list[int]) -> list[int]:
@@ -129,9 +173,9 @@ def closing_tokens(closed: list[int], unclosed: list[int]) -> list[int]:
     renderings of one short conversation that ends with that message: as a finished turn
     (`add_generation_prompt` false) and left open (vLLM's `continue_final_message`).
 
-    Their first id is the template's end-of-turn token. That is the one thing the carried ids
-    cannot say reliably: the last id of a generation is the end-of-turn token only if it
-    stopped on its own, and a cut-off generation (finish_reason length) ends anywhere."""
+    Their first id is the template's end-of-turn token. The carried ids cannot say it
+    reliably: the last id of a generation is the end-of-turn token only if it stopped on its
+    own, and a cut-off generation (finish_reason length) ends anywhere."""
     n = len(unclosed)
     if not n or len(closed) <= n or closed[:n] != unclosed:
         raise SpliceError(
@@ -141,94 +185,158 @@ def closing_tokens(closed: list[int], unclosed: list[int]) -> list[int]:
     return closed[n:]
 
 
-def end_of_turn_candidates(carried: CarriedTokens, known: frozenset[int] | set[int]) -> frozenset[int]:
-    """Known end-of-turn ids, else the carried generation's last id. The guess holds for a
-    generation that stopped on its own; for a cut-off one it is an arbitrary token, which
-    `splice` usually refuses but cannot always tell from a real end-of-turn token, so callers
-    should learn the ids (`closing_tokens`) rather than rely on it."""
-    if known:
-        return frozenset(known)
-    gen = carried.generation_token_ids
-    return frozenset(gen[-1:])
+def closing_from_rendering(through_carried: list[int], end_of_turn: Iterable[int]) -> list[int] | None:
+    """Without a probe: the tail of the carried turn's own rendering from its last end-of-turn
+    id (a configured or learned one), or None when none occurs."""
+    eot = set(end_of_turn)
+    for i in range(len(through_carried) - 1, -1, -1):
+        if through_carried[i] in eot:
+            return through_carried[i:]
+    return None
+
+
+def _ends(ids: list[int], seq: list[int], k: int) -> int:
+    """The index just after the k-th non-overlapping occurrence of `seq` in `ids`, or -1."""
+    first, rest, n = seq[0], seq[1:], len(seq)
+    pos = 0
+    found = 0
+    while True:
+        try:
+            i = ids.index(first, pos)  # C-level search between closings
+        except ValueError:
+            return -1
+        if ids[i + 1 : i + n] == rest:
+            found += 1
+            if found == k:
+                return i + n
+            pos = i + n
+        else:
+            pos = i + 1
+
+
+def _count(ids: list[int], seq: list[int]) -> int:
+    first, rest, n = seq[0], seq[1:], len(seq)
+    if not rest:
+        return ids.count(first)
+    count = pos = 0
+    while True:
+        try:
+            i = ids.index(first, pos)
+        except ValueError:
+            return count
+        if ids[i + 1 : i + n] == rest:
+            count += 1
+            pos = i + n
+        else:
+            pos = i + 1
+
+
+def new_messages_start(through_carried: list[int], whole: list[int], closing: list[int]) -> int:
+    """Where the rendering of the messages after the carried turn begins in `whole`.
+
+    `through_carried` ends with the template's closing of the carried turn. When it is a
+    prefix of `whole` (the template renders that turn the same with or without what follows)
+    the answer is its length. Otherwise the template rendered some earlier turn differently once
+    more messages followed (Qwen3 drops reasoning and the empty think block of turns before the
+    latest user message): the carried turn's closing is then the same occurrence of the closing
+    tokens in `whole` as the last one in `through_carried`."""
+    if not closing:
+        raise SpliceError("the template's closing tokens are unknown")
+    n = len(through_carried)
+    if through_carried[n - len(closing) :] != closing:
+        raise SpliceError(
+            f"the template does not end the carried turn with its closing tokens {closing} "
+            f"(it ends with {through_carried[-len(closing) - 2 :]}); set end_of_turn_token_ids if they are wrong"
+        )
+    if whole[:n] == through_carried:
+        return n
+    k = _count(through_carried, closing)
+    end = _ends(whole, closing, k)
+    if end < 0:
+        raise SpliceError(
+            f"the conversation's rendering closes fewer turns ({_count(whole, closing)}) than the "
+            f"rendering up to the carried turn ({k}), with closing tokens {closing}"
+        )
+    return end
+
+
+def tokens_array(raw: bytes) -> bytes | None:
+    """The `[...]` bytes of the `tokens` list in a /tokenize answer as vLLM writes it (compact
+    JSON), or None when it is not written that way (the caller then parses the answer)."""
+    start = raw.find(b'"tokens":[')
+    if start < 0:
+        return None
+    start += len(b'"tokens":')
+    end = raw.find(b"]", start)
+    return raw[start : end + 1] if end > 0 else None
+
+
+def tail_after(through: bytes, whole: bytes, closing: list[int]) -> list[int] | None:
+    """`new_messages_start`'s common case read off the bytes of the two `tokens` arrays: when the
+    ids of `through` are a prefix of those of `whole` and end with the closing tokens, the ids of
+    `whole` after them, with only those parsed (at a 32k-token context that saves parsing two
+    lists of 32k ids). None in any other case: the caller parses both and takes the full path."""
+    body = through[:-1]
+    if len(through) <= 2 or not closing or not whole.startswith(body):
+        return None
+    rest = whole[len(body) :]
+    if rest[:1] == b"]":
+        tail = b"[]"
+    elif rest[:1] == b",":
+        tail = b"[" + rest[1:]
+    else:  # "...,12]" against "...,123,...": not the same last id
+        return None
+    last = through[1:-1].rsplit(b",", len(closing))[-len(closing) :]
+    try:
+        if list(map(int, last)) != closing:
+            return None
+        return orjson.loads(tail)
+    except ValueError:
+        return None
+
+
+def opening_mismatch(carried: CarriedTokens, opening: list[int]) -> str | None:
+    """The carried prompt must start with the conversation's opening (the messages before the
+    first assistant turn, with the generation prompt) as the template renders it now: that is
+    the prompt of the rollout's first turn, which every spliced turn keeps. Otherwise the
+    system prompt, the tool list or the first messages changed, and vLLM would render
+    something the carried ids do not hold."""
+    prompt = carried.prompt_token_ids
+    if prompt[: len(opening)] == opening:
+        return None
+    where = divergence(opening, prompt)
+    return (
+        "the carried prompt does not start with this conversation's opening as the template renders "
+        f"it now (first difference {where}): the system prompt, the tools or the first messages changed"
+    )
 
 
 def splice(
     carried: CarriedTokens,
-    rendered: list[int],
-    eot_ids: frozenset[int] | set[int],
-    closing: list[int] | None = None,
+    through_carried: list[int],
+    whole: list[int],
+    closing: list[int],
+    stop_ids: frozenset[int] | set[int] = frozenset(),
 ) -> list[int]:
-    """carried prompt + generation (+ the template's end-of-turn token if the generation did
-    not end with one, e.g. finish_reason length) + the rendering after that turn.
+    """The carried prompt + generation, then the template's closing tokens the generation did
+    not write itself, then the rendering of everything after the carried turn.
 
-    `rendered` is the `/tokenize` answer for the whole conversation (generation prompt added).
-    The turn closed by the carried generation is the k-th end-of-turn token of `rendered`,
-    k = end-of-turn tokens in the carried ids + 1 (if the generation lacks its own).
-    `closing` (the template's ids after an assistant message, see `closing_tokens`), when
-    known, must be what the rendering puts where a cut-off turn is closed: that id is added
-    to the carried ones, so it has to be the template's and not a lookalike."""
-    if not eot_ids:
-        raise SpliceError("end-of-turn token unknown")
-    prompt = carried.prompt_token_ids
+    A generation that stopped on its own ends with a stop token (the template's end-of-turn
+    id, or another of the model's stop ids in `stop_ids`): that token stands for the first
+    closing token and the rest follows (`<|im_end|>` then the template's newline). A cut-off
+    one (finish_reason length) ends anywhere, and the whole closing follows it."""
+    start = new_messages_start(through_carried, whole, closing)
+    return join(carried, closing, whole[start:], stop_ids)
+
+
+def join(
+    carried: CarriedTokens,
+    closing: list[int],
+    tail: list[int],
+    stop_ids: frozenset[int] | set[int] = frozenset(),
+) -> list[int]:
+    """The carried ids, the closing tokens the generation did not write (see `splice`), `tail`."""
     gen = carried.generation_token_ids
-    ended = bool(gen) and gen[-1] in eot_ids
-    k = _count(prompt, eot_ids) + _count(gen, eot_ids)
-    if not ended:
-        k += 1
-    pos, seen = _kth(rendered, eot_ids, k)
-    if pos < 0:
-        raise SpliceError(
-            f"the conversation's rendering closes {seen} turns, fewer than the {k} the carried tokens "
-            f"imply (end-of-turn ids {sorted(eot_ids)}; if wrong, set end_of_turn_token_ids)"
-        )
-    first, _ = _kth(prompt, eot_ids, 1)
-    if first >= 0 and rendered[: first + 1] != prompt[: first + 1]:
-        # No template re-renders the opening turn differently later: this is another
-        # conversation (another system prompt or tool list) than the one the ids came from.
-        raise SpliceError(
-            "the rendering's first turn differs from the carried prompt's (another system prompt or tools?)"
-        )
-    why = _generation_prompt_mismatch(prompt, rendered, eot_ids)
-    if why:
-        raise SpliceError(f"{why} (end-of-turn ids {sorted(eot_ids)}; if wrong, set end_of_turn_token_ids)")
-    if not ended and closing and rendered[pos : pos + len(closing)] != closing:
-        raise SpliceError(
-            f"the rendering closes the carried turn with {rendered[pos : pos + len(closing)]}, "
-            f"not the template's closing tokens {closing}"
-        )
-    extra = [] if ended else [rendered[pos]]
-    return [*prompt, *gen, *extra, *rendered[pos + 1 :]]
-
-
-def _short(ids: list[int] | None, keep: int = 8) -> str:
-    if ids is None or len(ids) <= keep:
-        return str(ids)
-    return f"[{len(ids)} ids ending {ids[-keep:]}]"
-
-
-def _generation_prompt_mismatch(
-    prompt: list[int], rendered: list[int], eot_ids: frozenset[int] | set[int]
-) -> str | None:
-    """Both must end with the template's generation prompt: the same ids after their last
-    end-of-turn token, and some (every template opens the assistant turn with a header). A
-    wrong end-of-turn guess almost never passes; an empty tail would let one that happens to
-    end both sequences, such as a newline, through."""
-
-    def tail(ids: list[int]) -> list[int] | None:
-        for i in range(len(ids) - 1, -1, -1):
-            if ids[i] in eot_ids:
-                return ids[i + 1 :]
-        return None
-
-    a = tail(prompt)
-    if a is None:
-        return "the carried prompt has no end-of-turn token"
-    if not a:
-        return "the carried prompt ends with an end-of-turn token, not a generation prompt after one"
-    b = tail(rendered)
-    if a != b:
-        return (
-            "the carried prompt and the rendering end in different generation prompts: "
-            f"{_short(a)} vs {_short(b)}"
-        )
-    return None
+    ended = bool(gen) and (gen[-1] == closing[0] or gen[-1] in stop_ids)
+    bridge = closing[1:] if ended else closing
+    return [*carried.prompt_token_ids, *gen, *bridge, *tail]

@@ -50,6 +50,8 @@ class ConversionOptions:
     uses_reasoning_parser: bool = True
     replace_developer_role_with_system: bool = False
     return_token_id_information: bool = False
+    # the key(s) history reasoning goes upstream under: "both", "reasoning" or "reasoning_content"
+    reasoning_field: str = "both"
 
 
 def _text_part(part: dict[str, Any], param: str) -> str:
@@ -272,15 +274,38 @@ def _convert_text_format(text: Any) -> dict[str, Any] | None:
     raise ConversionError(f"unsupported text.format type {kind!r}", param="text.format.type")
 
 
-def move_think_to_reasoning_content(message: dict[str, Any]) -> dict[str, Any]:
-    """For a reasoning-parser upstream: `<think>R</think>T` → content T, reasoning_content R."""
+_REASONING_KEYS = ("reasoning", "reasoning_content")
+
+
+def with_reasoning(message: dict[str, Any], reasoning: str, field: str) -> dict[str, Any]:
+    """`reasoning` under the key(s) `field` names, and under no other. vLLM >= 0.16 reads
+    `reasoning` on both its chat and /tokenize endpoints; only its chat endpoint also reads
+    `reasoning_content` (renaming it), so sending that alone renders differently on /tokenize."""
+    out = {k: v for k, v in message.items() if k not in _REASONING_KEYS}
+    if field in ("both", "reasoning"):
+        out["reasoning"] = reasoning
+    if field in ("both", "reasoning_content"):
+        out["reasoning_content"] = reasoning
+    return out
+
+
+def move_think_to_reasoning_content(message: dict[str, Any], field: str = "both") -> dict[str, Any]:
+    """For a reasoning-parser upstream: `<think>R</think>T` → content T, reasoning R under the
+    `reasoning_field` key(s). A message that already has a reasoning key keeps its value, moved
+    to those keys (a chat caller may echo vLLM's `reasoning` or send `reasoning_content`)."""
     content = message.get("content")
-    if not isinstance(content, str):
-        return message
-    blocks, rest = split_think(content)
+    given = message.get("reasoning")
+    if given is None:
+        given = message.get("reasoning_content")
+    blocks, rest = split_think(content) if isinstance(content, str) else ([], content)
     if not blocks:
+        if isinstance(given, str):
+            return with_reasoning(message, given, field)
         return message
-    return {**message, "content": rest, "reasoning_content": "".join(blocks)}
+    reasoning = "".join(blocks)
+    if isinstance(given, str):
+        reasoning = given + reasoning
+    return with_reasoning({**message, "content": rest}, reasoning, field)
 
 
 def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[str, Any]:
@@ -310,7 +335,10 @@ def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[s
         raise ConversionError("'input' is required and must be a string or a list of items", param="input")
 
     if opts.uses_reasoning_parser:
-        messages = [move_think_to_reasoning_content(m) if m["role"] == "assistant" else m for m in messages]
+        field = opts.reasoning_field
+        messages = [
+            move_think_to_reasoning_content(m, field) if m["role"] == "assistant" else m for m in messages
+        ]
 
     body: dict[str, Any] = {"model": opts.model, "messages": messages}
     if params.get("tools"):
@@ -335,7 +363,7 @@ def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[s
 def chat_messages_for_upstream(
     messages: list[ChatCompletionMessageParam], opts: ConversionOptions
 ) -> list[dict[str, Any]]:
-    """Chat endpoint input: developer→system and think→reasoning_content, as for Responses."""
+    """Chat endpoint input: developer→system and think→reasoning (`reasoning_field`), as for Responses."""
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
@@ -344,6 +372,6 @@ def chat_messages_for_upstream(
         if role == "developer" and opts.replace_developer_role_with_system:
             message = {**message, "role": "system"}
         elif role == "assistant" and opts.uses_reasoning_parser:
-            message = move_think_to_reasoning_content(dict(message))
+            message = move_think_to_reasoning_content(message, opts.reasoning_field)
         out.append(message)
     return out

@@ -16,19 +16,22 @@ mid-stream error event instead of the rest.
     python -m nemo_gym.testing.vllm_simulator --port 8000 [--model NAME] [--max-model-len N]
         [--reasoning-parser] [--latency-ms X] [--per-token-ms Y] [--instance-id ID]
         [--fail-rate R --fail-status S] [--count N] [--ignore-prompt-token-ids]
+        [--template chatml|qwen3|mistral|r1]
 
 Like vLLM >= 0.32 it takes `kv_transfer_params.prompt_token_ids` as the prompt (no rendering);
-`--ignore-prompt-token-ids` makes it an upstream that does not. Its template re-serializes
-tool-call arguments (", " / ": ") while generations are compact, so a re-rendered tool-call
-turn drifts from the generated tokens, as with real vLLM; finished generations end with
-`<|im_end|>` in their ids.
+`--ignore-prompt-token-ids` makes it an upstream that does not. `--template` picks a model
+family's chat template and output (`sim_templates.py`): each re-renders history differently
+from what the model generated, as that family does under real vLLM; finished generations end
+with the family's end-of-turn id. As vLLM 0.32, its chat endpoint reads a history message's
+`reasoning_content` (renamed to `reasoning`) and its /tokenize reads only `reasoning`; prompts
+that do not fit get vLLM's wordings (tokens, characters, or "Input length (N) exceeds ..." for
+a prompt given as ids).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import re
@@ -36,45 +39,35 @@ import subprocess
 import sys
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-_PIECE = re.compile(r"\s+|\w+|[^\w\s]")
+from nemo_gym.testing.sim_templates import (
+    CALL_ARGS,
+    CALL_HEAD,
+    CHATML_SPECIAL,
+    MARKUP,
+    REASONING,
+    TEMPLATES,
+    THINK_TAG,
+    Template,
+    TemplateError,
+)
+
 _CITY = re.compile(r"\b(?:in|for|at)\s+([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)")
-VOCAB = 150_000
-SPECIAL = {
-    "<|im_start|>": 1666,
-    "<|im_end|>": 1667,
-    "<think>": 1668,
-    "</think>": 1669,
-    "<tool_call>": 1670,
-    "</tool_call>": 1671,
-}
-_SPECIAL_RE = re.compile("|".join(re.escape(s) for s in SPECIAL))
+SPECIAL = CHATML_SPECIAL
+_CHATML = TEMPLATES["chatml"]()
+# vLLM's characters-per-token bound: a text longer than this many characters per allowed token is
+# refused before it is tokenized.
+_MAX_CHARS_PER_TOKEN = 16
 
 
 def tokenize_text(text: str) -> tuple[list[int], list[str]]:
-    """Deterministic ids: special tokens get fixed ids, other pieces a crc32 hash."""
-    ids: list[int] = []
-    pieces: list[str] = []
-    pos = 0
-    for match in _SPECIAL_RE.finditer(text):
-        _plain_pieces(text[pos : match.start()], ids, pieces)
-        ids.append(SPECIAL[match.group()])
-        pieces.append(match.group())
-        pos = match.end()
-    _plain_pieces(text[pos:], ids, pieces)
-    return ids, pieces
-
-
-def _plain_pieces(text: str, ids: list[int], pieces: list[str]) -> None:
-    for piece in _PIECE.findall(text):
-        ids.append(2000 + zlib.crc32(piece.encode()) % (VOCAB - 2000))
-        pieces.append(piece)
+    """The default (chatml) template's ids: special tokens fixed, other pieces a crc32 hash."""
+    return _CHATML.tokenize(text)
 
 
 def render_prompt(
@@ -83,40 +76,22 @@ def render_prompt(
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
 ) -> str:
-    """A Qwen/Hermes-style chat template, so prompt token counts grow like a real model's.
-    `continue_final_message` leaves the last message open, as vLLM's /tokenize does."""
+    """The default (chatml) template's rendering."""
+    return _CHATML.render(messages, tools, add_generation_prompt, continue_final_message)
+
+
+def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """vLLM's chat endpoint renames a message's `reasoning_content` to `reasoning` (when that is
+    unset) before rendering; its /tokenize does not, so there `reasoning_content` is not rendered."""
     out = []
-    if tools:
-        specs = "\n".join(orjson.dumps(t.get("function", t)).decode() for t in tools)
-        out.append(f"<|im_start|>system\n# Tools\n<tools>\n{specs}\n</tools><|im_end|>\n")
     for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        text = content or ""
-        if message.get("reasoning_content"):
-            text = f"<think>{message['reasoning_content']}</think>{text}"
-        for call in message.get("tool_calls") or []:
-            fn = call.get("function", {})
-            text += f'<tool_call>\n{{"name": "{fn.get("name")}", "arguments": {_rerender_arguments(fn.get("arguments"))}}}\n</tool_call>'
-        out.append(f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n")
-    if continue_final_message and out:
-        out[-1] = out[-1].removesuffix("<|im_end|>\n")
-    elif add_generation_prompt:
-        out.append("<|im_start|>assistant\n")
-    return "".join(out)
-
-
-def _rerender_arguments(arguments: Any) -> str:
-    """Like Qwen's template (`arguments | tojson` over the parsed dict): the arguments the model
-    generated compactly come back with ", " and ": " separators, so a re-rendered tool-call
-    turn tokenizes differently from what was generated: real vLLM's re-tokenization drift."""
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            return arguments
-    return json.dumps(arguments, ensure_ascii=False)
+        if isinstance(message, dict) and "reasoning_content" in message:
+            message = dict(message)
+            value = message.pop("reasoning_content")
+            if message.get("reasoning") is None and value is not None:
+                message["reasoning"] = value
+        out.append(message)
+    return out
 
 
 @dataclass
@@ -151,6 +126,7 @@ class SimConfig:
     api_key: str | None = None
     # False: behave like a vLLM that ignores kv_transfer_params.prompt_token_ids (renders messages)
     honour_prompt_token_ids: bool = True
+    template: str = "chatml"  # a family's chat template (nemo_gym/testing/sim_templates.py)
     faults: Faults = field(default_factory=Faults)
 
 
@@ -279,6 +255,7 @@ class Simulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self.fingerprint = f"vllm-sim-{config.instance_id}"
+        self.template: Template = TEMPLATES[config.template]()
         self.created = int(time.time())
 
     def app(self) -> web.Application:
@@ -357,15 +334,19 @@ class Simulator:
         if isinstance(data, web.Response):
             return data
         if "messages" in data:
-            text = render_prompt(
-                data["messages"],
-                data.get("tools"),
-                data.get("add_generation_prompt", True),
-                bool(data.get("continue_final_message")),
-            )
+            try:
+                text = self.template.render(
+                    data["messages"],
+                    data.get("tools"),
+                    data.get("add_generation_prompt", True),
+                    bool(data.get("continue_final_message")),
+                    data.get("chat_template_kwargs"),
+                )
+            except TemplateError as exc:
+                return _error(400, str(exc), "BadRequestError", None)
         else:
             text = str(data.get("prompt", ""))
-        ids, pieces = tokenize_text(text)
+        ids, pieces = self.template.tokenize(text)
         body = {
             "count": len(ids),
             "max_model_len": self.config.max_model_len,
@@ -455,12 +436,28 @@ class Simulator:
                 "model",
             )
         cfg = self.config
+        template = self.template
         tools = data.get("tools")
+        kwargs = data.get("chat_template_kwargs") or {}
+        messages = chat_messages(messages)
         supplied = (data.get("kv_transfer_params") or {}).get("prompt_token_ids")
-        if cfg.honour_prompt_token_ids and isinstance(supplied, list):
+        given = cfg.honour_prompt_token_ids and isinstance(supplied, list)
+        if given:
             prompt_ids = supplied  # vLLM >= 0.32: the given ids are the prompt; no rendering
         else:
-            prompt_ids, _ = tokenize_text(render_prompt(messages, tools))
+            try:
+                text = template.render(messages, tools, kwargs=kwargs)
+            except TemplateError as exc:
+                return _error(400, str(exc), "BadRequestError", None)
+            if len(text) > cfg.max_model_len * _MAX_CHARS_PER_TOKEN:
+                bound = cfg.max_model_len * _MAX_CHARS_PER_TOKEN
+                return _error(
+                    400,
+                    f"This model's maximum context length is {cfg.max_model_len} tokens. However, your prompt contains {len(text)} characters (more than {bound} characters, which is the upper bound for {cfg.max_model_len} input tokens). Please reduce the length of the input prompt. (parameter=input_text, value={len(text)})",
+                    "BadRequestError",
+                    "input_text",
+                )
+            prompt_ids, _ = template.tokenize(text)
         n_prompt = len(prompt_ids)
         max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
         if max_tokens is not None and max_tokens > cfg.max_model_len:
@@ -471,6 +468,13 @@ class Simulator:
                 "max_tokens",
             )
         if n_prompt > cfg.max_model_len:
+            if given:  # vLLM checks a prompt given as ids in get_max_tokens, with its own wording
+                return _error(
+                    400,
+                    f"Input length ({n_prompt}) exceeds model's maximum context length ({cfg.max_model_len}).",
+                    "BadRequestError",
+                    None,
+                )
             return _error(
                 400,
                 f"This model's maximum context length is {cfg.max_model_len} tokens. However, your prompt contains at least {n_prompt} input tokens, which exceeds this limit even without any output tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={n_prompt})",
@@ -478,7 +482,7 @@ class Simulator:
                 "input_tokens",
             )
         room = cfg.max_model_len - n_prompt
-        if room == 0 and max_tokens is None:
+        if room == 0:  # vLLM caps max_tokens at the room left, then refuses 0 (whatever was asked)
             return _error(
                 400,
                 "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)",
@@ -490,33 +494,18 @@ class Simulator:
         content, reasoning, calls = scripted_reply(
             messages, tools if data.get("tool_choice") != "none" else None
         )
-        generated = (f"<think>{reasoning}</think>" if reasoning else "") + content
-        for call in calls:
-            generated += (
-                f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {call["arguments"]}}}\n</tool_call>'
-            )
-        gen_ids, gen_pieces = tokenize_text(generated)
-        # Like a real model, a finished turn ends with the end-of-turn token (in the ids, not the text).
-        gen_ids.append(SPECIAL["<|im_end|>"])
-        gen_pieces.append("")
+        calls = [{"id": template.call_id(), **call} for call in calls]
+        tokens = generated_tokens(template, template.generation(reasoning, content, calls, kwargs))
         finish = "tool_calls" if calls else "stop"
-        if len(gen_ids) > limit:
-            gen_ids, gen_pieces = gen_ids[:limit], gen_pieces[:limit]
-            generated = "".join(gen_pieces)
+        if len(tokens) > limit:
+            tokens = tokens[:limit]
             finish, calls = "length", []
-            reasoning_text, content_text = (None, generated)
-        else:
-            reasoning_text, content_text = reasoning, content
-        if not cfg.reasoning_parser and reasoning_text is not None:
-            content_text, reasoning_text = f"<think>{reasoning_text}</think>{content_text}", None
-        if cfg.reasoning_parser and finish == "length" and generated.startswith("<think>"):
-            inner = generated[len("<think>") :]
-            reasoning_text, _, content_text = inner.partition("</think>")
+        gen_ids = [t.id for t in tokens]
+        gen_pieces = [t.piece for t in tokens]
+        reasoning_text, content_text = answer_texts(tokens, cfg.reasoning_parser, bool(calls))
 
         if data.get("stream"):
-            return await self._stream(
-                request, data, prompt_ids, reasoning_text, content_text, calls, gen_ids, gen_pieces, finish
-            )
+            return await self._stream(request, data, prompt_ids, tokens, calls, finish)
         delay = cfg.latency_ms / 1000 + cfg.per_token_ms * len(gen_ids) / 1000
         if delay > 0:
             await asyncio.sleep(delay)
@@ -531,7 +520,11 @@ class Simulator:
         }
         if calls:
             message["tool_calls"] = [
-                {"id": f"chatcmpl-tool-{uuid.uuid4().hex[:16]}", "type": "function", "function": call}
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
                 for call in calls
             ]
         message["reasoning"] = reasoning_text if cfg.reasoning_parser else None
@@ -584,15 +577,13 @@ class Simulator:
         request: web.Request,
         data: dict[str, Any],
         prompt_ids: list[int],
-        reasoning: str | None,
-        content: str | None,
+        generated: list[GenToken],
         calls: list[dict[str, Any]],
-        gen_ids: list[int],
-        gen_pieces: list[str],
         finish: str,
     ) -> web.StreamResponse:
         cfg = self.config
-        tokens = stream_tokens(reasoning, content, calls, gen_ids, gen_pieces, cfg.reasoning_parser)
+        tokens = stream_tokens(generated, calls, cfg.reasoning_parser)
+        gen_ids = [t.id for t in generated]
         inline = bool(data.get("return_token_ids"))
         as_ids = bool(data.get("return_tokens_as_token_ids"))
         top_n = int(data.get("top_logprobs") or 0)
@@ -702,58 +693,86 @@ def _logprob_entry(tid: int, piece: str, as_ids: bool, top_n: int) -> dict[str, 
     return {"token": token, "logprob": lp, "bytes": list(piece.encode()), "top_logprobs": top}
 
 
+@dataclass(frozen=True, slots=True)
+class GenToken:
+    """One generated token: its id, its text, and what it is (a `sim_templates` segment kind, or
+    `eos` for the end-of-turn token, which adds no text)."""
+
+    id: int
+    piece: str
+    kind: str
+    call: int = -1
+
+
+_CALL_KINDS = (CALL_HEAD, CALL_ARGS, MARKUP)
+
+
+def generated_tokens(template: Template, segments: list[Any]) -> list[GenToken]:
+    """The turn as tokens, each segment tokenized on its own (a model writes tokens, not text),
+    then the end-of-turn token a finished turn ends with (in the ids, not the text)."""
+    out = []
+    for segment in segments:
+        ids, pieces = template.tokenize(segment.text)
+        out += [GenToken(i, p, segment.kind, segment.call) for i, p in zip(ids, pieces, strict=True)]
+    out.append(GenToken(template.eos_id, "", "eos"))
+    return out
+
+
+def answer_texts(
+    tokens: list[GenToken], reasoning_parser: bool, parsed_calls: bool
+) -> tuple[str | None, str]:
+    """(reasoning, content) as vLLM returns them: under a reasoning parser the reasoning is its own
+    field and the think tags are dropped; parsed tool calls leave their markup out of the text (a
+    cut-off call was not parsed, so its markup is text)."""
+    reasoning: list[str] = []
+    content: list[str] = []
+    for token in tokens:
+        if token.kind == "eos" or (parsed_calls and token.kind in _CALL_KINDS):
+            continue
+        if reasoning_parser and token.kind == THINK_TAG:
+            continue
+        (reasoning if reasoning_parser and token.kind == REASONING else content).append(token.piece)
+    return ("".join(reasoning) if reasoning else None), "".join(content)
+
+
 def stream_tokens(
-    reasoning: str | None,
-    content: str | None,
-    calls: list[dict[str, Any]],
-    gen_ids: list[int],
-    gen_pieces: list[str],
-    reasoning_parser: bool,
+    tokens: list[GenToken], calls: list[dict[str, Any]], reasoning_parser: bool
 ) -> list[tuple[int, str, dict[str, Any] | None]]:
     """The generated tokens with the delta vLLM streams for each (None: a token that adds no
     text, such as a think tag under a reasoning parser, tool-call markup, the end-of-turn token).
-
-    Built from the answer's parts (reasoning, content, each call), which tokenize at special-token
-    boundaries, so the ids equal those of the whole text; a cut generation (`calls` empty, the
-    markup is text) is classified from its pieces."""
-    if calls:
-        text = (f"<think>{reasoning}</think>" if reasoning is not None else "") + (content or "")
-        text_ids, text_pieces = tokenize_text(text)
-    else:
-        text_ids, text_pieces = gen_ids, gen_pieces
+    A call's first markup token carries its id and name; its arguments stream as fragments."""
     out: list[tuple[int, str, dict[str, Any] | None]] = []
-    in_think = False
-    for position, (tid, piece) in enumerate(zip(text_ids, text_pieces, strict=True)):
-        if reasoning_parser and piece == "<think>" and position == 0:
-            in_think = True
-            out.append((tid, piece, None))
-        elif in_think and piece == "</think>":
-            in_think = False
-            out.append((tid, piece, None))
-        elif piece == "" and tid == SPECIAL["<|im_end|>"]:
-            out.append((tid, piece, None))
-        else:
-            out.append((tid, piece, {"reasoning" if in_think else "content": piece}))
-    for index, call in enumerate(calls):
-        call_id = call.get("id") or f"chatcmpl-tool-{uuid.uuid4().hex[:16]}"
-        name = (call.get("function") or call).get("name")
-        arguments = (call.get("function") or call).get("arguments")
-        prefix = f'<tool_call>\n{{"name": "{name}", "arguments": '
-        for tid, piece in zip(*tokenize_text(prefix), strict=True):
-            if piece == "<tool_call>":
-                header = {"id": call_id, "type": "function", "index": index, "function": {"name": name}}
-                out.append((tid, piece, {"content": None, "tool_calls": [header]}))
+    opened: set[int] = set()
+    for token in tokens:
+        delta: dict[str, Any] | None
+        kind = token.kind
+        if kind == "eos":
+            delta = None
+        elif kind in _CALL_KINDS and calls:
+            if kind == CALL_ARGS:
+                delta = {
+                    "content": None,
+                    "tool_calls": [{"index": token.call, "function": {"arguments": token.piece}}],
+                }
+            elif kind == CALL_HEAD and token.call not in opened:
+                opened.add(token.call)
+                call = calls[token.call]
+                header = {
+                    "id": call["id"],
+                    "type": "function",
+                    "index": token.call,
+                    "function": {"name": call["name"]},
+                }
+                delta = {"content": None, "tool_calls": [header]}
             else:
-                out.append((tid, piece, None))
-        for tid, piece in zip(*tokenize_text(arguments), strict=True):
-            fragment = {"index": index, "function": {"arguments": piece}}
-            out.append((tid, piece, {"content": None, "tool_calls": [fragment]}))
-        for tid, piece in zip(*tokenize_text("}\n</tool_call>"), strict=True):
-            out.append((tid, piece, None))
-    if calls:
-        out.append((SPECIAL["<|im_end|>"], "", None))
-    if [tid for tid, _, _ in out] != gen_ids:
-        raise RuntimeError("simulator: streamed token ids differ from the generation's")
+                delta = None
+        elif kind == THINK_TAG and reasoning_parser:
+            delta = None
+        elif kind == REASONING and reasoning_parser:
+            delta = {"reasoning": token.piece}
+        else:  # content, or (without a parser) reasoning and think tags, or a cut-off call's markup
+            delta = {"content": token.piece}
+        out.append((token.id, token.piece, delta))
     return out
 
 
@@ -782,6 +801,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' like vllm serve --api-key"
     )
     parser.add_argument("--fail-status", type=int, default=503)
+    parser.add_argument(
+        "--template",
+        default="chatml",
+        choices=sorted(TEMPLATES),
+        help="the chat template (and model output) of a model family: chatml, qwen3, mistral, r1",
+    )
     parser.add_argument(
         "--ignore-prompt-token-ids",
         action="store_true",
@@ -825,6 +850,7 @@ def main(argv: list[str] | None = None) -> None:
         instance_id=args.instance_id if args.instance_id is not None else str(args.port),
         api_key=args.api_key,
         honour_prompt_token_ids=not args.ignore_prompt_token_ids,
+        template=args.template,
         faults=faults,
     )
     print(

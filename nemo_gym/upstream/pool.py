@@ -230,6 +230,24 @@ class UpstreamPool:
         )
         return self._answer(status, payload, body, upstream, url), upstream
 
+    async def post_raw(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        upstream: Upstream | None = None,
+        at_root: bool = False,
+    ) -> tuple[bytes, Upstream]:
+        """As `post`, but the answer's body as received: for a caller that reads only part of a
+        large answer (the adapter's splice compares /tokenize answers byte for byte)."""
+        status, payload, upstream, url = await self._exchange(
+            path, body, session_id, upstream, at_root, False
+        )
+        if status >= 400:
+            self._answer(status, payload, body, upstream, url)  # raises what `post` would
+        return payload, upstream
+
     async def post_stream(
         self,
         path: str,

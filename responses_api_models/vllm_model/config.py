@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import os
+from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from nemo_gym.server.base import BaseServerConfig
 from nemo_gym.upstream.config import UpstreamConfig
 
 _NOT_HERE = "remove it (this adapter speaks Chat Completions to vLLM and has no such mode)"
+ReasoningField = Literal["both", "reasoning", "reasoning_content"]
+REASONING_FIELD_VAR = "NEMO_GYM_REASONING_FIELD"
+
+
+def default_reasoning_field() -> str:
+    """NeMo Gym's environment variable picks the key when the config does not (launchers that
+    cannot edit the config set it); the config key wins."""
+    value = os.environ.get(REASONING_FIELD_VAR, "").strip() or "both"
+    if value not in get_args(ReasoningField):
+        raise ValueError(
+            f"{REASONING_FIELD_VAR} must be one of {list(get_args(ReasoningField))}, got {value!r}"
+        )
+    return value
 
 
 class VLLMModelConfig(BaseServerConfig, UpstreamConfig):
@@ -38,7 +52,6 @@ class VLLMModelConfig(BaseServerConfig, UpstreamConfig):
         "endpoint_check_interval_s": (10.0, "remove it (no endpoint file is watched)"),
         "forward_session_id_as_conversation_id": (False, _NOT_HERE),
         "audio_root": (None, _NOT_HERE),
-        "reasoning_field": (None, _NOT_HERE),
     }
 
     model: str
@@ -51,6 +64,10 @@ class VLLMModelConfig(BaseServerConfig, UpstreamConfig):
     request_prompt_and_generation_token_ids: bool = False
     prefix_token_ids: Literal["auto", "required", "off"] = "auto"
     end_of_turn_token_ids: list[int] | None = None
+    # Which key(s) carry history reasoning upstream: vLLM >= 0.16 reads `reasoning` on both its chat
+    # and /tokenize endpoints; its chat endpoint also renames `reasoning_content`, /tokenize does not.
+    reasoning_field: ReasoningField = Field(default_factory=default_reasoning_field, validate_default=True)
+    tool_call_id_format: Literal["auto", "keep", "alnum9"] = "auto"
 
     @model_validator(mode="after")
     def _workers_need_hash_routing(self) -> VLLMModelConfig:

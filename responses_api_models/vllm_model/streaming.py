@@ -18,8 +18,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from nemo_gym.conversion.call_ids import unmap_chat
 from nemo_gym.conversion.chat_stream import ChatStream, chat_error_chunk, empty_chat_chunks
-from nemo_gym.conversion.prefix import CarriedTokens, carried_tokens, drift_report
 from nemo_gym.conversion.responses_stream import ResponsesStream
 from nemo_gym.conversion.responses_to_chat import chat_messages_for_upstream, responses_to_chat
 from nemo_gym.conversion.sse import DONE_BYTES, ChunkReader, encode_chunk, encode_chunks, encode_events
@@ -33,21 +33,23 @@ from nemo_gym.exceptions import (
 )
 from nemo_gym.server.request_path import StreamedAnswer
 from nemo_gym.upstream.pool import Upstream
+from responses_api_models.vllm_model.ledger import SplicePlan, TokenAnswer
 from responses_api_models.vllm_model.serving import VLLMServing
 
 logger = logging.getLogger("nemo_gym.vllm_model")
 _CHAT = "/chat/completions"
 
 
-class _TokenPlan:
-    """What a token-mode stream needs at its end to build the token fields and drift report."""
+class _Upstream:
+    """One opened upstream stream: its chunks, who answers, the token plan, the call-id map."""
 
-    __slots__ = ("carried", "note", "prompt")
+    __slots__ = ("chunks", "used", "plan", "reverse")
 
-    def __init__(self, carried: CarriedTokens | None, prompt: list[int] | None, note: str | None) -> None:
-        self.carried = carried
-        self.prompt = prompt  # the spliced prompt sent, or None (rendered by the template)
-        self.note = note
+    def __init__(self, chunks: Any, used: Upstream, plan: SplicePlan | None, reverse: dict[str, str]) -> None:
+        self.chunks = chunks
+        self.used = used
+        self.plan = plan
+        self.reverse = reverse
 
 
 class StreamingServing:
@@ -60,16 +62,16 @@ class StreamingServing:
     async def responses(self, params: dict[str, Any], session_id: str | None) -> StreamedAnswer:
         request = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
         try:
-            body = self.serving._finalize(responses_to_chat(request, self.serving.options))
+            body = self.serving.finalize(responses_to_chat(request, self.serving.options))
         except ConversionError as exc:
             raise APIError(400, exc.message, param=exc.param) from None
         events = ResponsesStream(request, model=self.model, uses_reasoning_parser=self.uses_reasoning_parser)
         try:
-            chunks, used, plan = await self._open(body, session_id, caller_usage=True)
+            opened = await self._open(body, session_id, caller_usage=True)
         except ContextLengthExceeded:
             self.serving.context_length_fallbacks += 1
             return StreamedAnswer(_once(encode_events(events.context_length_exceeded())))
-        return StreamedAnswer(self._responses_events(events, chunks, used, plan))
+        return StreamedAnswer(self._responses_events(events, opened))
 
     async def chat_completions(self, body: dict[str, Any], session_id: str | None) -> StreamedAnswer:
         try:
@@ -77,7 +79,7 @@ class StreamingServing:
         except ConversionError as exc:
             raise APIError(400, exc.message, param=exc.param) from None
         caller_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        upstream_body = self.serving._finalize({**body, "messages": messages})
+        upstream_body = self.serving.finalize({**body, "messages": messages})
         stream = ChatStream(
             model=self.model,
             uses_reasoning_parser=self.uses_reasoning_parser,
@@ -85,102 +87,82 @@ class StreamingServing:
             send_usage=caller_usage,
         )
         try:
-            chunks, used, plan = await self._open(upstream_body, session_id, caller_usage=caller_usage)
+            opened = await self._open(upstream_body, session_id, caller_usage=caller_usage)
         except ContextLengthExceeded:
             self.serving.context_length_fallbacks += 1
             return StreamedAnswer(
                 _once(encode_chunks(empty_chat_chunks(self.model, include_usage=caller_usage)) + DONE_BYTES)
             )
-        return StreamedAnswer(self._chat_chunks(stream, chunks, used, plan))
+        return StreamedAnswer(self._chat_chunks(stream, opened))
 
     # ---- the upstream call ---------------------------------------------------------------
-    async def _open(
-        self, body: dict[str, Any], session_id: str | None, *, caller_usage: bool
-    ) -> tuple[Any, Upstream, _TokenPlan | None]:
+    async def _open(self, body: dict[str, Any], session_id: str | None, *, caller_usage: bool) -> _Upstream:
         serving = self.serving
         body["stream"] = True
-        plan: _TokenPlan | None = None
+        reverse = await serving.map_call_ids(body, session_id)
+        plan: SplicePlan | None = None
         upstream: Upstream | None = None
+        if serving.token_mode or caller_usage:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         if serving.token_mode:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            body["return_token_ids"] = True
-            carried = carried_tokens(body["messages"])
-            prompt = note = None
-            if carried is not None and serving.prefix_mode != "off":
-                prompt, note, upstream = await serving.splice_plan(body, session_id, carried)
-                if prompt is not None:
-                    kv = body.get("kv_transfer_params")
-                    body["kv_transfer_params"] = (
-                        {**kv, "prompt_token_ids": prompt}
-                        if isinstance(kv, dict)
-                        else {"prompt_token_ids": prompt}
-                    )
-            plan = _TokenPlan(carried, prompt, note)
-        elif caller_usage:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            plan = await serving.ledger.plan(body, session_id)
+            body, upstream = plan.body, plan.upstream
         try:
             chunks, used = await serving.pool.post_stream(
                 _CHAT, body, session_id=session_id, upstream=upstream
             )
         except UpstreamFormatError as exc:
             raise APIError(502, exc.message) from None
-        return chunks, used, plan
+        return _Upstream(chunks, used, plan, reverse)
 
-    def _token_info(self, accumulated: Any, used: Upstream, plan: _TokenPlan) -> dict[str, Any]:
+    async def _token_info(self, accumulated: Any, opened: _Upstream) -> dict[str, Any] | None:
         """The token fields (and drift report) from the whole stream, as non-streaming builds them."""
-        serving = self.serving
-        info = accumulated.token_info(None)
-        serving._learn_eot(accumulated.choice0(), info["generation_token_ids"])
-        carried = plan.carried
-        if carried is None:
-            return info
-        returned = info["prompt_token_ids"]
-        if plan.prompt is not None:
-            report = serving.spliced_outcome(carried, plan.prompt, returned, used, streaming=True)
-        else:
-            report = drift_report(carried, returned, spliced=False, note=plan.note)
-        serving._count(used, report)
-        info["token_drift"] = report
-        return info
+        if opened.plan is None:
+            return None
+        answer = TokenAnswer.from_stream(accumulated, opened.used)
+        report = await self.serving.ledger.settle(opened.plan, answer, streaming=True)
+        return report.fields()
 
     # ---- producers -------------------------------------------------------------------------
-    async def _responses_events(
-        self, events: ResponsesStream, chunks: Any, used: Upstream, plan: _TokenPlan | None
-    ) -> AsyncIterator[bytes]:
+    async def _responses_events(self, events: ResponsesStream, opened: _Upstream) -> AsyncIterator[bytes]:
         reader = ChunkReader()
+        chunks, reverse = opened.chunks, opened.reverse
         try:
             yield encode_events(events.start())
             async for data in chunks:
                 out: list[dict[str, Any]] = []
                 for chunk in reader.feed(data):
+                    unmap_chat(chunk, reverse, "delta")
                     out += events.feed(chunk)
                 if out:
                     yield encode_events(out)
             reader.close()
-            token_info = self._token_info(events.accumulated, used, plan) if plan is not None else None
-            yield encode_events(events.finish(token_info))
+            yield encode_events(events.finish(await self._token_info(events.accumulated, opened)))
         except (APIError, UpstreamFormatError, TransportError) as exc:
-            message = _message(exc, used)
-            logger.warning("stream from %s failed: %s", used.base_url, message)
+            message = _message(exc, opened.used)
+            logger.warning("stream from %s failed: %s", opened.used.base_url, message)
             yield encode_events(events.fail(message))
         finally:
             await chunks.aclose()
 
-    async def _chat_chunks(
-        self, stream: ChatStream, chunks: Any, used: Upstream, plan: _TokenPlan | None
-    ) -> AsyncIterator[bytes]:
+    async def _chat_chunks(self, stream: ChatStream, opened: _Upstream) -> AsyncIterator[bytes]:
         reader = ChunkReader()
+        chunks, reverse = opened.chunks, opened.reverse
         try:
             async for data in chunks:
-                out = b"".join(encode_chunk(c) for chunk in reader.feed(data) for c in stream.feed(chunk))
-                if out:
-                    yield out
+                parts = []
+                for chunk in reader.feed(data):
+                    unmap_chat(chunk, reverse, "delta")
+                    parts.extend(encode_chunk(c) for c in stream.feed(chunk))
+                if parts:
+                    yield b"".join(parts)
             reader.close()
-            token_info = self._token_info(stream.accumulated, used, plan) if plan is not None else None
-            yield encode_chunks(stream.finish(token_info)) + DONE_BYTES
+            yield (
+                encode_chunks(stream.finish(await self._token_info(stream.accumulated, opened))) + DONE_BYTES
+            )
         except (APIError, UpstreamFormatError, TransportError) as exc:
-            message = _message(exc, used)
-            logger.warning("stream from %s failed: %s", used.base_url, message)
+            message = _message(exc, opened.used)
+            logger.warning("stream from %s failed: %s", opened.used.base_url, message)
             yield encode_chunk(chat_error_chunk(message)) + DONE_BYTES
         finally:
             await chunks.aclose()

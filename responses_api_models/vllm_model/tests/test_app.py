@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 import respx
 
 from responses_api_models.vllm_model.tests.conftest import UP1, UP2, adapter, chat_body, sent
@@ -48,8 +49,13 @@ async def test_responses_sends_exact_chat_body_and_returns_response(upstream: re
     )
 
 
-async def test_token_mode_with_tokenize(upstream: respx.MockRouter) -> None:
+async def test_token_mode_asks_tokenize_when_the_upstream_returns_no_prompt_ids(
+    upstream: respx.MockRouter,
+) -> None:
+    """A vLLM without `return_token_ids` (this capture's answer has no prompt_token_ids): the prompt
+    ids come from its /tokenize, sent exactly the messages, tools and template kwargs rendered."""
     captured = orjson.loads(wire("chat_logprobs_tokenids.json"))
+    assert captured.get("prompt_token_ids") is None
     chat = upstream.post(f"{UP1}/chat/completions").respond(200, json=captured)
     tokenize = upstream.post("http://up1:8000/tokenize").respond(200, content=wire("tokenize_messages.json"))
     request = {
@@ -68,7 +74,7 @@ async def test_token_mode_with_tokenize(upstream: respx.MockRouter) -> None:
         0,
         True,
     )
-    assert "return_token_ids" not in chat_sent
+    assert chat_sent["return_token_ids"] is True  # asked inline first: vLLM's own ids when it has them
     assert sent(tokenize) == {
         "model": "served-model",
         "messages": [{"role": "user", "content": "Hello, what is the weather in Paris?"}],
@@ -88,7 +94,10 @@ async def test_token_mode_with_tokenize(upstream: respx.MockRouter) -> None:
     ]
 
 
-async def test_token_mode_inline_ids(upstream: respx.MockRouter) -> None:
+@pytest.mark.parametrize("flag", [True, False])
+async def test_token_mode_inline_ids(upstream: respx.MockRouter, flag: bool) -> None:
+    """vLLM's own prompt ids, whatever request_prompt_and_generation_token_ids says (NeMo Gym's key
+    is accepted; no /tokenize when the answer carries them)."""
     captured = orjson.loads(wire("chat_return_token_ids.json"))
     ids = captured["choices"][0]["token_ids"]
     captured["choices"][0]["logprobs"] = {
@@ -97,7 +106,7 @@ async def test_token_mode_inline_ids(upstream: respx.MockRouter) -> None:
     chat = upstream.post(f"{UP1}/chat/completions").respond(200, json=captured)
     tokenize = upstream.post("http://up1:8000/tokenize").respond(500)
     async with adapter(
-        return_token_id_information=True, request_prompt_and_generation_token_ids=True
+        return_token_id_information=True, request_prompt_and_generation_token_ids=flag
     ) as client:
         r = await client.post("/v1/responses", json={"input": "Hello"})
     assert r.status_code == 200, r.text
@@ -297,7 +306,7 @@ async def test_chat_endpoint_passes_vllm_extras_and_maps_developer(upstream: res
         "model": "served-model",
         "messages": [
             {"role": "system", "content": "d"},
-            {"role": "assistant", "content": "answer", "reasoning_content": "old"},
+            {"role": "assistant", "content": "answer", "reasoning": "old", "reasoning_content": "old"},
             {"role": "user", "content": "u"},
         ],
         "min_p": 0.1,

@@ -17,6 +17,7 @@ from nemo_gym.conversion import (
     responses_to_chat,
 )
 from nemo_gym.conversion.chat_to_responses import chat_completion_for_caller
+from nemo_gym.conversion.responses_to_chat import chat_messages_for_upstream
 from nemo_gym.conversion.think import split_think
 from nemo_gym.conversion.tokens import generation_tokens
 
@@ -138,9 +139,9 @@ def test_reasoning_with_several_summaries() -> None:
     assert responses_to_chat({"input": [item]}, RAW)["messages"] == [
         {"role": "assistant", "content": "<think>A</think><think> B\n</think>"}
     ]
-    # With the reasoning parser, the blocks move to reasoning_content (concatenated), content empty.
+    # With the reasoning parser, the blocks move to the reasoning keys (concatenated), content empty.
     assert responses_to_chat({"input": [item]}, OPTS)["messages"] == [
-        {"role": "assistant", "content": "", "reasoning_content": "A B\n"}
+        {"role": "assistant", "content": "", "reasoning": "A B\n", "reasoning_content": "A B\n"}
     ]
 
 
@@ -198,9 +199,11 @@ def test_multi_step_tool_history_merges_byte_for_byte() -> None:
     ]
     parsed = responses_to_chat({"input": MULTI_STEP}, OPTS)["messages"]
     assert parsed[2]["content"] == "Checking." and parsed[2]["reasoning_content"] == "Need two calls.\n"
+    assert parsed[2]["reasoning"] == "Need two calls.\n"
     assert parsed[5] == {
         "role": "assistant",
         "content": "Paris sunny, Rome rainy.",
+        "reasoning": " both known ",
         "reasoning_content": " both known ",
     }
 
@@ -326,8 +329,9 @@ def test_token_carry_back_attaches_to_merged_message_and_never_goes_stale() -> N
     assert messages[1] == {
         "role": "assistant",
         "content": "",
-        "reasoning_content": "r",
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        "reasoning": "r",
+        "reasoning_content": "r",
         "prompt_token_ids": [1, 2],
         "generation_token_ids": [3, 4],
         "generation_log_probs": [-0.1, -0.2],
@@ -475,8 +479,9 @@ def test_whitespace_padding_round_trips(padding: str) -> None:
     assert parsed[1] == {
         "role": "assistant",
         "content": f"{padding}T{padding}",
-        "reasoning_content": f"{padding}R{padding}",
         "tool_calls": tool_calls,
+        "reasoning": f"{padding}R{padding}",
+        "reasoning_content": f"{padding}R{padding}",
     }
 
 
@@ -600,3 +605,22 @@ def test_chat_endpoint_output_folds_reasoning_into_content() -> None:
         chat({"content": "T", "reasoning": "R"}), model="m", uses_reasoning_parser=True, token_info=None
     )
     assert out["choices"][0]["message"] == {"role": "assistant", "content": "<think>R</think>T"}
+
+
+@pytest.mark.parametrize(
+    ("field", "keys"),
+    [
+        ("both", {"reasoning", "reasoning_content"}),
+        ("reasoning", {"reasoning"}),
+        ("reasoning_content", {"reasoning_content"}),
+    ],
+)
+def test_reasoning_field_picks_the_keys_history_reasoning_goes_under(field: str, keys: set[str]) -> None:
+    opts = ConversionOptions(model="m", reasoning_field=field)
+    items = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>R</think>T"}]
+    message = responses_to_chat({"input": items}, opts)["messages"][1]
+    assert message == {"role": "assistant", "content": "T", **dict.fromkeys(keys, "R")}
+    # a chat caller's own key (vLLM's `reasoning` echoed, or `reasoning_content`) moves to the same keys
+    for key in ("reasoning", "reasoning_content"):
+        chat = chat_messages_for_upstream([{"role": "assistant", "content": "T", key: "R"}], opts)
+        assert chat == [{"role": "assistant", "content": "T", **dict.fromkeys(keys, "R")}]

@@ -1,5 +1,6 @@
-"""The tool-call splice on real vLLM's own ids (fixtures/real_vllm_tool_splice.json): a forced tool
-call cut off by max_tokens, which the splice used to refuse, and the same call finished.
+"""The tool-call splice on real vLLM's own ids (fixtures/real_vllm_tool_splice.json, the tiny
+ChatML model of ../shared/real_vllm): a forced tool call cut off by max_tokens, and the same call
+finished.
 
 Guided decoding spells `<tool_call>` as the characters `<`, `tool`, `_`, ... (27, 920, 62, ...)
 while the template renders it as one special id (1670), so the re-rendered history drifts at the
@@ -18,7 +19,7 @@ from nemo_gym.conversion.prefix import (
     SpliceError,
     closing_tokens,
     divergence,
-    end_of_turn_candidates,
+    opening_mismatch,
     splice,
 )
 
@@ -36,10 +37,11 @@ AFTER_CALL = [198, 1666, 486, 198, 1672, 198, 303, 83, 334, 79, 274, 220, 17, 16
 AFTER_CALL += [IM_END, 198, 1666, 750, 198]
 
 
-def case(name: str) -> tuple[CarriedTokens, list[int]]:
+def case(name: str) -> tuple[CarriedTokens, list[int], list[int]]:
+    """(the carried turn, /tokenize of the next turn's conversation up to that turn, and whole)."""
     turn = CAPTURE[name]["turn"]
-    carried = CarriedTokens(turn["prompt_token_ids"], turn["token_ids"], None)
-    return carried, CAPTURE[name]["next_tokenize"]["tokens"]
+    carried = CarriedTokens(turn["prompt_token_ids"], turn["token_ids"], None, 1)
+    return carried, CAPTURE[name]["through_tokenize"]["tokens"], CAPTURE[name]["next_tokenize"]["tokens"]
 
 
 def template_closing() -> list[int]:
@@ -48,13 +50,15 @@ def template_closing() -> list[int]:
 
 
 def test_capture_is_what_the_tests_say() -> None:
-    cut, _ = case("cut_off")
-    done, _ = case("tool_call")
+    cut, _, _ = case("cut_off")
+    done, _, _ = case("tool_call")
     assert CAPTURE["cut_off"]["turn"]["finish_reason"] == "length"
     assert CAPTURE["tool_call"]["turn"]["finish_reason"] == "tool_calls"
     assert cut.generation_token_ids == GENERATED
     assert done.generation_token_ids == [*GENERATED, 920, 62, 66, 64, 273, 29, IM_END]
     assert cut.prompt_token_ids == done.prompt_token_ids and cut.prompt_token_ids[-3:] == [1666, 750, 198]
+    for name in ("cut_off", "tool_call"):  # the first turn's prompt is the conversation's opening
+        assert CAPTURE[name]["opening_tokenize"]["tokens"] == cut.prompt_token_ids
 
 
 def test_the_templates_closing_tokens_from_the_probe() -> None:
@@ -65,17 +69,11 @@ def test_the_templates_closing_tokens_from_the_probe() -> None:
         closing_tokens([1, 2, 3], [1, 9])
 
 
-def test_cut_off_tool_call_the_refused_case() -> None:
-    carried, rendered = case("cut_off")
-    # The old guess: a cut-off generation's last id ("/", 14) as the end-of-turn token. It
-    # occurs in the tool system prompt (</tools>) and in the re-rendered text, so counting it
-    # lands inside the system prompt; the generation prompts after it differ: refused.
-    guess = end_of_turn_candidates(carried, set())
-    assert guess == {14}
-    with pytest.raises(SpliceError, match=r"different generation prompts.*end-of-turn ids \[14\]"):
-        splice(carried, rendered, guess)
-    closing = template_closing()
-    out = splice(carried, rendered, frozenset(closing[:1]), closing)
+def test_cut_off_tool_call() -> None:
+    """The splice the old end-of-turn counting refused: the cut-off call ends on "/" (14), which
+    also occurs in the tool system prompt. Only the template's own renderings are used now."""
+    carried, through, rendered = case("cut_off")
+    out = splice(carried, through, rendered, template_closing())
     assert out == [*carried.prompt_token_ids, *GENERATED, *AFTER_CUT]
     assert divergence(carried.prompt_token_ids + GENERATED, out) is None
     # the plain rendering drifted at the first generated token
@@ -87,27 +85,21 @@ def test_cut_off_tool_call_the_refused_case() -> None:
 
 
 def test_finished_tool_call_then_tool_result() -> None:
-    carried, rendered = case("tool_call")
-    closing = template_closing()
+    carried, through, rendered = case("tool_call")
     expected = [*carried.prompt_token_ids, *carried.generation_token_ids, *AFTER_CALL]
-    assert splice(carried, rendered, frozenset(closing[:1]), closing) == expected
-    # a finished generation's last id is the end-of-turn token: the guess holds here
-    assert splice(carried, rendered, end_of_turn_candidates(carried, set())) == expected
+    assert splice(carried, through, rendered, template_closing()) == expected
+    # the generation's own <|im_end|> stands for the first closing token, known as a stop id or not
+    assert splice(carried, through, rendered, template_closing(), {IM_END}) == expected
 
 
 def test_inconsistent_renderings_are_refused_with_the_reason() -> None:
-    carried, rendered = case("cut_off")
+    carried, through, rendered = case("cut_off")
     closing = template_closing()
-    eot = frozenset(closing[:1])
-    other_tools = list(rendered)
+    other_tools = list(CAPTURE["cut_off"]["opening_tokenize"]["tokens"])
     other_tools[40] += 1  # a different tool list in the system prompt
-    with pytest.raises(SpliceError, match="first turn differs"):
-        splice(carried, other_tools, eot, closing)
-    other_prompt = [*rendered[:-2], 999, 198]  # another generation prompt (template or kwargs changed)
-    with pytest.raises(SpliceError, match="different generation prompts"):
-        splice(carried, other_prompt, eot, closing)
-    unclosed = [t for i, t in enumerate(rendered) if i != len(carried.prompt_token_ids) + 22 + 1]
-    with pytest.raises(SpliceError, match="not the template's closing tokens"):
-        splice(carried, unclosed, eot, closing)  # the cut-off turn closed by <|im_end|> alone
-    with pytest.raises(SpliceError, match="fewer than"):
-        splice(carried, carried.prompt_token_ids, eot, closing)  # the rendering of an earlier turn
+    why = opening_mismatch(carried, other_tools)
+    assert why is not None and "'index': 40," in why
+    with pytest.raises(SpliceError, match="does not end the carried turn with its closing tokens"):
+        splice(carried, through[:-1], rendered, closing)  # a rendering that leaves the turn open
+    with pytest.raises(SpliceError, match="closes fewer turns"):
+        splice(carried, [*through[:-3], 5, *through[-2:]], carried.prompt_token_ids, closing)
