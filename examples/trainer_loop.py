@@ -88,9 +88,13 @@ async def collect_step(
             row["_rowidx"] = len(batch)
             batch.append(row)
     results: list[dict[str, Any] | None] = [None] * len(batch)
-    for task in rch.run_examples(examples=batch, head_server_config=head):
-        row, result = await task
-        results[row["_rowidx"]] = result
+    pending = rch.run_examples(examples=batch, head_server_config=head)
+    try:
+        for task in pending:
+            row, result = await task
+            results[row["_rowidx"]] = result
+    finally:
+        await pending.aclose()  # a failure stops the step: cancel the rollouts still running
     return results  # type: ignore[return-value]
 
 
