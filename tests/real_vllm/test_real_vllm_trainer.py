@@ -49,7 +49,9 @@ def forced_rows(path: Path) -> None:
 def test_trainer_loop_on_real_vllm_is_contiguous(tmp_path: Path) -> None:
     rows = tmp_path / "forced.jsonl"
     forced_rows(rows)
-    agent_steps = {"simple_weather_simple_agent": {"responses_api_agents": {"simple_agent": {"max_steps": 3}}}}
+    agent_steps = {
+        "simple_weather_simple_agent": {"responses_api_agents": {"simple_agent": {"max_steps": 3}}}
+    }
     done = subprocess.run(
         [
             sys.executable,
