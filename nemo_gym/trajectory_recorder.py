@@ -162,6 +162,10 @@ class TrajectoryRecorder:
             "conversation": conversation,
         }
 
+    def tool_observations(self) -> list[dict[str, Any]]:
+        """The tool calls as `ToolCallObservation` records (an observation bundle has no outputs)."""
+        return [{key: value for key, value in call.items() if key != "output"} for call in self.tool_calls]
+
     def set_resolved(self, resolved: Any) -> None:
         """The verifier's `resolved` verdict goes on the last turn; without one, a gap says so."""
         if isinstance(resolved, bool) and self.turns:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.loader import PROJECT_ROOT, RESERVED_KEYS, LoadedConfig
 
-SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
+SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents", "environment_servers")
 DEFAULT_HOST = "127.0.0.1"
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from nemo_gym.exceptions import HeadServerUnreachable, ServerCallError
 
-SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
+SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents", "environment_servers")
 HEAD_SERVER_DEFAULT = {"host": "127.0.0.1", "port": 11000}
 # Overrides where ServerClient.load_from_global_config() finds the head server ("host:port").
 HEAD_SERVER_ENV_VAR = "NEMO_GYM_HEAD_SERVER"
@@ -256,6 +256,10 @@ class ServerClient:
         else:
             host, port = getattr(server_config_dict, "host", None), getattr(server_config_dict, "port", None)
         return f"http://{host}:{port}"
+
+    def _resolve_base_url(self, server_name: str) -> str:
+        """`http://host:port` of an instance (NeMo Gym's private name, which its servers call)."""
+        return self.url_for(server_name)
 
     def url_for(self, server_name: str) -> str:
         try:

@@ -297,7 +297,11 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         previous = state.observations or {"source": OBSERVATION_SOURCE, "records": [], "gaps": []}
         state.observations = {
             "source": OBSERVATION_SOURCE,
-            "records": [*previous["records"], recorder.invocation([*recorder.conversation_prefix, *output])],
+            "records": [
+                *previous["records"],
+                recorder.invocation([*recorder.conversation_prefix, *output]),
+                *recorder.tool_observations(),
+            ],
             "gaps": [*previous["gaps"], *recorder.gaps],
         }
 
