@@ -138,12 +138,14 @@ def _episode_record(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trajectory_identity(row: Mapping[str, Any]) -> tuple[str, str]:
-    """(task id, rollout id) of a row: its own id field else its task index; its rollout id else
-    `<task index>-<rollout index>`."""
+    """(task id, rollout id) of a row: its own id field (a materialized task's `task_id.task_id`)
+    else its task index; its rollout id else `<task index>-<rollout index>`."""
     task_id = next(
         (str(row[key]) for key in ("task_id", "problem_id", "instance_id") if row.get(key) is not None),
         None,
     )
+    if isinstance(row.get("task_id"), Mapping) and row["task_id"].get("task_id") is not None:
+        task_id = str(row["task_id"]["task_id"])  # a materialized task names its id inside
     if task_id is None:
         task_id = str(row[TASK_INDEX_KEY_NAME])
     rollout_id = (
