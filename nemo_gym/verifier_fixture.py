@@ -94,8 +94,9 @@ def load_verifier_fixture(path: str | Path) -> list[VerifierFixtureCase]:
         except ValidationError as error:
             first = error.errors(include_url=False, include_context=False, include_input=False)[0]
             where = ".".join(str(part) for part in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
             raise VerifierFixtureError(
-                f"{fixture_path}:{number}: {where + ': ' if where else ''}{first['msg']}"
+                f"{fixture_path}:{number}: {where + ': ' if where else ''}{message}"
             ) from error
     if not cases:
         raise VerifierFixtureError(f"verifier fixture {fixture_path} has no cases")
