@@ -9,6 +9,7 @@ config, so a bad manifest fails at start with the key and the file at fault.
 
 from __future__ import annotations
 
+import difflib
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -231,6 +232,27 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """The closest field the model at `loc` has, as a hint for a misspelt key."""
+    model: Any = EnvironmentManifest
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        model = next(
+            (
+                a
+                for a in (annotation, *getattr(annotation, "__args__", ()))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+        if model is None:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), sorted(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def load_manifest(path: str | Path) -> EnvironmentManifest:
     """The validated manifest at `path`; any problem is a `ManifestError` naming the key and file."""
     manifest_path = Path(path)
@@ -253,6 +275,8 @@ def load_manifest(path: str | Path) -> EnvironmentManifest:
         first = error.errors(include_url=False, include_context=False, include_input=False)[0]
         key = _location(first["loc"]) or None
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = f"is not a manifest key{_did_you_mean(first['loc'])}"
         others = error.error_count() - 1
         if others:
             message += f" (and {others} more problem{'s' if others > 1 else ''} in this manifest)"
