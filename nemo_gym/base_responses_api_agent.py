@@ -142,12 +142,6 @@ class _AgentSessionRecord:
     expires_at: float = float("inf")
 
 
-def _rollout_path_params(request: Any) -> str | None:
-    params = getattr(request, "path_params", None)
-    rollout_id = params.get("rollout_id") if isinstance(params, Mapping) else None
-    return rollout_id if isinstance(rollout_id, str) else None
-
-
 class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
     config: BaseResponsesAPIAgentConfig
     _session_records: dict[str, _AgentSessionRecord] = PrivateAttr(default_factory=dict)
