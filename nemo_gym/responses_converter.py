@@ -99,6 +99,9 @@ class ResponsesConverter(BaseModel):
             model=model,
             uses_reasoning_parser=self.uses_reasoning_parser,
             return_token_id_information=self.return_token_id_information,
+            # NeMo Gym's converter puts history reasoning under `reasoning_content` only (its chat
+            # message types have no `reasoning`); the adapter chooses the upstream key itself.
+            reasoning_field="reasoning_content",
         )
 
     # ---- Responses → Chat ---------------------------------------------------------------

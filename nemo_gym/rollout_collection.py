@@ -23,21 +23,44 @@ from nemo_gym.rollouts.collect import RolloutCollector
 from nemo_gym.rollouts.config import RolloutCollectionConfig
 from nemo_gym.rollouts.dispatch import (
     CANCELLED,
-    DISPATCH_DRAINED_KEY,
-    NO_PERSIST_KEY,
     BoundedCompletions,
     DispatchOptions,
     DrainTracker,
     RolloutRunError,
     dispatch,
 )
+from nemo_gym.rollouts.environment_routing import (
+    NG_ENVIRONMENT_SERVER_KEY,
+    NG_RESULT_TYPE_KEY,
+    EnvironmentRoutes,
+    _environment_server_for_agent,
+    _environment_servers_by_agent,
+    _episode_request_body,
+    _is_episode_response,
+    _materialized_taskset,
+)
 from nemo_gym.rollouts.examples import ExpansionPlan, expand_rows
 from nemo_gym.rollouts.jsonl import read_complete_rows
-from nemo_gym.rollouts.keys import FAILURE_CLASS_KEY, agent_ref_name
+from nemo_gym.rollouts.keys import agent_ref_name
+from nemo_gym.rollouts.trajectory import (
+    NG_AGENT_OBSERVATIONS_KEY,
+    NG_DISPATCH_DRAINED_KEY,
+    NG_FAILURE_CLASS_KEY,
+    NG_MODEL_CALL_CAPTURE_KEY,
+    NG_NO_PERSIST_KEY,
+    NG_PERF_KEY,
+    NG_TASK_ID_KEY,
+    NG_TERMINAL_KEY,
+    NG_TRAJECTORY_KEY,
+    _attach_ng_perf,
+    _attach_trajectory_record,
+    _build_ng_perf,
+    _build_trajectory_record,
+    _episode_record,
+    _trajectory_identity,
+    is_terminal_failure,
+)
 
-NG_FAILURE_CLASS_KEY = FAILURE_CLASS_KEY
-NG_NO_PERSIST_KEY = NO_PERSIST_KEY
-NG_DISPATCH_DRAINED_KEY = DISPATCH_DRAINED_KEY
 DispatchLatencyTracker = DrainTracker  # NeMo Gym's name
 
 
@@ -124,13 +147,14 @@ class RolloutCollectionHelper(BaseModel):
         Every row must name an agent (`agent_ref.name`) that the running config has; otherwise a
         ValueError says which rows and which agents exist, before anything starts.
         """
-        if environment_server_name is not None:
-            raise ValueError(
-                "environment_server_name: rows go straight to their agents here; route them with agent_ref"
-            )
         client = self.setup_server_client(head_server_config)
-        _check_agents(examples, client)
+        routing = {"environment_routing_mode": "legacy", "environment_server_name": environment_server_name}
+        routes = EnvironmentRoutes.from_config(
+            client.global_config, routing if environment_server_name is not None else None
+        )
+        _check_agents(examples, client, routes)
         options = DispatchOptions(
+            routes=routes,
             semaphore=semaphore,
             route_failures_to_sidecar=route_failures_to_sidecar,
             max_resident_tasks=max_resident_tasks,
@@ -154,8 +178,15 @@ class RolloutCollectionHelper(BaseModel):
         return list(read_complete_rows(config.output_path))
 
 
-def _check_agents(rows: list[dict[str, Any]], client: ServerClient) -> None:
+def _check_agents(
+    rows: list[dict[str, Any]], client: ServerClient, routes: EnvironmentRoutes | None = None
+) -> None:
+    """Every row can be routed: it names a running agent, or an environment server takes it."""
     known = set(client.server_names())
+    routed_by_environment = (
+        routes is not None and routes.declared and routes.config.environment_routing_mode != "agent"
+    )
+    rows = [row for row in rows if not routed_by_environment and _materialized_taskset(row) is None]
     missing_ref = [i for i, row in enumerate(rows) if agent_ref_name(row) is None]
     if missing_ref:
         shown = ", ".join(map(str, missing_ref[:10])) + (" …" if len(missing_ref) > 10 else "")
@@ -169,6 +200,26 @@ def _check_agents(rows: list[dict[str, Any]], client: ServerClient) -> None:
 
 __all__ = [
     "CANCELLED",
+    "NG_AGENT_OBSERVATIONS_KEY",
+    "NG_ENVIRONMENT_SERVER_KEY",
+    "NG_MODEL_CALL_CAPTURE_KEY",
+    "NG_PERF_KEY",
+    "NG_RESULT_TYPE_KEY",
+    "NG_TASK_ID_KEY",
+    "NG_TERMINAL_KEY",
+    "NG_TRAJECTORY_KEY",
+    "_attach_ng_perf",
+    "_attach_trajectory_record",
+    "_build_ng_perf",
+    "_build_trajectory_record",
+    "_environment_server_for_agent",
+    "_environment_servers_by_agent",
+    "_episode_record",
+    "_episode_request_body",
+    "_is_episode_response",
+    "_materialized_taskset",
+    "_trajectory_identity",
+    "is_terminal_failure",
     "NG_DISPATCH_DRAINED_KEY",
     "NG_FAILURE_CLASS_KEY",
     "NG_NO_PERSIST_KEY",

@@ -30,6 +30,7 @@ from nemo_gym.rollouts.aggregate import (
 )
 from nemo_gym.rollouts.config import RolloutCollectionConfig
 from nemo_gym.rollouts.dispatch import NO_PERSIST_KEY, DispatchOptions, dispatch
+from nemo_gym.rollouts.environment_routing import EnvironmentRoutes, record_from_answer
 from nemo_gym.rollouts.examples import DEFAULT_KEY, expand_rows
 from nemo_gym.rollouts.failures import INVALID_INPUT_ROW, FailureTally
 from nemo_gym.rollouts.jsonl import JsonlAppender, read_complete_rows
@@ -41,6 +42,13 @@ from nemo_gym.rollouts.keys import (
     TASK_KEY,
     agent_ref_name,
     done_key,
+)
+from nemo_gym.rollouts.trajectory import (
+    NG_AGENT_OBSERVATIONS_KEY,
+    NG_MODEL_CALL_CAPTURE_KEY,
+    NG_TRAJECTORY_KEY,
+    _attach_ng_perf,
+    _attach_trajectory_record,
 )
 
 
@@ -80,6 +88,16 @@ def resolve_agent(config: RolloutCollectionConfig, row: dict[str, Any]) -> str |
     if ref is not None and ref in config.agent_map:
         return config.agent_map[ref]
     return config.agent_map.get(DEFAULT_KEY) or config.agent_name or ref
+
+
+def attach_observability(row: dict[str, Any], result: dict[str, Any], latency_ms: float | None) -> None:
+    """NeMo Gym's standard trajectory and `ng_perf` on a finished rollout, from what its agent
+    (or environment server) recorded; nothing to do when it recorded nothing."""
+    if any(
+        key in result for key in (NG_TRAJECTORY_KEY, NG_AGENT_OBSERVATIONS_KEY, NG_MODEL_CALL_CAPTURE_KEY)
+    ):
+        _attach_trajectory_record(row, result)
+    _attach_ng_perf(result, observability_enabled=True, rollout_latency_ms=latency_ms)
 
 
 def clear_previous_outputs(config: RolloutCollectionConfig) -> None:
@@ -138,7 +156,10 @@ class RolloutCollector:
 
         def record_failure(row: dict[str, Any], failure: dict[str, Any]) -> None:
             failures.write({**row, **failure})
-            tally.add(failure[FAILURE_CLASS_KEY], failure[FAILURE_MESSAGE_KEY])
+            tally.add(
+                failure[FAILURE_CLASS_KEY],
+                str(failure.get(FAILURE_MESSAGE_KEY) or failure.get("error_message", "")),
+            )
             show()
             bar.update(1)
 
@@ -149,7 +170,11 @@ class RolloutCollector:
             )
 
         resident = c.max_resident_rollout_tasks or c.parallel
+        observability = bool(self.client.global_config.get("observability_enabled"))
         options = DispatchOptions(
+            routes=EnvironmentRoutes.from_config(
+                self.client.global_config, c.routing(self.client.global_config)
+            ),
             semaphore=asyncio.Semaphore(c.parallel) if resident > c.parallel else None,
             route_failures_to_sidecar=c.route_failures_to_sidecar,
             max_resident_tasks=resident,
@@ -157,11 +182,16 @@ class RolloutCollector:
             drain_margin_s=c.drain_margin_s,
             rollout_timeout_s=c.rollout_timeout_s,
         )
-        pending = dispatch(rollouts, self.client, options)
+        pending = dispatch(rollouts, self.client, options, unwrap=False)
         started = time.monotonic()
         try:
             for awaitable in pending:
-                row, result = await awaitable
+                finished = await awaitable
+                row, result = finished.row, finished.result
+                if finished.dispatch is not None and FAILURE_CLASS_KEY not in result:
+                    result = record_from_answer(row, result, finished.dispatch)
+                    if observability:
+                        attach_observability(row, result, finished.latency_ms)
                 keys = {TASK_KEY: row[TASK_KEY], ROLLOUT_KEY: row[ROLLOUT_KEY]}
                 if result.get(NO_PERSIST_KEY):
                     bar.update(1)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -90,6 +90,17 @@ class RolloutCollectionConfig(ConfigCommandKeys):
         gt=0,
         description="Fail a rollout whose /run takes longer than this (default: no limit of its own).",
     )
+    environment_routing_mode: Literal["agent", "legacy", "taskset"] | None = Field(
+        None,
+        description="How rows reach environment servers: by their agent's (agent), all to "
+        "environment_server_name (legacy), or materialized rows only (taskset). Default: the config's, else agent.",
+    )
+    environment_server_name: str | None = Field(
+        None, description="The environment server for every row (legacy)."
+    )
+    environment_server_routes: dict[str, str] | None = Field(
+        None, description="Environment servers keyed by a materialized row's taskset."
+    )
     retain_results_in_memory: bool = Field(
         True,
         description="run_from_config returns the finished rows (false: an empty list; they are on disk).",
@@ -140,6 +151,12 @@ class RolloutCollectionConfig(ConfigCommandKeys):
     @property
     def metrics_path(self) -> Path:
         return aggregate_metrics_path_for(self.output_path)
+
+    def routing(self, global_config: dict[str, Any]) -> dict[str, Any]:
+        """The routing keys: this run's, else the running config's."""
+        keys = ("environment_routing_mode", "environment_server_name", "environment_server_routes")
+        mine = {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
+        return {**{key: global_config[key] for key in keys if global_config.get(key) is not None}, **mine}
 
     def expansion_plan(self) -> ExpansionPlan:
         """agent_map[ref] > agent_map._default > agent_name > the row's own agent_ref."""

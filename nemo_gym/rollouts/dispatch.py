@@ -28,6 +28,7 @@ from nemo_gym.http.server_client import (
     ServerUnreachable,
     message_from_body,
 )
+from nemo_gym.rollouts.environment_routing import Dispatch, EnvironmentRoutes
 from nemo_gym.rollouts.failures import AGENT_REQUEST_FAILED, AGENT_RUN_ERROR, classify
 from nemo_gym.rollouts.keys import (
     FAILURE_CLASS_KEY,
@@ -45,6 +46,21 @@ _DID_NOT_RUN_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_BODY_CHARS = 2000
 
 Completion = tuple[dict[str, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CompletedRollout:
+    """A finished rollout with what the collector needs beyond `(row, result)`: where it went
+    (`dispatch`: the agent, or an environment server in front of it) and how long `/run` took."""
+
+    row: dict[str, Any]
+    result: dict[str, Any]
+    dispatch: Dispatch | None = None
+    latency_ms: float | None = None
+
+    @property
+    def pair(self) -> Completion:
+        return self.row, self.result
 
 
 class RolloutRunError(ServerResponseError):
@@ -97,6 +113,7 @@ class DispatchOptions:
     drain_margin_s: float | None = None
     rollout_timeout_s: float | None = None
     tracker: DrainTracker | None = None  # shared across calls to drain by what earlier batches took
+    routes: EnvironmentRoutes | None = None  # environment servers in front of agents, when declared
 
     def __post_init__(self) -> None:
         if self.max_resident_tasks is not None and self.max_resident_tasks < 1:
@@ -156,7 +173,7 @@ class RunCaller:
             time.monotonic() + options.dispatch_budget_s if options.dispatch_budget_s is not None else None
         )
 
-    async def __call__(self, row: dict[str, Any]) -> Completion:
+    async def __call__(self, row: dict[str, Any]) -> CompletedRollout:
         semaphore = self.options.semaphore
         async with semaphore if semaphore is not None else contextlib.nullcontext():
             if self._deadline is not None:
@@ -164,27 +181,35 @@ class RunCaller:
                 margin = self.tracker.margin(self.options.drain_margin_s)
                 if remaining <= 0 or (margin is not None and remaining < margin):
                     self.tracker.drained += 1
-                    return row, drained_result(remaining, margin)
+                    return CompletedRollout(row, drained_result(remaining, margin))
             started = time.monotonic()
+            target = self._target(row)
             try:
-                result = await self._run(row)
+                result = await self._run(target, row)
             except (ServerResponseError, ServerCallTimeout, ServerUnreachable) as exc:
                 if not self.options.route_failures_to_sidecar:
                     raise
-                return row, failure_row(exc, getattr(exc, "status", None))
-            self.tracker.record(time.monotonic() - started)
-            return row, result
+                return CompletedRollout(row, failure_row(exc, getattr(exc, "status", None)), target)
+            seconds = time.monotonic() - started
+            self.tracker.record(seconds)
+            return CompletedRollout(row, result, target, seconds * 1000)
 
-    async def _run(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _target(self, row: dict[str, Any]) -> Dispatch:
+        """The agent, or the environment server that fronts it (or routes the row's taskset)."""
         agent = agent_ref_name(row)
+        if self.options.routes is not None and self.options.routes.declared:
+            return self.options.routes.dispatch(row, agent)
         if agent is None:
             raise ValueError(f"row has no agent_ref name ({_where(row) or 'no indices'})")
-        url = self.client.url_for(agent) + "/run"
+        return Dispatch(server=agent, body=row)
+
+    async def _run(self, target: Dispatch, row: dict[str, Any]) -> dict[str, Any]:
+        url = self.client.url_for(target.server) + "/run"
         try:
             if self.options.rollout_timeout_s is not None:
                 async with asyncio.timeout(self.options.rollout_timeout_s):
-                    return await self._post(agent, url, row)
-            return await self._post(agent, url, row)
+                    return await self._post(target, url, row)
+            return await self._post(target, url, row)
         except TimeoutError as exc:
             if isinstance(exc, ServerCallTimeout):
                 raise
@@ -193,11 +218,12 @@ class RunCaller:
             if isinstance(exc, ServerCallTimeout | ServerUnreachable):
                 raise
             raise ServerUnreachable(
-                "POST", url, f"{type(exc).__name__}: {exc} (agent {agent!r}; {_where(row)})"
+                "POST", url, f"{type(exc).__name__}: {exc} ({target.server!r}; {_where(row)})"
             ) from None
 
-    async def _post(self, agent: str, url: str, row: dict[str, Any]) -> dict[str, Any]:
-        response = await self.client.post(agent, "/run", json=row)
+    async def _post(self, target: Dispatch, url: str, row: dict[str, Any]) -> dict[str, Any]:
+        agent = target.server
+        response = await self.client.post(agent, "/run", json=target.body)
         content = await response.read()
         if response.status >= 400:
             raise RolloutRunError(
@@ -233,12 +259,15 @@ class BoundedCompletions:
     next one in. `aclose()` cancels what is still resident (a consumer that stops early).
     """
 
-    def __init__(self, calls: Iterator[Awaitable[Completion]], total: int, limit: int | None) -> None:
+    def __init__(
+        self, calls: Iterator[Awaitable[CompletedRollout]], total: int, limit: int | None, unwrap: bool = True
+    ) -> None:
         self._calls = calls
+        self._unwrap = unwrap
         self._remaining = total
         self._limit = limit
-        self._pending: set[asyncio.Future[Completion]] = set()
-        self._done: list[asyncio.Future[Completion]] = []
+        self._pending: set[asyncio.Future[CompletedRollout]] = set()
+        self._done: list[asyncio.Future[CompletedRollout]] = []
         self._lock: asyncio.Lock | None = None
         self._closed = False
         self.peak_resident = 0
@@ -249,7 +278,7 @@ class BoundedCompletions:
     def __len__(self) -> int:
         return self._remaining
 
-    def __next__(self) -> Awaitable[Completion]:
+    def __next__(self) -> Awaitable[Any]:
         if self._remaining <= 0:
             raise StopIteration
         self._remaining -= 1
@@ -268,7 +297,7 @@ class BoundedCompletions:
             self._pending.add(task)
         self.peak_resident = max(self.peak_resident, len(self._pending) + len(self._done))
 
-    async def _next(self) -> Completion:
+    async def _next(self) -> Any:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -282,7 +311,8 @@ class BoundedCompletions:
                 self._done.extend(done)
             task = self._done.pop()
             self._fill()
-        return await task
+        completed = await task
+        return completed.pair if self._unwrap else completed
 
     async def aclose(self) -> None:
         if self._closed:
@@ -297,17 +327,18 @@ class BoundedCompletions:
             await asyncio.gather(*resident, return_exceptions=True)
 
 
-def _mark_retrieved(task: asyncio.Future[Completion]) -> None:
+def _mark_retrieved(task: asyncio.Future[CompletedRollout]) -> None:
     if not task.cancelled():
         task.exception()
 
 
 def dispatch(
-    rows: Sequence[dict[str, Any]], client: ServerClient, options: DispatchOptions
+    rows: Sequence[dict[str, Any]], client: ServerClient, options: DispatchOptions, *, unwrap: bool = True
 ) -> BoundedCompletions:
-    """The rollouts of `rows`, started in the order given once the first result is awaited."""
+    """The rollouts of `rows`, started in the order given once the first result is awaited; each
+    awaitable gives `(row, result)`, or the whole `CompletedRollout` without `unwrap`."""
     caller = RunCaller(client, options)
-    return BoundedCompletions(iter(map(caller, rows)), len(rows), options.max_resident_tasks)
+    return BoundedCompletions(iter(map(caller, rows)), len(rows), options.max_resident_tasks, unwrap)
 
 
 async def completions(
