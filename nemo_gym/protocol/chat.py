@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Required, TypeAlias
+from typing import Any, Literal, Required
 
 from openai.types.chat import (
     ChatCompletion,
@@ -45,7 +45,7 @@ class NeMoGymChatCompletionMessageForTraining(NeMoGymChatCompletionMessage, Toke
     pass
 
 
-NeMoGymChatCompletionOutputMessage: TypeAlias = tagged_union(
+NeMoGymChatCompletionOutputMessage = tagged_union(
     {"plain": NeMoGymChatCompletionMessage, "training": NeMoGymChatCompletionMessageForTraining},
     chat_message_tag,
     BeforeValidator(check_token_metadata_complete),
@@ -95,7 +95,7 @@ class NeMoGymChatCompletionContentPartVideoUrlParam(TypedDict, total=False):
     type: Required[Literal["video_url"]]
 
 
-NeMoGymChatCompletionContentPartParam: TypeAlias = tagged_union(
+NeMoGymChatCompletionContentPartParam = tagged_union(
     by_type(
         NeMoGymChatCompletionContentPartTextParam,
         NeMoGymChatCompletionContentPartImageParam,
@@ -171,7 +171,7 @@ class NeMoGymChatCompletionToolParam(TypedDict, total=False):
     type: Required[Literal["function"]]
 
 
-NeMoGymChatCompletionMessageParam: TypeAlias = tagged_union(
+NeMoGymChatCompletionMessageParam = tagged_union(
     {
         "developer": NeMoGymChatCompletionDeveloperMessageParam,
         "system": NeMoGymChatCompletionSystemMessageParam,

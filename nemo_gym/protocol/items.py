@@ -58,7 +58,7 @@ class NeMoGymResponseOutputRefusal(BaseModel):
     type: Literal["refusal"] = "refusal"
 
 
-NeMoGymContent: TypeAlias = tagged_union(
+NeMoGymContent = tagged_union(
     by_type(NeMoGymResponseOutputText, NeMoGymResponseOutputRefusal), output_part_type
 )
 
@@ -115,7 +115,7 @@ def _check_video_part(value: Any) -> Any:
     return value
 
 
-NeMoGymResponseInputContentPart: TypeAlias = tagged_union(
+NeMoGymResponseInputContentPart = tagged_union(
     by_type(
         NeMoGymResponseInputText,
         NeMoGymResponseInputImage,
@@ -361,7 +361,7 @@ def _members(results: tuple[type[BaseModel], ...], **extra: type) -> dict[str, t
     return {**members, **training}
 
 
-NeMoGymResponseInputItem: TypeAlias = item_union(
+NeMoGymResponseInputItem = item_union(
     _members(_INPUT_RESULTS),
     input_item_tag,
     "_input_item_tag",
@@ -369,7 +369,7 @@ NeMoGymResponseInputItem: TypeAlias = item_union(
 )
 NeMoGymResponseInput: TypeAlias = list[NeMoGymResponseInputItem]
 
-NeMoGymResponseOutputItem: TypeAlias = item_union(
+NeMoGymResponseOutputItem = item_union(
     # Agents return whole trajectories, which also hold bare tool results (no id, no status).
     _members(_OUTPUT_RESULTS, function_call_output_input=NeMoGymFunctionCallOutput),
     output_item_tag,
