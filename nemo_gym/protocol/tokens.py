@@ -23,10 +23,15 @@ class TokenIDLogProbMixin(BaseModel):
     routed_experts: RoutedExperts | None = None
 
 
-class TokenIDLogProbTypedDictMixin(TypedDict):
+class TokenInfo(TypedDict):
+    """The token fields of one generated item (what the adapter puts on its last output item)."""
+
     prompt_token_ids: list[int]
     generation_token_ids: list[int]
     generation_log_probs: list[float]
+
+
+class TokenIDLogProbTypedDictMixin(TokenInfo):
     routed_experts: NotRequired[RoutedExperts]
 
 
