@@ -20,8 +20,9 @@ from typing import Any
 from nemo_gym.conversion.chat_to_responses import REASONING_PARSER_MISCONFIGURED, empty_chat_completion
 from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.think import THINK_CLOSE, THINK_OPEN
-from nemo_gym.conversion.tokens import generation_tokens, prompt_tokens_from
+from nemo_gym.conversion.tokens import GenerationTokens, generation_tokens, prompt_tokens_from
 from nemo_gym.exceptions import UpstreamError
+from nemo_gym.protocol.tokens import TokenInfo
 
 _REASONING_KEYS = ("reasoning_content", "reasoning")
 _CHOICE_FIELDS = frozenset(("index", "delta", "logprobs", "token_ids", "finish_reason"))
@@ -243,22 +244,22 @@ class ChatAccumulator:
         `return_token_ids`), or None."""
         return self._head.get("prompt_token_ids")
 
-    def generation(self) -> tuple[list[int], list[float]]:
+    def generation(self) -> GenerationTokens:
         """Generation ids and log-probs of choice 0 (`generation_tokens`, same checks).
 
         With a usage chunk (`stream_options.include_usage`) the token count is checked against
         it: a stream without `return_token_ids` silently drops the tokens that add no text."""
-        ids, log_probs = generation_tokens(self.choice0())
+        tokens = generation_tokens(self.choice0())
         counted = (self.usage or {}).get("completion_tokens")
-        if len(self._choices) == 1 and isinstance(counted, int) and counted != len(ids):
+        if len(self._choices) == 1 and isinstance(counted, int) and counted != len(tokens.ids):
             raise UpstreamFormatError(
-                f"the upstream stream carried {len(ids)} generation tokens but its usage counts {counted}: "
+                f"the upstream stream carried {len(tokens.ids)} generation tokens but its usage counts {counted}: "
                 "vLLM streams no chunk for a token that adds no text (think tags, tool-call markup) unless "
                 "the request sets return_token_ids: true, so those ids and log-probs are missing"
             )
-        return ids, log_probs
+        return tokens
 
-    def token_info(self, prompt_token_ids: list[int] | None = None) -> dict[str, Any]:
+    def token_info(self, prompt_token_ids: list[int] | None = None) -> TokenInfo:
         """The three token fields, as the non-streaming path builds them: `generation()`, and
         the prompt ids given or, when None, the stream's own (`return_token_ids`)."""
         ids, log_probs = self.generation()
@@ -351,10 +352,10 @@ class ChatStream:
             return []
         return [out]
 
-    def token_info(self, prompt_token_ids: list[int] | None = None) -> dict[str, Any]:
+    def token_info(self, prompt_token_ids: list[int] | None = None) -> TokenInfo:
         return self.accumulated.token_info(prompt_token_ids)
 
-    def finish(self, token_info: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def finish(self, token_info: TokenInfo | None = None) -> list[dict[str, Any]]:
         """The held chunks, the token fields on the last one with a choice 0. A reasoning block
         still open (the stream ended inside it) is closed in a chunk of its own."""
         out = self._held

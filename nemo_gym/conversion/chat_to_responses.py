@@ -9,6 +9,7 @@ from typing import Any
 
 from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.think import split_think, wrap_think
+from nemo_gym.protocol.tokens import TokenInfo
 
 REASONING_PARSER_MISCONFIGURED = (
     "the upstream vLLM returned a separate reasoning field, but this adapter has uses_reasoning_parser: false. "
@@ -128,7 +129,7 @@ def chat_to_response(
     *,
     model: str,
     uses_reasoning_parser: bool = True,
-    token_info: dict[str, Any] | None = None,
+    token_info: TokenInfo | None = None,
     ids: OutputIds | None = None,
 ) -> dict[str, Any]:
     """Build the Responses object; `token_info` (ids and log-probs) goes on the last output item."""
@@ -223,7 +224,7 @@ def empty_chat_completion(model: str) -> dict[str, Any]:
 
 
 def chat_completion_for_caller(
-    chat: dict[str, Any], *, model: str, uses_reasoning_parser: bool, token_info: dict[str, Any] | None
+    chat: dict[str, Any], *, model: str, uses_reasoning_parser: bool, token_info: TokenInfo | None
 ) -> dict[str, Any]:
     """Chat endpoint output: reasoning fields folded back into `<think>` content, tokens on the message."""
     choice = first_choice(chat)

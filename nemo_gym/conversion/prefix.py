@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 
-from nemo_gym.conversion.responses_to_chat import TOKEN_FIELDS
 from nemo_gym.exceptions import NemoGymError
+from nemo_gym.protocol.tokens import TOKEN_FIELDS
 
 
 class SpliceOutcome(StrEnum):
@@ -48,13 +48,32 @@ class SpliceError(NemoGymError, ValueError):
         self.outcome = outcome
 
 
+class Divergence(TypedDict):
+    """Where two id lists first differ; `actual` is None past the end of the actual list."""
+
+    index: int
+    expected: int
+    actual: int | None
+
+
+class DriftDict(TypedDict):
+    """`DriftReport` as the response's `token_drift` object."""
+
+    extends_carried_tokens: bool
+    divergence: Divergence | None
+    spliced: bool
+    outcome: str
+    history_divergence: NotRequired[Divergence]
+    note: NotRequired[str]
+
+
 @dataclass(frozen=True, slots=True)
 class CarriedTokens:
     """The ids an earlier turn's response carried back on its assistant message."""
 
     prompt_token_ids: list[int]
     generation_token_ids: list[int]
-    history_divergence: dict[str, Any] | None  # the latest carried turn vs the one before it
+    history_divergence: Divergence | None  # the latest carried turn vs the one before it
     index: int = -1  # the carrying assistant message's position in `messages`
 
     @property
@@ -67,17 +86,17 @@ class DriftReport:
     """What a token-mode response says about its prompt vs the tokens carried back."""
 
     extends_carried_tokens: bool
-    divergence: dict[str, Any] | None
+    divergence: Divergence | None
     outcome: SpliceOutcome
     note: str | None = None
-    history_divergence: dict[str, Any] | None = None
+    history_divergence: Divergence | None = None
 
     @property
     def spliced(self) -> bool:
         return self.outcome is SpliceOutcome.SPLICED
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def as_dict(self) -> DriftDict:
+        out: DriftDict = {
             "extends_carried_tokens": self.extends_carried_tokens,
             "divergence": self.divergence,
             "spliced": self.spliced,
@@ -126,7 +145,7 @@ def carried_tokens(messages: list[dict[str, Any]]) -> CarriedTokens | None:
     return CarriedTokens(latest[1], latest[2], None, latest[0])
 
 
-def _extension_divergence(prompt: list[Any], gen: list[Any], actual: list[int]) -> dict[str, Any] | None:
+def _extension_divergence(prompt: list[Any], gen: list[Any], actual: list[int]) -> Divergence | None:
     """`divergence(prompt + gen, actual)` without building the concatenation (the common case,
     that `actual` extends both, costs two C-level slice comparisons)."""
     n, m = len(prompt), len(gen)
@@ -146,7 +165,7 @@ def without_token_fields(messages: list[dict[str, Any]]) -> list[dict[str, Any]]
     return out
 
 
-def divergence(expected: list[int], actual: list[int]) -> dict[str, Any] | None:
+def divergence(expected: list[int], actual: list[int]) -> Divergence | None:
     """None when `actual` starts with `expected`; else where they first differ (an index past
     the end of `actual` has `actual: null`)."""
     n = len(expected)

@@ -29,7 +29,8 @@ from nemo_gym.conversion.chat_to_responses import (
     empty_response,
     response_shell,
 )
-from nemo_gym.conversion.think import CLOSE, OPEN, TEXT, THINK, ThinkSplitter
+from nemo_gym.conversion.think import CLOSE, OPEN, TEXT, THINK, ThinkSplitter, ThinkStep
+from nemo_gym.protocol.tokens import TokenInfo
 
 _EMPTY_PART = {"type": "output_text", "text": "", "annotations": []}
 
@@ -155,12 +156,12 @@ class ResponsesStream:
             self._tool_call(call, events)
         return events
 
-    def token_info(self, prompt_token_ids: list[int] | None = None) -> dict[str, Any]:
+    def token_info(self, prompt_token_ids: list[int] | None = None) -> TokenInfo:
         """The token fields for `finish`, as the non-streaming path builds them (see
         `ChatAccumulator.token_info`)."""
         return self.accumulated.token_info(prompt_token_ids)
 
-    def finish(self, token_info: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def finish(self, token_info: TokenInfo | None = None) -> list[dict[str, Any]]:
         """The closing events, after the upstream's last chunk. Raises `UpstreamFormatError`
         when the chunks do not make an answer (no choice): answer it with `fail`."""
         events = self.start()
@@ -208,6 +209,18 @@ class ResponsesStream:
         self._sequence += 1
         return event
 
+    def _item_event(self, kind: str, item: _Item, **fields: Any) -> dict[str, Any]:
+        """An event about the contents of one output item (its text, a summary, its arguments)."""
+        event = {
+            "type": kind,
+            "sequence_number": self._sequence,
+            "item_id": item.id,
+            "output_index": item.output_index,
+            **fields,
+        }
+        self._sequence += 1
+        return event
+
     def _shell(self, status: str) -> dict[str, Any]:
         shell = response_shell(
             self.request, self.model, self._created_at or time.time(), status, self.ids.response
@@ -242,10 +255,9 @@ class ResponsesStream:
         if item.kind == "message":
             item.texts.append([])
             events.append(
-                self._event(
+                self._item_event(
                     "response.content_part.added",
-                    item_id=item.id,
-                    output_index=item.output_index,
+                    item,
                     content_index=0,
                     part=dict(_EMPTY_PART),
                 )
@@ -261,10 +273,9 @@ class ResponsesStream:
         item = self._message_item(events)
         item.texts[0].append(text)
         events.append(
-            self._event(
+            self._item_event(
                 "response.output_text.delta",
-                item_id=item.id,
-                output_index=item.output_index,
+                item,
                 content_index=0,
                 delta=text,
                 logprobs=[],
@@ -277,7 +288,7 @@ class ResponsesStream:
         else:
             self._steps(self._splitter.feed(piece), events)
 
-    def _steps(self, steps: list[tuple[str, str]], events: list[dict[str, Any]]) -> None:
+    def _steps(self, steps: list[ThinkStep], events: list[dict[str, Any]]) -> None:
         for kind, text in steps:
             if kind == TEXT:
                 self._text_delta(text, events)
@@ -298,10 +309,9 @@ class ResponsesStream:
         item.texts.append([])
         item.open_summary = True
         events.append(
-            self._event(
+            self._item_event(
                 "response.reasoning_summary_part.added",
-                item_id=item.id,
-                output_index=item.output_index,
+                item,
                 summary_index=len(item.texts) - 1,
                 part={"type": "summary_text", "text": ""},
             )
@@ -312,10 +322,9 @@ class ResponsesStream:
         assert item is not None and item.open_summary
         item.texts[-1].append(text)
         events.append(
-            self._event(
+            self._item_event(
                 "response.reasoning_summary_text.delta",
-                item_id=item.id,
-                output_index=item.output_index,
+                item,
                 summary_index=len(item.texts) - 1,
                 delta=text,
             )
@@ -327,12 +336,12 @@ class ResponsesStream:
         item.open_summary = False
         index = len(item.texts) - 1
         text = item.text(index)
-        common = {"item_id": item.id, "output_index": item.output_index, "summary_index": index}
-        events.append(self._event("response.reasoning_summary_text.done", **common, text=text))
         events.append(
-            self._event(
-                "response.reasoning_summary_part.done", **common, part={"type": "summary_text", "text": text}
-            )
+            self._item_event("response.reasoning_summary_text.done", item, summary_index=index, text=text)
+        )
+        part = {"type": "summary_text", "text": text}
+        events.append(
+            self._item_event("response.reasoning_summary_part.done", item, summary_index=index, part=part)
         )
 
     def _tool_call(self, call: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -363,10 +372,9 @@ class ResponsesStream:
     def _arguments_delta(self, item: _Item, text: str, events: list[dict[str, Any]]) -> None:
         item.texts[0].append(text)
         events.append(
-            self._event(
+            self._item_event(
                 "response.function_call_arguments.delta",
-                item_id=item.id,
-                output_index=item.output_index,
+                item,
                 delta=text,
             )
         )
@@ -415,9 +423,11 @@ class ResponsesStream:
         sent = item.text()
         if part["text"].startswith(sent) and len(part["text"]) > len(sent):
             self._text_delta(part["text"][len(sent) :], events)
-        common = {"item_id": item.id, "output_index": item.output_index, "content_index": 0}
-        events.append(self._event("response.output_text.done", **common, text=part["text"], logprobs=[]))
-        events.append(self._event("response.content_part.done", **common, part=part))
+        text = part["text"]
+        events.append(
+            self._item_event("response.output_text.done", item, content_index=0, text=text, logprobs=[])
+        )
+        events.append(self._item_event("response.content_part.done", item, content_index=0, part=part))
         self._item_done(item, final_item, events)
 
     def _close_reasoning(
@@ -441,10 +451,9 @@ class ResponsesStream:
         if arguments.startswith(sent) and len(arguments) > len(sent):
             self._arguments_delta(item, arguments[len(sent) :], events)
         events.append(
-            self._event(
+            self._item_event(
                 "response.function_call_arguments.done",
-                item_id=item.id,
-                output_index=item.output_index,
+                item,
                 arguments=arguments,
             )
         )

@@ -3,6 +3,16 @@
 Assistant-side items (reasoning, assistant messages, function calls) that follow each
 other become ONE assistant message, exactly as the model produced them in one turn;
 anything else would change the prompt tokens the model is trained on.
+
+The request is checked here, field by field as it converts, and not by validating it through
+`nemo_gym.protocol`'s `NeMoGymResponseCreateParamsNonStreaming` first, for two reasons:
+- Cost. That validation costs several times this whole conversion, and the adapter's CPU per
+  request is what its throughput is made of (`make bench` measures it).
+- A different contract. The adapter accepts more than the strict model does: vLLM's sampling
+  extras (`top_k`, `min_p`, …), a function tool without `strict`, `stream: true`. It rejects what
+  it cannot convert (hosted tools, items other than messages, reasoning and function calls and
+  their results) with one error naming the offending `param`, where the model would list a
+  failure per union member.
 """
 
 from __future__ import annotations
@@ -15,8 +25,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from nemo_gym.conversion.errors import ConversionError
 from nemo_gym.conversion.think import split_think, wrap_think
+from nemo_gym.protocol.tokens import TOKEN_FIELDS
 
-TOKEN_FIELDS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
 # Responses fields copied to the chat body under the same name when the caller set them.
 _PASSTHROUGH = ("temperature", "top_p", "parallel_tool_calls", "user", "metadata", "seed")
 # vLLM sampling extras a Responses caller may add; forwarded as is.

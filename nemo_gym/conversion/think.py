@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 _OPEN_LEN = len(THINK_OPEN)
@@ -12,8 +14,13 @@ def wrap_think(text: str) -> str:
     return f"{THINK_OPEN}{text}{THINK_CLOSE}"
 
 
-def split_think(text: str) -> tuple[list[str], str]:
-    """(texts of every complete think block, the text with those blocks cut out).
+class ThinkSplit(NamedTuple):
+    blocks: list[str]  # the texts of every complete think block
+    rest: str  # the text with those blocks cut out
+
+
+def split_think(text: str) -> ThinkSplit:
+    """The think blocks of `text`, and what is left without them.
 
     An unclosed `<think>` (a truncated generation) is left in the text as is. Same result as
     `re.findall`/`re.sub` with `<think>(.*?)</think>`, but with `str.find`: the lazy regex
@@ -21,7 +28,7 @@ def split_think(text: str) -> tuple[list[str], str]:
     """
     start = text.find(THINK_OPEN)
     if start < 0:
-        return [], text
+        return ThinkSplit([], text)
     blocks: list[str] = []
     kept: list[str] = []
     pos = 0
@@ -34,15 +41,24 @@ def split_think(text: str) -> tuple[list[str], str]:
         pos = end + _CLOSE_LEN
         start = text.find(THINK_OPEN, pos)
     if not blocks:
-        return [], text
+        return ThinkSplit([], text)
     kept.append(text[pos:])
-    return blocks, "".join(kept)
+    return ThinkSplit(blocks, "".join(kept))
 
 
 TEXT = "text"
 OPEN = "open"
 THINK = "think"
 CLOSE = "close"
+
+
+class ThinkStep(NamedTuple):
+    kind: str  # TEXT, OPEN, THINK or CLOSE
+    text: str  # empty for OPEN and CLOSE
+
+
+_OPEN_STEP = ThinkStep(OPEN, "")
+_CLOSE_STEP = ThinkStep(CLOSE, "")
 
 
 def _held_prefix(text: str, tag: str) -> int:
@@ -59,7 +75,7 @@ def _held_prefix(text: str, tag: str) -> int:
 class ThinkSplitter:
     """`split_think` for text that arrives in pieces, with tags possibly cut between pieces.
 
-    `feed` returns (kind, text) steps: TEXT outside blocks, OPEN, THINK inside a block, CLOSE.
+    `feed` returns `ThinkStep`s: TEXT outside blocks, OPEN, THINK inside a block, CLOSE.
     A piece ending in what may be the start of the awaited tag holds those characters back
     until the next piece decides. Concatenated, the THINK texts between OPEN and CLOSE are
     the blocks `split_think` finds and the TEXT steps its remaining text, except for an
@@ -73,10 +89,10 @@ class ThinkSplitter:
         self.in_block = False
         self._held = ""
 
-    def feed(self, piece: str) -> list[tuple[str, str]]:
+    def feed(self, piece: str) -> list[ThinkStep]:
         text = self._held + piece if self._held else piece
         self._held = ""
-        steps: list[tuple[str, str]] = []
+        steps: list[ThinkStep] = []
         while text:
             tag = THINK_CLOSE if self.in_block else THINK_OPEN
             at = text.find(tag)
@@ -87,15 +103,15 @@ class ThinkSplitter:
                     self._held = text[-keep:]
                     text = text[:-keep]
                 if text:
-                    steps.append((kind, text))
+                    steps.append(ThinkStep(kind, text))
                 break
             if at:
-                steps.append((kind, text[:at]))
-            steps.append((CLOSE, "") if self.in_block else (OPEN, ""))
+                steps.append(ThinkStep(kind, text[:at]))
+            steps.append(_CLOSE_STEP if self.in_block else _OPEN_STEP)
             self.in_block = not self.in_block
             text = text[at + len(tag) :]
         return steps
 
-    def flush(self) -> list[tuple[str, str]]:
+    def flush(self) -> list[ThinkStep]:
         held, self._held = self._held, ""
-        return [(THINK if self.in_block else TEXT, held)] if held else []
+        return [ThinkStep(THINK if self.in_block else TEXT, held)] if held else []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from nemo_gym.conversion.errors import UpstreamFormatError
 
@@ -12,8 +12,13 @@ _LOGPROB = itemgetter("logprob")
 _TOKEN = itemgetter("token")
 
 
-def generation_tokens(choice: dict[str, Any]) -> tuple[list[int], list[float]]:
-    """(generation token ids, their log-probs) from `logprobs.content` (or inline `token_ids`)."""
+class GenerationTokens(NamedTuple):
+    ids: list[int]
+    log_probs: list[float]
+
+
+def generation_tokens(choice: dict[str, Any]) -> GenerationTokens:
+    """The generation's token ids and their log-probs, from `logprobs.content` (or inline `token_ids`)."""
     content = (choice.get("logprobs") or {}).get("content")
     if content is None:
         raise UpstreamFormatError(
@@ -42,7 +47,7 @@ def generation_tokens(choice: dict[str, Any]) -> tuple[list[int], list[float]]:
             f"upstream returned {len(ids)} generation token ids but {len(log_probs)} log-probs; refusing to return "
             "misaligned training data"
         )
-    return ids, log_probs
+    return GenerationTokens(ids, log_probs)
 
 
 def _ids_of_tokens(tokens: list[str]) -> list[int]:
