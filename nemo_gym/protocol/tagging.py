@@ -98,6 +98,12 @@ def part_type(value: Any) -> str | None:
 
 
 @_named("_content_part_tag")
+def one_of(value: Any, names: frozenset[str]) -> bool:
+    """`value in names`, false for a value that is not a string (a list would raise TypeError, and a
+    caller's malformed item must be a validation error, never a 500)."""
+    return isinstance(value, str) and value in names
+
+
 def output_part_type(value: Any) -> str | None:
     """`part_type`, with a bare `{"refusal": ...}` (some providers drop its type) a refusal."""
     if isinstance(value, dict):
@@ -116,12 +122,13 @@ def message_tag(value: dict[str, Any]) -> str:
     `type: "message"`: a prompt message (easy: string or parts), a stored input message
     (parts and a status), or an assistant output message (output parts, or empty with an id)."""
     content = value.get("content")
-    if value.get("role") in PLAIN_ROLES:
-        if isinstance(content, list) and value.get("status") in ITEM_STATUSES:
+    role, status = value.get("role"), value.get("status")
+    if one_of(role, PLAIN_ROLES):
+        if isinstance(content, list) and one_of(status, ITEM_STATUSES):
             return "input_message"
         return "easy_message"
     if isinstance(content, list):
-        if content and output_part_type(content[0]) in OUTPUT_PART_TYPES:
+        if content and one_of(output_part_type(content[0]), OUTPUT_PART_TYPES):
             return "output_message"
         if not content and isinstance(value.get("id"), str):
             return "output_message"
@@ -158,7 +165,7 @@ def input_item_tag(value: dict[str, Any], known: frozenset[str]) -> str:
     elif kind is None:
         tag = untyped_tag(value)
     else:
-        tag = kind if kind in known else GENERIC
+        tag = kind if one_of(kind, known) else GENERIC
     return _with_training(tag, value, known)
 
 
@@ -169,12 +176,12 @@ def output_item_tag(value: dict[str, Any], known: frozenset[str]) -> str:
     elif kind == "function_call_output":
         # The SDK's output model requires id + status; a bare result is a request item that an
         # agent's trajectory carries along.
-        if isinstance(value.get("id"), str) and value.get("status") in ITEM_STATUSES:
+        if isinstance(value.get("id"), str) and one_of(value.get("status"), ITEM_STATUSES):
             tag = "function_call_output"
         else:
             tag = "function_call_output_input"
     else:
-        tag = kind if kind in known else GENERIC
+        tag = kind if one_of(kind, known) else GENERIC
     return _with_training(tag, value, known)
 
 

@@ -193,3 +193,27 @@ def test_token_fields_pick_the_training_variant_on_both_unions():
             {**body, "generation_log_probs": None} | {}
         )
     assert caught.value.errors()[0]["loc"] == ("function_call__training", "generation_log_probs")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "message", "role": ["user"], "content": "x"},
+        {"type": ["message"], "role": "user", "content": "x"},
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "x"}],
+            "status": ["done"],
+        },
+        {"type": "message", "role": "assistant", "content": [{"type": ["output_text"], "text": "x"}]},
+        {"type": "function_call_output", "id": "x", "status": {}, "call_id": "c", "output": "o"},
+    ],
+)
+def test_a_malformed_tag_field_is_a_validation_error_not_a_type_error(item: dict) -> None:
+    from pydantic import ValidationError
+
+    from nemo_gym.openai_utils import NeMoGymResponseCreateParamsNonStreaming
+
+    with pytest.raises(ValidationError):
+        NeMoGymResponseCreateParamsNonStreaming.model_validate({"input": [item]})
