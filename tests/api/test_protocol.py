@@ -200,12 +200,6 @@ def test_token_fields_pick_the_training_variant_on_both_unions():
     [
         {"type": "message", "role": ["user"], "content": "x"},
         {"type": ["message"], "role": "user", "content": "x"},
-        {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": "x"}],
-            "status": ["done"],
-        },
         {"type": "message", "role": "assistant", "content": [{"type": ["output_text"], "text": "x"}]},
         {"type": "function_call_output", "id": "x", "status": {}, "call_id": "c", "output": "o"},
     ],
@@ -217,3 +211,16 @@ def test_a_malformed_tag_field_is_a_validation_error_not_a_type_error(item: dict
 
     with pytest.raises(ValidationError):
         NeMoGymResponseCreateParamsNonStreaming.model_validate({"input": [item]})
+
+
+def test_a_status_that_is_not_a_string_makes_a_message_an_easy_one() -> None:
+    from nemo_gym.openai_utils import NeMoGymResponseCreateParamsNonStreaming
+
+    item = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "x"}],
+        "status": ["done"],
+    }
+    params = NeMoGymResponseCreateParamsNonStreaming.model_validate({"input": [item]})
+    assert type(params.input[0]).__name__ == "NeMoGymEasyInputMessage"
