@@ -44,7 +44,6 @@ class OpenAIModelConfig(BaseServerConfig):
 
 class OpenAIModel(SimpleServer):
     config: OpenAIModelConfig
-    client_factory: Any = None
     _pool: UpstreamPool = PrivateAttr()
     _pool_metrics: PoolCollector = PrivateAttr()
 
@@ -63,7 +62,7 @@ class OpenAIModel(SimpleServer):
             client_cert=config.client_cert,
             client_key=config.client_key,
         )
-        self._pool = UpstreamPool(upstream, client_factory=self.client_factory)
+        self._pool = UpstreamPool(upstream)
         self._pool_metrics = PoolCollector(self._pool)
 
     @property

@@ -21,15 +21,13 @@ from responses_api_models.vllm_model.streaming import StreamingServing
 
 class VLLMModel(SimpleServer):
     config: VLLMModelConfig
-    # Tests plug in another upstream client (e.g. httpx for respx); None: the production one.
-    client_factory: Any = None
     _pool: UpstreamPool = PrivateAttr()
     _serving: VLLMServing = PrivateAttr()
     _pool_metrics: PoolCollector = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        self._pool = UpstreamPool(self.config, client_factory=self.client_factory)
+        self._pool = UpstreamPool(self.config)
         self._serving = VLLMServing(self.config, self._pool)
         self._pool_metrics = PoolCollector(self._pool)
 
