@@ -57,7 +57,9 @@ class MockRoute:
         effect: Any = self._side_effect
         if self._queue is not None:
             effect = next(self._queue)
-        if isinstance(effect, BaseException) or (isinstance(effect, type) and issubclass(effect, BaseException)):
+        if isinstance(effect, BaseException) or (
+            isinstance(effect, type) and issubclass(effect, BaseException)
+        ):
             raise effect
         if callable(effect):
             return effect(request)
