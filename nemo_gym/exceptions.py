@@ -55,6 +55,7 @@ reaches them through `api_error_for`, so no handler builds an error body itself.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,53 +120,55 @@ class UpstreamFormatError(NemoGymError, ValueError):
 
 
 class TransportError(NemoGymError):
-    """Below HTTP: the request or its answer did not make it. `reason` is the retry-metric label."""
+    """Below HTTP: the request or its answer did not make it. Each kind's `reason` (the retry
+    metric's label) is its name in snake case."""
 
     reason = "transport"
-    status = 502
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reason = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
 
 class NotSent(TransportError):
-    reason = "not_sent"
-    status = 503
+    """The request never reached a server: it is safe to send it anywhere."""
 
 
 class ConnectError(NotSent):
-    reason = "connect_error"
+    """Refused, unreachable, no address for the name, or a failed TLS handshake."""
 
 
 class ConnectTimeout(NotSent):
-    reason = "connect_timeout"
+    """No connection within `timeouts.connect`."""
 
 
 class PoolTimeout(NotSent):
-    reason = "pool_timeout"
+    """No pooled connection came free within `timeouts.pool`."""
 
 
 class ClientClosed(NotSent):
-    reason = "client_closed"
+    """The transport was closed (a shutdown)."""
 
 
 class StaleConnection(TransportError):
-    reason = "stale_connection"
-    status = 503
+    """A reused keep-alive connection the server had just closed: it failed on write, or closed
+    within moments of it with no answer byte (sent again at once, once)."""
 
 
 class ConnectionDropped(TransportError):
-    reason = "connection_dropped"
+    """Closed with no answer byte in any other case: the upstream may have been working on it."""
 
 
 class ReadTimeout(TransportError):
-    reason = "read_timeout"
-    status = 504
+    """No answer byte within `timeouts.read`: the generation may still be running."""
 
 
 class ProtocolError(TransportError):
-    reason = "protocol_error"
+    """The answer started but broke off, or is not valid HTTP."""
 
 
 class ResponseTooLarge(ProtocolError):
-    reason = "response_too_large"
+    """An answer over a configured limit (its head, its body, its decoded body)."""
 
 
 class HeaderValueError(NemoGymError, ValueError):
@@ -218,7 +221,7 @@ def _transport_answer(exc: TransportError, upstream: str) -> UpstreamError:
         return UpstreamError(502, f"{upstream} closed the connection without answering ({exc})")
     if isinstance(exc, ProtocolError):
         return UpstreamError(502, f"{upstream} failed mid-response ({exc})")
-    return UpstreamError(exc.status, f"{upstream}: {exc}")
+    return UpstreamError(502, f"{upstream}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict, Unpack
 
 import orjson
 
@@ -72,6 +72,15 @@ class AnsweredRaw(NamedTuple):
 class Opened(NamedTuple):
     stream: BodyStream  # the answer's body, as it arrives
     upstream: Upstream
+
+
+class Where(TypedDict, total=False):
+    """Where a request goes: `upstream` itself, else the one `session_id` is pinned to; with
+    `at_root`, under the server's root (/tokenize, /health) rather than its /v1."""
+
+    session_id: str | None
+    upstream: Upstream | None
+    at_root: bool
 
 
 class _Exchanged(NamedTuple):
@@ -197,71 +206,39 @@ class UpstreamPool:
         return report
 
     # ---- requests -------------------------------------------------------------------
-    async def post(
-        self,
-        path: str,
-        body: dict[str, Any],
-        *,
-        session_id: str | None = None,
-        upstream: Upstream | None = None,
-        at_root: bool = False,
-    ) -> Answered:
+    async def post(self, path: str, body: dict[str, Any], **where: Unpack[Where]) -> Answered:
         """POST JSON under the retry rules above; returns the parsed body and who answered."""
-        status, payload, upstream, url = await self._exchange(
-            path, body, session_id, upstream, at_root, False
-        )
-        return Answered(self._answer(status, payload, body, upstream, url), upstream)
+        exchanged = await self._exchange(path, body, where, stream=False)
+        return Answered(self._answer(exchanged, body), exchanged.upstream)
 
-    async def post_raw(
-        self,
-        path: str,
-        body: dict[str, Any],
-        *,
-        session_id: str | None = None,
-        upstream: Upstream | None = None,
-        at_root: bool = False,
-    ) -> AnsweredRaw:
+    async def post_raw(self, path: str, body: dict[str, Any], **where: Unpack[Where]) -> AnsweredRaw:
         """As `post`, but the answer's body as received: for a caller that reads only part of a
         large answer (the adapter's splice compares /tokenize answers byte for byte)."""
-        status, payload, upstream, url = await self._exchange(
-            path, body, session_id, upstream, at_root, False
-        )
-        if status >= 400:
-            self._answer(status, payload, body, upstream, url)  # raises what `post` would
-        return AnsweredRaw(payload, upstream)
+        exchanged = await self._exchange(path, body, where, stream=False)
+        if exchanged.status >= 400:
+            self._answer(exchanged, body)  # raises what `post` would
+        return AnsweredRaw(exchanged.payload, exchanged.upstream)
 
-    async def post_stream(
-        self,
-        path: str,
-        body: dict[str, Any],
-        *,
-        session_id: str | None = None,
-        upstream: Upstream | None = None,
-    ) -> Opened:
+    async def post_stream(self, path: str, body: dict[str, Any], **where: Unpack[Where]) -> Opened:
         """POST JSON and return the answer's body as a stream of chunks once a 2xx head is in.
 
         The retry rules are the same, and apply only before the answer starts: a stream that
         breaks off later raises from its iteration and is never re-sent. Error answers are read
         whole and raised as for `post` (so a context-length error is still recognised)."""
-        status, stream, upstream, url = await self._exchange(path, body, session_id, upstream, False, True)
+        exchanged = await self._exchange(path, body, where, stream=True)
+        status, stream, upstream, url = exchanged
         if status >= 300:
             try:
                 payload = await stream.read()
             except TransportError as exc:
                 raise api_error_for(exc, upstream.base_url) from None
-            self._answer(status, payload, body, upstream, url)
+            self._answer(_Exchanged(status, payload, upstream, url), body)
         return Opened(stream, upstream)
 
-    async def _exchange(
-        self,
-        path: str,
-        body: dict[str, Any],
-        session_id: str | None,
-        upstream: Upstream | None,
-        at_root: bool,
-        stream: bool,
-    ) -> _Exchanged:
-        upstream = upstream or self.route(session_id)
+    async def _exchange(self, path: str, body: dict[str, Any], where: Where, *, stream: bool) -> _Exchanged:
+        session_id = where.get("session_id")
+        at_root = where.get("at_root", False)
+        upstream = where.get("upstream") or self.route(session_id)
         content = orjson.dumps(body)
         retry = self.retry
         max_retries = retry.max_retries
@@ -314,9 +291,8 @@ class UpstreamPool:
             upstream = self.route(session_id)
 
     @staticmethod
-    def _answer(
-        status: int, payload: bytes, body: dict[str, Any], upstream: Upstream, url: str
-    ) -> dict[str, Any]:
+    def _answer(exchanged: _Exchanged, body: dict[str, Any]) -> dict[str, Any]:
+        status, payload, upstream, url = exchanged
         if status >= 400:
             error = upstream_http_error(status, payload, body)
             if status == 404 and lacks_v1(upstream.base_url):

@@ -390,27 +390,23 @@ class AiohttpTransport:
             return ConnectTimeout(f"no connection to {_origin(url)} within {self.config.timeouts.connect}s")
         if isinstance(exc, aio_errors.ServerTimeoutError | asyncio.TimeoutError):
             return ReadTimeout(f"{self.config.timeouts.read}s")
-        if isinstance(exc, aio_errors.ClientHttpProxyError):
-            return ConnectError(f"proxy refused the tunnel to {_origin(url)}: {exc.status} {exc.message}")
-        if isinstance(exc, aio_errors.ClientProxyConnectionError):
-            return ConnectError(f"cannot connect to the proxy for {_origin(url)}: {_detail(exc)}")
-        if isinstance(exc, aio_errors.ClientSSLError | ssl.SSLError):
-            return ConnectError(f"TLS handshake with {_origin(url)} failed: {_detail(exc)}")
-        if isinstance(exc, aio_errors.ClientConnectorError):
-            return ConnectError(f"cannot connect to {_origin(url)}: {_detail(exc)}")
-        if isinstance(exc, aio_errors.InvalidURL | aio_errors.NonHttpUrlClientError):
-            return ConnectError(f"unsupported upstream URL {url!r} (expected http:// or https://)")
+        for kinds, said in _NOT_CONNECTED:
+            if isinstance(exc, kinds):
+                status, message = getattr(exc, "status", ""), getattr(exc, "message", "")
+                return ConnectError(
+                    said.format(
+                        origin=_origin(url), url=url, detail=_detail(exc), status=status, message=message
+                    )
+                )
         if isinstance(exc, aio_errors.ServerDisconnectedError) and not isinstance(exc.message, str):
             return ProtocolError("connection closed mid-response")  # the head had begun
         if isinstance(exc.__cause__, ssl.SSLError):  # a TLS alert after the handshake (TLS 1.3)
             return ConnectError(f"TLS session with {_origin(url)} refused: {_detail(exc.__cause__)}")
-        if isinstance(
-            exc,
-            aio_errors.ServerDisconnectedError
-            | aio_errors.ClientOSError
-            | aio_errors.ClientConnectionResetError,
-        ):
-            return self._closed_before_answer(attempt)  # a reset: it failed on write
+        if isinstance(exc, _CLOSED_BEFORE_ANSWER):
+            return self._closed_before_answer(attempt)
+        return self._broken_answer(exc)
+
+    def _broken_answer(self, exc: BaseException) -> TransportError:
         if isinstance(exc, aio_errors.ClientPayloadError):
             return ProtocolError(f"connection closed mid-response ({_detail(exc)})")
         if isinstance(exc, aio_errors.ClientResponseError):
@@ -430,6 +426,23 @@ class AiohttpTransport:
         self._closed = True
         if self._session is not None:
             await self._session.close()
+
+
+# aiohttp's failures to connect, most specific first, and what we say of each (all ConnectError).
+_NOT_CONNECTED: tuple[tuple[Any, str], ...] = (
+    (aio_errors.ClientHttpProxyError, "proxy refused the tunnel to {origin}: {status} {message}"),
+    (aio_errors.ClientProxyConnectionError, "cannot connect to the proxy for {origin}: {detail}"),
+    (aio_errors.ClientSSLError | ssl.SSLError, "TLS handshake with {origin} failed: {detail}"),
+    (aio_errors.ClientConnectorError, "cannot connect to {origin}: {detail}"),
+    (
+        aio_errors.InvalidURL | aio_errors.NonHttpUrlClientError,
+        "unsupported upstream URL {url!r} (expected http:// or https://)",
+    ),
+)
+# Closed with no answer byte (a reset too: the write failed).
+_CLOSED_BEFORE_ANSWER = (
+    aio_errors.ServerDisconnectedError | aio_errors.ClientOSError | aio_errors.ClientConnectionResetError
+)
 
 
 def _origin(url: str) -> str:

@@ -59,6 +59,18 @@ class UpstreamTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Dial(NamedTuple):
+    """One connection attempt: an address the name resolved to, and TLS for it (or None)."""
+
+    family: int
+    address: tuple[Any, ...]
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str | None
+
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+
+
 class Network(Protocol):
     """Where the lean transport's connections come from: sockets (`pool.SocketNetwork`), or
     memory (`mock.MockTransport`), so its connection code runs unchanged in tests."""
@@ -67,14 +79,7 @@ class Network(Protocol):
         """(address family, socket address) pairs to try, in order."""
         ...
 
-    async def connect(
-        self,
-        protocol_factory: Callable[[], asyncio.Protocol],
-        family: int,
-        address: tuple[Any, ...],
-        ssl_context: ssl.SSLContext | None,
-        server_hostname: str | None,
-    ) -> asyncio.Protocol:
+    async def connect(self, protocol_factory: ProtocolFactory, dial: Dial) -> asyncio.Protocol:
         """The protocol, connected (raises OSError when refused or unreachable)."""
         ...
 

@@ -18,7 +18,6 @@ import asyncio
 import errno
 import inspect
 import socket
-import ssl
 from collections import Counter
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from http import HTTPStatus
@@ -26,6 +25,8 @@ from typing import Any
 
 import httptools
 import orjson
+
+from nemo_gym.upstream.transport.base import Dial, ProtocolFactory
 
 _UNSET: Any = object()
 
@@ -110,21 +111,14 @@ class MockTransport:
     async def resolve(self, host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
         return [(socket.AF_INET, (host, port))]
 
-    async def connect(
-        self,
-        protocol_factory: Callable[[], asyncio.Protocol],
-        family: int,
-        address: tuple[Any, ...],
-        ssl_context: ssl.SSLContext | None,
-        server_hostname: str | None,
-    ) -> asyncio.Protocol:
-        host, port = address[0], address[1]
+    async def connect(self, protocol_factory: ProtocolFactory, dial: Dial) -> asyncio.Protocol:
+        host, port = dial.address[0], dial.address[1]
         if f"{host}:{port}" in self.refused:
             self.refusals[f"{host}:{port}"] += 1
             raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
         self.connections[f"{host}:{port}"] += 1
         protocol = protocol_factory()
-        protocol.connection_made(_MockSocket(self, protocol, "https" if ssl_context else "http"))
+        protocol.connection_made(_MockSocket(self, protocol, "https" if dial.ssl_context else "http"))
         return protocol
 
 

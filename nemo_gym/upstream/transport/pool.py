@@ -14,15 +14,16 @@ import asyncio
 import socket
 import ssl
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from nemo_gym.exceptions import ClientClosed, ConnectError, ConnectTimeout, PoolTimeout, ReadTimeout
 from nemo_gym.upstream.transport.base import (
     KEEPALIVE,
     Answer,
+    Dial,
     Limits,
     Network,
+    ProtocolFactory,
     StreamAnswer,
     busy_message,
     request_headers,
@@ -40,21 +41,14 @@ class SocketNetwork:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
-    async def connect(
-        self,
-        protocol_factory: Callable[[], asyncio.Protocol],
-        family: int,
-        address: tuple[Any, ...],
-        ssl_context: ssl.SSLContext | None,
-        server_hostname: str | None,
-    ) -> asyncio.Protocol:
+    async def connect(self, protocol_factory: ProtocolFactory, dial: Dial) -> asyncio.Protocol:
         _, protocol = await asyncio.get_running_loop().create_connection(
             protocol_factory,
-            address[0],
-            address[1],
-            family=family,
-            ssl=ssl_context,
-            server_hostname=server_hostname,
+            dial.address[0],
+            dial.address[1],
+            family=dial.family,
+            ssl=dial.ssl_context,
+            server_hostname=dial.server_hostname,
         )
         return protocol
 
@@ -193,13 +187,8 @@ class LeanTransport:
             async with asyncio.timeout(self.connect_timeout):
                 for family, address in await self._resolve(host, port):
                     try:
-                        return await self.network.connect(  # type: ignore[return-value]
-                            lambda: Connection(self, origin),
-                            family,
-                            address,
-                            ssl_context,
-                            host if ssl_context else None,
-                        )
+                        dial = Dial(family, address, ssl_context, host if ssl_context else None)
+                        return await self.network.connect(lambda: Connection(self, origin), dial)  # type: ignore[return-value]
                     except OSError as exc:  # refused on this address: try the next one
                         error = exc
         except TimeoutError:
