@@ -120,8 +120,9 @@ def check(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient, path: str,
     )
     assert response.status_code in (200, 400, 413), response.text
     if response.headers["content-type"].startswith("text/event-stream"):
-        # A stream (stream: true): every event is JSON, and it ends as a stream must.
-        data = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        # A stream (stream: true): every event is JSON, and it ends as a stream must. Its lines
+        # end at "\n" only (splitlines() would also cut at a U+0085 inside the JSON).
+        data = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
         assert data and all(d == "[DONE]" or isinstance(json.loads(d), dict) for d in data)
         if path == "/v1/responses":
             assert json.loads(data[-1])["type"] in (
