@@ -14,7 +14,7 @@
     │   │   ├── ConnectError     refused, unreachable, DNS, TLS handshake
     │   │   ├── ConnectTimeout   no connection within timeouts.connect
     │   │   ├── PoolTimeout      no free pooled connection within timeouts.pool
-    │   │   └── ClientClosed     the client was closed (shutdown) or never started
+    │   │   └── ClientClosed     the transport was closed (a shutdown)
     │   ├── StaleConnection      a reused keep-alive connection the server had just closed: it
     │   │                        failed on write, or closed within moments of it with no answer
     │   ├── ConnectionDropped    closed with no answer byte in any other case: the upstream may

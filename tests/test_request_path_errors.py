@@ -81,3 +81,23 @@ async def test_every_raise_becomes_the_same_answer(
     assert len(logged) == (1 if kind == "splice" or (kind, where) == ("bug", "hot") else 0)
     if logged:
         assert logged[0].exc_info[1] is RAISED[kind]
+
+
+async def test_an_answer_that_is_not_json_is_a_500_not_a_dropped_connection() -> None:
+    class Unserializable(SimpleServer):
+        config: BaseServerConfig
+
+        def fast_routes(self) -> dict[str, FastHandler]:
+            async def handler(body: bytes, session_id: str) -> Any:
+                return {"value": object()}
+
+            return {"/hot": handler}
+
+    context = RuntimeContext(global_config={}, origins={}, instance_name="u", session_secret="k")
+    app = Unserializable(config=BaseServerConfig()).bind_context(context).build_asgi()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://u") as client:
+        r = await client.post("/hot", content=b"{}")
+    assert (r.status_code, r.json()["error"]["message"]) == (
+        500,
+        "Internal server error: TypeError: Type is not JSON serializable: object",
+    )

@@ -182,19 +182,18 @@ class RequestPath:
         session_id, headers = self._session(scope)
         try:
             result = await handler(body, session_id)
+            status, payload = 200, (None if isinstance(result, StreamedAnswer) else orjson.dumps(result))
         except Exception as exc:
             error = api_error_for(exc)
             if isinstance(error, InternalError):
                 logger.exception("unhandled error in POST %s", scope["path"])
-            exchange.answered(error.status)
-            await self._send(send, error.status, api_error_payload(error), headers)
-            return
-        if isinstance(result, StreamedAnswer):
+            status, payload = error.status, api_error_payload(error)
+        if payload is None:
             exchange.status = 200
             await self._stream(send, result, headers, exchange, scope)
             return
-        exchange.answered(200)
-        await self._send(send, 200, orjson.dumps(result), headers)
+        exchange.answered(status)
+        await self._send(send, status, payload, headers)
 
     def _session(self, scope: dict[str, Any]) -> tuple[str, list[tuple[bytes, bytes]]]:
         """The caller's session id, and the answer's headers: every answer carries the cookie."""

@@ -269,26 +269,31 @@ class UpstreamPool:
             else:
                 if latency is not None:  # for a stream: the time to its head
                     latency.observe(asyncio.get_running_loop().time() - started)
-                if status in retry.statuses and retries < max_retries:
-                    if stream:
-                        await payload.aclose()
-                    retries += 1
-                    retry.record(f"status_{status}", f"POST {url}", retries, f"HTTP {status}")
-                    await asyncio.sleep(retry.delay(retries))
-                    continue
-                return _Exchanged(status, payload, upstream, url)
+                if status not in retry.statuses or retries >= max_retries:
+                    return _Exchanged(status, payload, upstream, url)
+                if stream:
+                    await payload.aclose()
+                retries += 1
+                retry.record(f"status_{status}", f"POST {url}", retries, f"HTTP {status}")
+                await asyncio.sleep(retry.delay(retries))
+                continue
             finally:
                 upstream.in_flight -= 1
-            # An upstream failure before any answer: suspect it, back off, go where the session is pinned now.
-            self._mark_down(upstream)
-            if retries >= max_retries:
-                error = api_error_for(failure, upstream.base_url)
-                error.message += f" after {retries + 1} attempts"
-                raise error from None
-            retries += 1
-            retry.record(failure.reason, f"POST {url}", retries, failure)
+            retries = self._upstream_failed(upstream, url, failure, retries)
             await asyncio.sleep(retry.delay(retries))
             upstream = self.route(session_id)
+
+    def _upstream_failed(self, upstream: Upstream, url: str, failure: TransportError, retries: int) -> int:
+        """A failure before any answer: suspect the upstream (the session moves), then raise
+        if no retry is left; else count the next retry and return its number."""
+        self._mark_down(upstream)
+        if retries >= self.retry.max_retries:
+            error = api_error_for(failure, upstream.base_url)
+            error.message += f" after {retries + 1} attempts"
+            raise error from None
+        retries += 1
+        self.retry.record(failure.reason, f"POST {url}", retries, failure)
+        return retries
 
     @staticmethod
     def _answer(exchanged: _Exchanged, body: dict[str, Any]) -> dict[str, Any]:
