@@ -46,9 +46,10 @@ class StreamedAnswer:
 
 
 class _Exchange:
-    """One request's cancellation state, shared by the watcher and the handler; as an async
-    context manager it also keeps the in-flight gauge and records the answer's metrics, and
-    turns the cancellation it caused (the caller hung up) into a 499."""
+    """One request's cancellation state, shared by the watcher and the handler; as a context
+    manager it also keeps the in-flight gauge and records the answer's metrics, and turns the
+    cancellation it caused (the caller hung up) into a 499. (Not an async one: nothing in it
+    waits, and the hot path saves two coroutines per request.)"""
 
     __slots__ = (
         "disconnected",
@@ -106,12 +107,12 @@ class _Exchange:
         if self.watcher is not None:
             self.watcher.cancel()
 
-    async def __aenter__(self) -> _Exchange:
+    def __enter__(self) -> _Exchange:
         if self.metrics is not None:
             self.metrics.in_flight += 1
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if self.watcher is not None:
             self.watcher.cancel()
         elif self.hook is not None:
@@ -168,7 +169,7 @@ class RequestPath:
         if body is None:  # gone before the body arrived: nothing to answer
             self._observe(path if handler else "other", 499, started)
             return
-        async with _Exchange(scope, receive, self.metrics, started) as exchange:
+        with _Exchange(scope, receive, self.metrics, started) as exchange:
             if handler is None:
                 await self._call_app(scope, body, exchange, send)
             else:

@@ -83,11 +83,9 @@ class Where(TypedDict, total=False):
     at_root: bool
 
 
-class _Exchanged(NamedTuple):
-    status: int
-    payload: Any  # bytes, or a BodyStream for a streamed request
-    upstream: Upstream
-    url: str
+# (status, body as bytes or as a BodyStream, the upstream that answered, the URL asked): a
+# plain tuple, as it is made on every request.
+_Exchanged = tuple[int, Any, Upstream, str]
 
 
 def root_of(base_url: str) -> str:
@@ -208,16 +206,16 @@ class UpstreamPool:
     # ---- requests -------------------------------------------------------------------
     async def post(self, path: str, body: dict[str, Any], **where: Unpack[Where]) -> Answered:
         """POST JSON under the retry rules above; returns the parsed body and who answered."""
-        exchanged = await self._exchange(path, body, where, stream=False)
-        return Answered(self._answer(exchanged, body), exchanged.upstream)
+        exchanged = await self._exchange(path, body, where, False)
+        return Answered(self._answer(exchanged, body), exchanged[2])  # (…, upstream, url)
 
     async def post_raw(self, path: str, body: dict[str, Any], **where: Unpack[Where]) -> AnsweredRaw:
         """As `post`, but the answer's body as received: for a caller that reads only part of a
         large answer (the adapter's splice compares /tokenize answers byte for byte)."""
-        exchanged = await self._exchange(path, body, where, stream=False)
-        if exchanged.status >= 400:
+        status, payload, upstream, url = exchanged = await self._exchange(path, body, where, False)
+        if status >= 400:
             self._answer(exchanged, body)  # raises what `post` would
-        return AnsweredRaw(exchanged.payload, exchanged.upstream)
+        return AnsweredRaw(payload, upstream)
 
     async def post_stream(self, path: str, body: dict[str, Any], **where: Unpack[Where]) -> Opened:
         """POST JSON and return the answer's body as a stream of chunks once a 2xx head is in.
@@ -225,17 +223,16 @@ class UpstreamPool:
         The retry rules are the same, and apply only before the answer starts: a stream that
         breaks off later raises from its iteration and is never re-sent. Error answers are read
         whole and raised as for `post` (so a context-length error is still recognised)."""
-        exchanged = await self._exchange(path, body, where, stream=True)
-        status, stream, upstream, url = exchanged
+        status, stream, upstream, url = await self._exchange(path, body, where, True)
         if status >= 300:
             try:
                 payload = await stream.read()
             except TransportError as exc:
                 raise api_error_for(exc, upstream.base_url) from None
-            self._answer(_Exchanged(status, payload, upstream, url), body)
+            self._answer((status, payload, upstream, url), body)
         return Opened(stream, upstream)
 
-    async def _exchange(self, path: str, body: dict[str, Any], where: Where, *, stream: bool) -> _Exchanged:
+    async def _exchange(self, path: str, body: dict[str, Any], where: Where, stream: bool) -> _Exchanged:
         session_id = where.get("session_id")
         at_root = where.get("at_root", False)
         upstream = where.get("upstream") or self.route(session_id)
@@ -270,7 +267,7 @@ class UpstreamPool:
                 if latency is not None:  # for a stream: the time to its head
                     latency.observe(asyncio.get_running_loop().time() - started)
                 if status not in retry.statuses or retries >= max_retries:
-                    return _Exchanged(status, payload, upstream, url)
+                    return status, payload, upstream, url
                 if stream:
                     await payload.aclose()
                 retries += 1

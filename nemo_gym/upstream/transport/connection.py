@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from nemo_gym.upstream.transport.pool import LeanTransport
 
 Origin = tuple[str, str, int]  # (scheme, host, port)
+# `Answer(status, body)` without its Python-level __new__: this runs once per request.
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +293,7 @@ class Connection(asyncio.Protocol):
         elif not waiter.done():
             body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
             if self._encoding is None:
-                waiter.set_result(Answer(self._status, body))
+                waiter.set_result(_new_tuple(Answer, (self._status, body)))
             else:
                 try:
                     waiter.set_result(
