@@ -1,12 +1,15 @@
-"""Root conftest: hermetic config, and a guard that no test module leaves a process behind."""
+"""Root conftest: hermetic config, a guard that no test module leaves a process behind, and the
+fixtures of the upstream transports' tests."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +48,55 @@ def no_leftover_processes() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not left, f"processes left behind by this module: {sorted(left)}"
+
+
+# ---- scripted raw servers for the upstream transports' tests (nemo_gym.testing.raw_server) ----
+
+
+@pytest.fixture
+async def server_factory() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """`await server_factory(handler[, ssl_context])`: a started RawServer, stopped after the test."""
+    from nemo_gym.testing.raw_server import RawServer
+
+    servers: list[RawServer] = []
+
+    async def make(handler: Any, ssl_context: Any = None) -> RawServer:
+        srv = RawServer(handler)
+        await srv.start(ssl_context)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        await srv.stop()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key."""
+    from nemo_gym.testing.raw_server import make_cert
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    return make_cert(tmp_path, "127.0.0.1", ip_san=True)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Any]:
+    """A started forward proxy (CONNECT and plain HTTP)."""
+    from nemo_gym.testing.raw_server import ConnectProxy
+
+    p = ConnectProxy()
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aiohttp transport honours proxy variables: the machine's own must not reroute tests."""
+    from nemo_gym.testing.raw_server import PROXY_VARIABLES
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)

@@ -18,13 +18,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from nemo_gym.exceptions import NemoGymError
+
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
 JUDGE_FAILURE_CLASS = "judge_failed"
 _MAX_ERROR_CHARS = 2000
 
 
-class JudgeError(Exception):
+class JudgeError(NemoGymError):
     """A judge call failed (the row is masked and routed to the failures file)."""
 
 

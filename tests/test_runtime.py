@@ -110,7 +110,7 @@ async def test_oversized_bodies_get_413_on_plain_and_fast_routes() -> None:
     context = RuntimeContext(global_config={}, origins={}, instance_name="e", session_secret="s")
     echo = EchoServer(config=EchoConfig(max_body_bytes=100)).bind_context(context).build_asgi()
     config = VLLMModelConfig(base_url=["http://up:1/v1"], api_key="k", model="m", max_body_bytes=100)
-    adapter = VLLMModel(config=config, client_factory=httpx.AsyncClient).bind_context(context).build_asgi()
+    adapter = VLLMModel(config=config).bind_context(context).build_asgi()
     big = {"text": "x" * 200}
     expected = {
         "message": "request body is larger than the limit of 100 bytes",

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from nemo_gym.exceptions import UpstreamError
+from nemo_gym.testing.raw_server import RawServer, reply
 from nemo_gym.upstream import UpstreamConfig, UpstreamPool
-from tests.test_upstream_http1 import Server, reply
 
 
 def scripted(plan: Callable[[int, int], str]) -> Callable:
@@ -20,7 +20,7 @@ def scripted(plan: Callable[[int, int], str]) -> Callable:
     says what to do: "ok", "close" (close at once, no answer), "late-close" (close after
     0.3 s), "503", "stall" (never answer) or "cut" (half an answer, then close)."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: RawServer) -> None:
         connection = srv.connections
         while (await srv.read_request(reader)) is not None:
             action = plan(len(srv.requests), connection)
@@ -45,7 +45,7 @@ def scripted(plan: Callable[[int, int], str]) -> Callable:
     return handler
 
 
-def pool_for(*servers: Server, max_retries: int = 3, read: float | None = None) -> UpstreamPool:
+def pool_for(*servers: RawServer, max_retries: int = 3, read: float | None = None) -> UpstreamPool:
     config = UpstreamConfig(
         base_url=[f"{s.url}/v1" for s in servers],
         api_key="EMPTY",
@@ -123,7 +123,7 @@ async def test_a_dropped_session_moves_to_another_upstream_as_a_new_pin(server_f
 
 
 async def test_connect_refused_goes_to_another_upstream(server_factory) -> None:
-    dead = Server(scripted(lambda n, c: "ok"))
+    dead = RawServer(scripted(lambda n, c: "ok"))
     await dead.start()
     await dead.stop()
     await asyncio.sleep(0.05)

@@ -1,4 +1,4 @@
-"""Streamed (SSE) answers through the lean client and the pool: chunks as they arrive, the
+"""Streamed (SSE) answers through both transports and the pool: chunks as they arrive, the
 connection reused after a complete stream and closed after an abandoned one, failures raised from
 the iteration, retries only before the answer starts, error answers read whole."""
 
@@ -10,9 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from nemo_gym.exceptions import ContextLengthExceeded, ProtocolError, ReadTimeout
+from nemo_gym.testing.raw_server import RawServer, reply
 from nemo_gym.upstream import UpstreamConfig, UpstreamPool
-from nemo_gym.upstream.http1 import Http1UpstreamClient
-from tests.test_upstream_http1 import Server, reply
+from nemo_gym.upstream.pool import transport_for
+from nemo_gym.upstream.transport import UpstreamTransport
 
 EVENTS = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"]
 
@@ -27,7 +28,7 @@ def sse_server(
     """Streams EVENTS one chunk per `gap` seconds (keep-alive); `cut_after`: close after that many;
     `statuses`: the status of the n-th request (non-200 ones get a JSON error body)."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: RawServer) -> None:
         while (await srv.read_request(reader)) is not None:
             status = (
                 (statuses or [])[len(srv.requests) - 1]
@@ -64,13 +65,11 @@ def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def new_client(kind: str, read: float | None = None) -> object:
-    if kind == "lean":
-        return Http1UpstreamClient(4, 2.0, read)
-    from nemo_gym.upstream.aiohttp_client import AiohttpUpstreamClient
-
-    config = UpstreamConfig(base_url=["http://127.0.0.1:1/v1"], api_key="EMPTY", timeouts={"read": read})
-    return AiohttpUpstreamClient(config, headers={"content-type": "application/json"})
+def new_client(kind: str, read: float | None = None) -> UpstreamTransport:
+    config = UpstreamConfig(
+        base_url=["http://127.0.0.1:1/v1"], api_key="EMPTY", timeouts={"read": read}, upstream_client=kind
+    )
+    return transport_for(config, config.base_url[0], {})
 
 
 async def test_chunks_arrive_as_sent_and_the_connection_is_reused(server_factory, kind) -> None:
@@ -146,7 +145,7 @@ async def test_read_timeout_applies_between_chunks(server_factory, kind) -> None
     await client.aclose()
 
 
-def pool_for(srv: Server, kind: str) -> UpstreamPool:
+def pool_for(srv: RawServer, kind: str) -> UpstreamPool:
     return UpstreamPool(
         UpstreamConfig(base_url=[f"{srv.url}/v1"], api_key="EMPTY", retry_backoff=0.01, upstream_client=kind),
         probe_interval=30.0,
@@ -184,7 +183,7 @@ async def test_pool_never_resends_a_stream_that_broke_off(server_factory, kind) 
 
 
 async def test_pool_stream_over_the_body_limit(server_factory, kind) -> None:
-    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: RawServer) -> None:
         await srv.read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked(b"x" * 3000, b"y" * 3000)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import respx
-
+from nemo_gym.testing.mock_upstream import MockUpstreams
 from responses_api_models.vllm_model.tests.conftest import adapter
 
 NO_V1 = "http://up1:8000"
@@ -11,34 +10,31 @@ HINT = "`http://up1:8000/chat/completions` returned 404 — does `base_url` end 
 
 
 async def test_404_from_a_base_url_without_v1_asks_about_v1() -> None:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        router.route(host="adapter").pass_through()
-        router.post(f"{NO_V1}/chat/completions").respond(404, json={"detail": "Not Found"})
-        async with adapter(base_url=NO_V1) as client:
-            chat = await client.post(
-                "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
-            )
-            responses = await client.post("/v1/responses", json={"input": "x"})
+    router = MockUpstreams()
+    router.post(f"{NO_V1}/chat/completions").respond(404, json={"detail": "Not Found"})
+    async with adapter(router, base_url=NO_V1) as client:
+        chat = await client.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
+        )
+        responses = await client.post("/v1/responses", json={"input": "x"})
     for r in (chat, responses):
         assert r.status_code == 404 and r.json()["error"]["message"] == HINT
 
 
 async def test_a_404_from_a_v1_base_url_keeps_the_upstream_message() -> None:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        router.route(host="adapter").pass_through()
-        router.post("http://up1:8000/v1/chat/completions").respond(404, json={"detail": "Not Found"})
-        async with adapter() as client:
-            r = await client.post("/v1/responses", json={"input": "x"})
+    router = MockUpstreams()
+    router.post("http://up1:8000/v1/chat/completions").respond(404, json={"detail": "Not Found"})
+    async with adapter(router) as client:
+        r = await client.post("/v1/responses", json={"input": "x"})
     assert r.status_code == 404 and r.json()["error"]["message"] == "Not Found"
 
 
 async def test_health_probe_does_not_call_a_base_url_without_v1_healthy() -> None:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        router.route(host="adapter").pass_through()
-        router.get(f"{NO_V1}/health").respond(200)
-        router.get(f"{NO_V1}/models").respond(404, json={"detail": "Not Found"})
-        async with adapter(base_url=NO_V1) as client:
-            r = await client.get("/health?upstream=true")
+    router = MockUpstreams()
+    router.get(f"{NO_V1}/health").respond(200)
+    router.get(f"{NO_V1}/models").respond(404, json={"detail": "Not Found"})
+    async with adapter(router, base_url=NO_V1) as client:
+        r = await client.get("/health?upstream=true")
     assert r.json()["upstreams"] == [
         {
             "url": NO_V1,

@@ -21,7 +21,7 @@ from nemo_gym.conversion.chat_to_responses import REASONING_PARSER_MISCONFIGURED
 from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.think import THINK_CLOSE, THINK_OPEN
 from nemo_gym.conversion.tokens import GenerationTokens, generation_tokens, prompt_tokens_from
-from nemo_gym.exceptions import UpstreamError
+from nemo_gym.exceptions import UpstreamError, error_body_of
 from nemo_gym.protocol.tokens import TokenInfo
 
 _REASONING_KEYS = ("reasoning_content", "reasoning")
@@ -31,19 +31,13 @@ _CHOICE_FIELDS = frozenset(("index", "delta", "logprobs", "token_ids", "finish_r
 def upstream_error_of(chunk: dict[str, Any]) -> UpstreamError | None:
     """vLLM reports a failure after the stream started as a data event with an error body
     (`{"error": {...}}`, or the flat `{"object": "error", ...}` of older versions)."""
-    error = chunk.get("error")
-    if isinstance(error, dict):
-        body = error
-    elif chunk.get("object") == "error":
-        body = chunk
-    elif isinstance(error, str):
-        body = {"message": error}
-    else:
+    body = error_body_of(chunk)
+    if body is None:
         return None
-    code = body.get("code")
+    code = body.code
     status = code if isinstance(code, int) and 400 <= code < 600 else 502
-    message = body.get("message") or "the upstream reported an error in the middle of the stream"
-    return UpstreamError(status, str(message), type=body.get("type"), param=body.get("param"))
+    message = body.message or "the upstream reported an error in the middle of the stream"
+    return UpstreamError(status, message, type=body.type, param=body.param)
 
 
 def check_chunk(chunk: Any) -> dict[str, Any]:

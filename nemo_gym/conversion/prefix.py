@@ -76,10 +76,6 @@ class CarriedTokens:
     history_divergence: Divergence | None  # the latest carried turn vs the one before it
     index: int = -1  # the carrying assistant message's position in `messages`
 
-    @property
-    def expected_prefix_len(self) -> int:
-        return len(self.prompt_token_ids) + len(self.generation_token_ids)
-
 
 @dataclass(frozen=True, slots=True)
 class DriftReport:

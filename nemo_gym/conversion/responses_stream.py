@@ -122,7 +122,6 @@ class ResponsesStream:
         self._message: _Item | None = None
         self._reasoning: _Item | None = None
         self._calls: dict[int, _Call] = {}
-        self._ended = False
 
     # ---- public ------------------------------------------------------------------------
 
@@ -189,7 +188,6 @@ class ResponsesStream:
         response = self._shell("failed")
         response["error"] = {"code": code, "message": message}
         response["output"] = [item.snapshot("incomplete") for item in self._items]
-        self._ended = True
         events.append(self._event("response.failed", response=response))
         return events
 
@@ -231,7 +229,6 @@ class ResponsesStream:
 
     def _end(self, final: dict[str, Any]) -> list[dict[str, Any]]:
         self.response = final
-        self._ended = True
         kind = (
             "response.completed"
             if final["status"] == "completed" or self.incomplete_as_completed

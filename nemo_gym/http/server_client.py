@@ -26,7 +26,7 @@ from yarl import URL
 
 from nemo_gym.config.global_keys import GlobalKeys
 from nemo_gym.config.instances import advertised_host
-from nemo_gym.exceptions import HeadServerUnreachable, ServerCallError
+from nemo_gym.exceptions import HeadServerUnreachable, ServerCallError, parse_error_body
 
 SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents", "environment_servers")
 HEAD_SERVER_DEFAULT = {"host": "127.0.0.1", "port": 11000}
@@ -157,17 +157,7 @@ class _NamedResponse(aiohttp.ClientResponse):
 
 def message_from_body(content: bytes, limit: int = 1000) -> str:
     """The message of an OpenAI-style error body, else the start of the body text."""
-    try:
-        message = orjson.loads(content)["error"]["message"]
-        if isinstance(message, str):
-            return message
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        pass
-    return content[:limit].decode(errors="replace")
-
-
-async def error_message(response: aiohttp.ClientResponse, limit: int = 1000) -> str:
-    return message_from_body(await response.read(), limit)
+    return parse_error_body(content, limit).message
 
 
 async def raise_for_status(response: aiohttp.ClientResponse, content: bytes | None = None) -> None:

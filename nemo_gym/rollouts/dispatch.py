@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from nemo_gym.http.retry import GATEWAY_STATUSES
 from nemo_gym.http.server_client import (
     ServerCallTimeout,
     ServerClient,
@@ -42,7 +43,7 @@ NO_PERSIST_KEY = "_ng_no_persist"
 DISPATCH_DRAINED_KEY = "_ng_dispatch_drained"
 CANCELLED = "cancelled"
 # A gateway answered, not the agent: the rollout may never have run.
-_DID_NOT_RUN_STATUSES = frozenset({429, 502, 503, 504})
+_DID_NOT_RUN_STATUSES = frozenset({429, *GATEWAY_STATUSES})
 _MAX_BODY_CHARS = 2000
 
 Completion = tuple[dict[str, Any], dict[str, Any]]

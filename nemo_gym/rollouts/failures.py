@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from nemo_gym.exceptions import NemoGymError
+
 INVALID_INPUT_ROW = "invalid_input_row"
 AGENT_REQUEST_FAILED = "agent_request_failed"
 AGENT_RUN_ERROR = "agent_run_error"
@@ -17,7 +19,7 @@ TRANSPORT_PEER_DROP = "transport_peer_drop"
 NO_AGENT = "no_agent"
 
 
-class RolloutFailure(Exception):
+class RolloutFailure(NemoGymError):
     """A rollout that failed for a reason we can name; `failure_class` goes into the sidecar row."""
 
     def __init__(self, failure_class: str, message: str) -> None:

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nemo_gym.exceptions import NemoGymError
 
-class NonContiguousRollout(ValueError):
+
+class NonContiguousRollout(NemoGymError, ValueError):
     """A turn's prompt does not start with the tokens of the turns before it."""
 
     def __init__(self, turn: int, seen: int, diverged_at: int) -> None:

@@ -35,6 +35,7 @@ from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.global_keys import GlobalKeys, validate_global_keys
 from nemo_gym.config.loader import INITIAL_SOURCE, SEARCH, LoadedConfig
 from nemo_gym.config.redact import SecretScrubber, secret_values
+from nemo_gym.exceptions import NemoGymError
 from nemo_gym.http.server_client import close_shared_client_now
 from nemo_gym.runner.head_server import HeadServerThread, build_head_app
 from nemo_gym.runner.processes import ChildProcess, stop_all
@@ -66,11 +67,11 @@ class RunConfig(ConfigCommandKeys):
     )
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(NemoGymError, RuntimeError):
     """A server did not come up (it exited, or missed its deadline); the message names it."""
 
 
-class ServerDiedError(RuntimeError):
+class ServerDiedError(NemoGymError, RuntimeError):
     """A server (or the head server) stopped while it should be serving; the message names it."""
 
 

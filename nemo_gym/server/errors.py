@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from nemo_gym.exceptions import APIError
+from nemo_gym.exceptions import APIError, InternalError, NemoGymError, api_error_for
 
 logger = logging.getLogger("nemo_gym.server")
 
@@ -62,12 +62,6 @@ def api_error_response(exc: APIError) -> Response:
     return Response(api_error_payload(exc), status_code=exc.status, media_type="application/json")
 
 
-def internal_error_message(exc: BaseException) -> str:
-    """One line for the caller; the traceback goes to the log only."""
-    first_line = (str(exc).splitlines() or [""])[0][:300]
-    return f"Internal server error: {type(exc).__name__}: {first_line}".rstrip(": ")
-
-
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p != "body"]
     if not parts:
@@ -95,8 +89,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     app.state.nemo_gym_error_handlers_installed = True
 
-    async def on_api_error(_: Request, exc: APIError) -> Response:
-        return api_error_response(exc)
+    async def on_nemo_gym_error(request: Request, exc: NemoGymError) -> Response:
+        error = api_error_for(exc)
+        if isinstance(error, InternalError):
+            logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return api_error_response(error)
 
     async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:
         message, param = _validation_message(exc)
@@ -110,9 +107,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unhandled(_: Request, exc: Exception) -> Response:
         # The traceback is logged by uvicorn (Starlette re-raises after this handler).
-        return error_response(internal_error_message(exc), 500)
+        return api_error_response(api_error_for(exc))
 
-    app.add_exception_handler(APIError, on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(NemoGymError, on_nemo_gym_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_unhandled)

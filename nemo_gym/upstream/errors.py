@@ -1,13 +1,11 @@
-"""Upstream error bodies (three vLLM formats) and the context-length rule."""
+"""Upstream error answers (read by `nemo_gym.exceptions.parse_error_body`) and the context-length rule."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-import orjson
-
-from nemo_gym.exceptions import ContextLengthExceeded, UpstreamError
+from nemo_gym.exceptions import ContextLengthExceeded, UpstreamError, parse_error_body
 
 # Every wording vLLM uses for a prompt that does not fit (0.32 and older):
 #  - tokens:      "This model's maximum context length is 2048 tokens. However, your prompt contains
@@ -31,26 +29,6 @@ _CONTEXT_LENGTH = re.compile(
 _PROMPT_FILLS_CONTEXT = "max_tokens must be at least 1, got 0"
 
 
-def parse_error_body(content: bytes) -> tuple[str, str | None, str | None, Any]:
-    """(message, type, param, code) from vLLM's nested, flat or `{"error": "Unauthorized"}` bodies."""
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        text = content.decode("utf-8", "replace").strip()
-        return (text[:2000] or "upstream returned an empty error body"), None, None, None
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict):
-            return str(error.get("message", "")), error.get("type"), error.get("param"), error.get("code")
-        if isinstance(error, str):
-            return error, None, None, None
-        if "message" in data:
-            return str(data["message"]), data.get("type"), data.get("param"), data.get("code")
-        if "detail" in data:
-            return str(data["detail"]), None, None, None
-    return orjson.dumps(data).decode()[:2000], None, None, None
-
-
 def is_context_length_error(status: int, message: str, body: dict[str, Any]) -> bool:
     if status != 400:
         return False
@@ -65,12 +43,14 @@ def is_context_length_error(status: int, message: str, body: dict[str, Any]) -> 
 
 
 def upstream_http_error(status: int, content: bytes, body: dict[str, Any]) -> UpstreamError:
-    message, etype, param, code = parse_error_body(content)
+    error = parse_error_body(content)
+    message = error.message or "upstream returned an empty error body"
     if is_context_length_error(status, message, body):
-        return ContextLengthExceeded(status, message, type=etype, param=param, code=code)
+        return ContextLengthExceeded(status, message, type=error.type, param=error.param, code=error.code)
+    etype = error.type
     if isinstance(etype, str) and etype[:1].isupper() and " " not in etype:
         etype = None  # vLLM's Python exception names ("BadRequestError") → our OpenAI-style type
-    return UpstreamError(status, message, type=etype, param=param, code=code)
+    return UpstreamError(status, message, type=etype, param=error.param, code=error.code)
 
 
 def lacks_v1(base_url: str) -> bool:

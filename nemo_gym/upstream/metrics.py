@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from nemo_gym.server.metrics import LATENCY_BUCKETS
+from nemo_gym.server.metrics import LATENCY_BUCKETS, counter_family
 from nemo_gym.upstream.pool import UpstreamPool
 
 
@@ -48,13 +48,12 @@ class PoolCollector(Collector):
         for upstream in pool.upstreams:
             in_flight.add_metric([upstream.base_url], upstream.in_flight)
             routed.add_metric([upstream.base_url], 0 if upstream.index in pool.router.down else 1)
-        retries = CounterMetricFamily(
+        retries = counter_family(
             "nemo_gym_upstream_retries",
             "Requests sent again, by the reason for the retry.",
-            labels=["reason"],
+            ["reason"],
+            (([reason], count) for reason, count in sorted(pool.retries.items())),
         )
-        for reason, count in sorted(pool.retries.items()):
-            retries.add_metric([reason], count)
         sessions = GaugeMetricFamily("nemo_gym_sessions_tracked", "Sessions pinned to an upstream now.")
         sessions.add_metric([], len(pool.router))
         yield in_flight

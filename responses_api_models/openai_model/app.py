@@ -9,17 +9,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, field_validator
 from starlette.responses import Response
 
 from nemo_gym.exceptions import check_header_value
-from nemo_gym.server.base import BaseServerConfig, SimpleServer
+from nemo_gym.server.base import BaseServerConfig
 from nemo_gym.server.errors import APIError
 from nemo_gym.server.json_io import json_response, read_json_object
 from nemo_gym.server.sessions import SESSION_ID_KEY
-from nemo_gym.upstream import UpstreamPool
 from nemo_gym.upstream.config import Timeouts, UpstreamConfig
-from nemo_gym.upstream.metrics import PoolCollector
+from nemo_gym.upstream.model_server import PooledModelServer
 
 
 class OpenAIModelConfig(BaseServerConfig):
@@ -42,16 +41,12 @@ class OpenAIModelConfig(BaseServerConfig):
         return value
 
 
-class OpenAIModel(SimpleServer):
+class OpenAIModel(PooledModelServer):
     config: OpenAIModelConfig
-    client_factory: Any = None
-    _pool: UpstreamPool = PrivateAttr()
-    _pool_metrics: PoolCollector = PrivateAttr()
 
-    def model_post_init(self, context: Any, /) -> None:
-        super().model_post_init(context)
+    def upstream_config(self) -> UpstreamConfig:
         config = self.config
-        upstream = UpstreamConfig(
+        return UpstreamConfig(
             base_url=[config.openai_base_url],
             api_key=config.openai_api_key,
             max_retries=config.max_retries,
@@ -63,22 +58,6 @@ class OpenAIModel(SimpleServer):
             client_cert=config.client_cert,
             client_key=config.client_key,
         )
-        self._pool = UpstreamPool(upstream, client_factory=self.client_factory)
-        self._pool_metrics = PoolCollector(self._pool)
-
-    @property
-    def pool(self) -> UpstreamPool:
-        return self._pool
-
-    async def startup(self) -> None:
-        await self.pool.start()
-        self._pool_metrics.attach()
-
-    def metrics_collectors(self) -> list[Any]:
-        return [self._pool_metrics]
-
-    async def shutdown(self) -> None:
-        await self.pool.aclose()
 
     async def forward(self, path: str, body: dict[str, Any], session_id: str | None) -> dict[str, Any]:
         if body.get("stream"):

@@ -10,48 +10,32 @@ from starlette.responses import Response
 
 # NeMo Gym agents import these two from this module.
 from nemo_gym.responses_converter import VLLMConverter, split_responses_input_output_items  # noqa: F401
-from nemo_gym.server.base import SimpleServer
 from nemo_gym.server.json_io import json_response, parse_json_object
 from nemo_gym.server.request_path import FastHandler
-from nemo_gym.upstream import UpstreamPool
-from nemo_gym.upstream.metrics import PoolCollector
+from nemo_gym.upstream.model_server import PooledModelServer
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.metrics import AdapterCollector
 from responses_api_models.vllm_model.serving import VLLMServing
 from responses_api_models.vllm_model.streaming import StreamingServing
 
 
-class VLLMModel(SimpleServer):
+class VLLMModel(PooledModelServer):
     config: VLLMModelConfig
-    # Tests plug in another upstream client (e.g. httpx for respx); None: the production one.
-    client_factory: Any = None
-    _pool: UpstreamPool = PrivateAttr()
     _serving: VLLMServing = PrivateAttr()
-    _pool_metrics: PoolCollector = PrivateAttr()
+
+    def upstream_config(self) -> VLLMModelConfig:
+        return self.config  # the adapter's config extends the upstream keys
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        self._pool = UpstreamPool(self.config, client_factory=self.client_factory)
-        self._serving = VLLMServing(self.config, self._pool)
-        self._pool_metrics = PoolCollector(self._pool)
-
-    @property
-    def pool(self) -> UpstreamPool:
-        return self._pool
+        self._serving = VLLMServing(self.config, self.pool)
 
     @property
     def serving(self) -> VLLMServing:
         return self._serving
 
-    async def startup(self) -> None:
-        await self.pool.start()
-        self._pool_metrics.attach()
-
     def metrics_collectors(self) -> list[Any]:
-        return [self._pool_metrics, AdapterCollector(self.serving, self.pool)]
-
-    async def shutdown(self) -> None:
-        await self.pool.aclose()
+        return [*super().metrics_collectors(), AdapterCollector(self.serving, self.pool)]
 
     async def detailed_health(self, request: Request) -> Response:
         if request.query_params.get("upstream", "").lower() not in ("1", "true", "yes"):

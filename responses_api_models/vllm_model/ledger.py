@@ -135,29 +135,22 @@ class TokenAnswer:
     @classmethod
     def from_chat(cls, chat: dict[str, Any], upstream: Upstream) -> TokenAnswer:
         choice = first_choice(chat)
-        ids, log_probs = generation_tokens(choice)
-        returned = chat.get("prompt_token_ids")
-        return cls(
-            returned if isinstance(returned, list) else None,
-            ids,
-            log_probs,
-            choice.get("finish_reason"),
-            choice.get("stop_reason"),
-            upstream,
-        )
+        return cls._of(chat.get("prompt_token_ids"), generation_tokens(choice), choice, upstream)
 
     @classmethod
     def from_stream(cls, accumulated: ChatAccumulator, upstream: Upstream) -> TokenAnswer:
-        ids, log_probs = accumulated.generation()
-        choice = accumulated.choice0()
-        returned = accumulated.prompt_token_ids
+        return cls._of(
+            accumulated.prompt_token_ids, accumulated.generation(), accumulated.choice0(), upstream
+        )
+
+    @classmethod
+    def _of(
+        cls, returned: Any, tokens: tuple[list[int], list[float]], choice: dict[str, Any], upstream: Upstream
+    ) -> TokenAnswer:
+        ids, log_probs = tokens
+        prompt_ids = returned if isinstance(returned, list) else None
         return cls(
-            returned if isinstance(returned, list) else None,
-            ids,
-            log_probs,
-            choice.get("finish_reason"),
-            choice.get("stop_reason"),
-            upstream,
+            prompt_ids, ids, log_probs, choice.get("finish_reason"), choice.get("stop_reason"), upstream
         )
 
 

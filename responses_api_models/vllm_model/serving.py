@@ -1,7 +1,8 @@
 """The adapter's request logic: convert, route, call vLLM, add token information.
 
 No FastAPI here: handlers in app.py parse the HTTP request and hand plain dicts to these
-methods, so the logic is testable with a mocked upstream alone.
+methods, so the logic is testable with a mocked upstream alone. Failures are raised as they
+are (`nemo_gym.exceptions`); the request path turns them into the caller's answer.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import logging
 from typing import Any
 
 from nemo_gym.conversion import (
-    ConversionError,
     ConversionOptions,
-    UpstreamFormatError,
     chat_to_response,
     empty_response,
     responses_to_chat,
@@ -27,7 +26,7 @@ from nemo_gym.conversion.call_ids import (
 )
 from nemo_gym.conversion.chat_to_responses import chat_completion_for_caller, empty_chat_completion
 from nemo_gym.conversion.responses_to_chat import chat_messages_for_upstream
-from nemo_gym.server.errors import APIError
+from nemo_gym.exceptions import APIError
 from nemo_gym.upstream import ContextLengthExceeded, UpstreamPool
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.ledger import TokenAnswer, TokenLedger
@@ -108,24 +107,19 @@ class VLLMServing:
         return chat, report.fields()
 
     async def responses(self, params: dict[str, Any], session_id: str | None) -> dict[str, Any]:
-        try:
-            body = self.finalize(responses_to_chat(params, self.options))
-        except ConversionError as exc:
-            raise APIError(400, exc.message, param=exc.param) from None
+        body = self.finalize(responses_to_chat(params, self.options))
         try:
             chat, token_info = await self._generate(body, session_id)
-            return chat_to_response(
-                chat,
-                params,
-                model=self.config.model,
-                uses_reasoning_parser=self.config.uses_reasoning_parser,
-                token_info=token_info,
-            )
         except ContextLengthExceeded:
             self.context_length_fallbacks += 1
             return empty_response(params, self.config.model)
-        except UpstreamFormatError as exc:
-            raise APIError(502, exc.message) from None
+        return chat_to_response(
+            chat,
+            params,
+            model=self.config.model,
+            uses_reasoning_parser=self.config.uses_reasoning_parser,
+            token_info=token_info,
+        )
 
     @staticmethod
     def check_messages(body: dict[str, Any]) -> None:
@@ -138,21 +132,16 @@ class VLLMServing:
         self.check_messages(body)
         if body.get("stream") not in (None, False):
             raise APIError(400, "'stream' must be true or false", param="stream")
-        try:
-            upstream_messages = chat_messages_for_upstream(body["messages"], self.options)
-        except ConversionError as exc:
-            raise APIError(400, exc.message, param=exc.param) from None
+        upstream_messages = chat_messages_for_upstream(body["messages"], self.options)
         body = self.finalize({**body, "messages": upstream_messages})
         try:
             chat, token_info = await self._generate(body, session_id)
-            return chat_completion_for_caller(
-                chat,
-                model=self.config.model,
-                uses_reasoning_parser=self.config.uses_reasoning_parser,
-                token_info=token_info,
-            )
         except ContextLengthExceeded:
             self.context_length_fallbacks += 1
             return empty_chat_completion(self.config.model)
-        except UpstreamFormatError as exc:
-            raise APIError(502, exc.message) from None
+        return chat_completion_for_caller(
+            chat,
+            model=self.config.model,
+            uses_reasoning_parser=self.config.uses_reasoning_parser,
+            token_info=token_info,
+        )

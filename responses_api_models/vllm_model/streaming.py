@@ -23,14 +23,7 @@ from nemo_gym.conversion.chat_stream import ChatStream, chat_error_chunk, empty_
 from nemo_gym.conversion.responses_stream import ResponsesStream
 from nemo_gym.conversion.responses_to_chat import chat_messages_for_upstream, responses_to_chat
 from nemo_gym.conversion.sse import DONE_BYTES, ChunkReader, encode_chunk, encode_chunks, encode_events
-from nemo_gym.exceptions import (
-    APIError,
-    ContextLengthExceeded,
-    ConversionError,
-    TransportError,
-    UpstreamFormatError,
-    api_error_for,
-)
+from nemo_gym.exceptions import ContextLengthExceeded, NemoGymError, api_error_for
 from nemo_gym.server.request_path import StreamedAnswer
 from nemo_gym.upstream.pool import Upstream
 from responses_api_models.vllm_model.ledger import SplicePlan, TokenAnswer
@@ -61,10 +54,7 @@ class StreamingServing:
     # ---- the two endpoints -------------------------------------------------------------
     async def responses(self, params: dict[str, Any], session_id: str | None) -> StreamedAnswer:
         request = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
-        try:
-            body = self.serving.finalize(responses_to_chat(request, self.serving.options))
-        except ConversionError as exc:
-            raise APIError(400, exc.message, param=exc.param) from None
+        body = self.serving.finalize(responses_to_chat(request, self.serving.options))
         events = ResponsesStream(request, model=self.model, uses_reasoning_parser=self.uses_reasoning_parser)
         try:
             opened = await self._open(body, session_id, caller_usage=True)
@@ -74,10 +64,7 @@ class StreamingServing:
         return StreamedAnswer(self._responses_events(events, opened))
 
     async def chat_completions(self, body: dict[str, Any], session_id: str | None) -> StreamedAnswer:
-        try:
-            messages = chat_messages_for_upstream(body["messages"], self.serving.options)
-        except ConversionError as exc:
-            raise APIError(400, exc.message, param=exc.param) from None
+        messages = chat_messages_for_upstream(body["messages"], self.serving.options)
         caller_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_body = self.serving.finalize({**body, "messages": messages})
         stream = ChatStream(
@@ -107,12 +94,7 @@ class StreamingServing:
         if serving.token_mode:
             plan = await serving.ledger.plan(body, session_id)
             body, upstream = plan.body, plan.upstream
-        try:
-            chunks, used = await serving.pool.post_stream(
-                _CHAT, body, session_id=session_id, upstream=upstream
-            )
-        except UpstreamFormatError as exc:
-            raise APIError(502, exc.message) from None
+        chunks, used = await serving.pool.post_stream(_CHAT, body, session_id=session_id, upstream=upstream)
         return _Upstream(chunks, used, plan, reverse)
 
     async def _token_info(self, accumulated: Any, opened: _Upstream) -> dict[str, Any] | None:
@@ -138,10 +120,8 @@ class StreamingServing:
                     yield encode_events(out)
             reader.close()
             yield encode_events(events.finish(await self._token_info(events.accumulated, opened)))
-        except (APIError, UpstreamFormatError, TransportError) as exc:
-            message = _message(exc, opened.used)
-            logger.warning("stream from %s failed: %s", opened.used.base_url, message)
-            yield encode_events(events.fail(message))
+        except NemoGymError as exc:
+            yield encode_events(events.fail(_failed(exc, opened.used)))
         finally:
             await chunks.aclose()
 
@@ -160,18 +140,17 @@ class StreamingServing:
             yield (
                 encode_chunks(stream.finish(await self._token_info(stream.accumulated, opened))) + DONE_BYTES
             )
-        except (APIError, UpstreamFormatError, TransportError) as exc:
-            message = _message(exc, opened.used)
-            logger.warning("stream from %s failed: %s", opened.used.base_url, message)
-            yield encode_chunk(chat_error_chunk(message)) + DONE_BYTES
+        except NemoGymError as exc:
+            yield encode_chunk(chat_error_chunk(_failed(exc, opened.used))) + DONE_BYTES
         finally:
             await chunks.aclose()
 
 
-def _message(exc: Exception, used: Upstream) -> str:
-    if isinstance(exc, UpstreamFormatError):
-        return exc.message
-    return api_error_for(exc, used.base_url).message
+def _failed(exc: NemoGymError, used: Upstream) -> str:
+    """The message a stream that broke after its start ends with (its status is already sent)."""
+    message = api_error_for(exc, used.base_url).message
+    logger.warning("stream from %s failed: %s", used.base_url, message)
+    return message
 
 
 async def _once(payload: bytes) -> AsyncIterator[bytes]:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from nemo_gym.exceptions import NemoGymError
+
 # Exit status a provider reports when the sandbox runtime, not the command, failed (the value
 # `docker exec` and the shells use for "could not run").
 SANDBOX_RUNTIME_RETURN_CODE = 125
@@ -173,11 +175,15 @@ class SandboxPtySpec:
     pty: bool = True
 
 
-class SandboxPtyError(RuntimeError):
+class SandboxError(NemoGymError, RuntimeError):
+    """A sandbox failed. A RuntimeError, as NeMo Gym's sandbox errors are: environments catch that."""
+
+
+class SandboxPtyError(SandboxError):
     """An interactive session broke for a reason other than its process exiting."""
 
 
-class SandboxCreateError(RuntimeError):
+class SandboxCreateError(SandboxError):
     """A provider could not create (or reconnect to) a sandbox."""
 
 

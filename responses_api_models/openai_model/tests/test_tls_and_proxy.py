@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (self_signed is a fixture imported from the lean client's tests)
 """openai_model reaches its endpoint through the aiohttp client: the proxy variables and the
 TLS keys (ca_bundle, ssl_verify) apply, and a wrong file path stops the server at start."""
 
@@ -8,19 +7,13 @@ import httpx
 import orjson
 import pytest
 
+from nemo_gym.testing.raw_server import ConnectProxy, RawServer, reply, server_tls
 from responses_api_models.openai_model.app import OpenAIModel, OpenAIModelConfig
-from tests.test_upstream_aiohttp import PROXY_VARIABLES, ConnectProxy, server_tls
-from tests.test_upstream_http1 import Server, reply, self_signed  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.usefixtures("no_proxy_variables")
 
 
-@pytest.fixture(autouse=True)
-def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
-async def openai_endpoint(reader, writer, srv: Server) -> None:
+async def openai_endpoint(reader, writer, srv: RawServer) -> None:
     while await srv.read_request(reader) is not None:
         writer.write(reply(b'{"id":"resp_1","object":"response","output":[]}'))
         await writer.drain()
@@ -40,7 +33,7 @@ async def ask(server: OpenAIModel) -> httpx.Response:
 
 async def test_https_endpoint_through_a_proxy_with_a_ca_bundle(self_signed, monkeypatch) -> None:
     cert, key = self_signed
-    upstream = Server(openai_endpoint)
+    upstream = RawServer(openai_endpoint)
     await upstream.start(server_tls(cert, key))
     proxy = ConnectProxy()
     await proxy.start()
@@ -69,7 +62,7 @@ async def test_https_endpoint_through_a_proxy_with_a_ca_bundle(self_signed, monk
 
 async def test_unknown_certificate_is_refused_unless_ssl_verify_is_off(self_signed) -> None:
     cert, key = self_signed
-    upstream = Server(openai_endpoint)
+    upstream = RawServer(openai_endpoint)
     await upstream.start(server_tls(cert, key))
 
     def model(**tls: object) -> OpenAIModel:

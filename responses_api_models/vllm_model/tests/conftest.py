@@ -1,4 +1,5 @@
-"""Adapter test helpers: an in-process adapter whose upstreams are mocked with respx."""
+"""Adapter test helpers: an in-process adapter whose upstreams are answered by a `MockTransport`
+under its own lean transport (the production client, over memory instead of sockets)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import respx
 
+from nemo_gym.testing.mock_upstream import MockRoute, MockUpstreams
 from responses_api_models.vllm_model.app import VLLMModel
 from responses_api_models.vllm_model.config import VLLMModelConfig
 
@@ -26,12 +27,13 @@ def make_server(**overrides: Any) -> VLLMModel:
         "retry_backoff": 0.0,
     }
     cfg.update(overrides)
-    return VLLMModel(config=VLLMModelConfig.model_validate(cfg), client_factory=httpx.AsyncClient)
+    return VLLMModel(config=VLLMModelConfig.model_validate(cfg))
 
 
 @asynccontextmanager
-async def adapter(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def adapter(upstreams: MockUpstreams, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     server = make_server(**overrides)
+    server.pool.network = upstreams.transport
     app = server.build_asgi()
     await server.startup()
     try:
@@ -45,14 +47,12 @@ async def adapter(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def upstream() -> respx.MockRouter:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        router.route(host="adapter").pass_through()
-        yield router
+def upstream() -> MockUpstreams:
+    return MockUpstreams()
 
 
-def sent(route: respx.Route, n: int = -1) -> dict:
-    return orjson.loads(route.calls[n].request.content)
+def sent(route: MockRoute, n: int = -1) -> dict:
+    return orjson.loads(route.calls[n].content)
 
 
 def chat_body(

@@ -7,8 +7,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-import respx
 
+from nemo_gym.testing.mock_upstream import MockUpstreams
+from nemo_gym.upstream.transport.mock import MockResponse
 from responses_api_models.vllm_model.tests.conftest import UP1, UP2, adapter, chat_body, sent
 
 WIRE = (
@@ -25,9 +26,9 @@ def wire(name: str) -> bytes:
     return (WIRE / name).read_bytes()
 
 
-async def test_responses_sends_exact_chat_body_and_returns_response(upstream: respx.MockRouter) -> None:
+async def test_responses_sends_exact_chat_body_and_returns_response(upstream: MockUpstreams) -> None:
     route = upstream.post(f"{UP1}/chat/completions").respond(200, json=chat_body("<think>r</think>Sunny."))
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         r = await client.post(
             "/v1/responses",
             json={"model": "x", "input": "Weather?", "instructions": "Be short.", "max_output_tokens": 30},
@@ -38,7 +39,7 @@ async def test_responses_sends_exact_chat_body_and_returns_response(upstream: re
         "messages": [{"role": "system", "content": "Be short."}, {"role": "user", "content": "Weather?"}],
         "max_tokens": 30,
     }
-    assert route.calls[0].request.headers["authorization"] == "Bearer sk-test-key"
+    assert route.calls[0].headers["authorization"] == "Bearer sk-test-key"
     body = r.json()
     assert [i["type"] for i in body["output"]] == ["reasoning", "message"]
     assert body["output"][1]["content"][0]["text"] == "Sunny."
@@ -50,7 +51,7 @@ async def test_responses_sends_exact_chat_body_and_returns_response(upstream: re
 
 
 async def test_token_mode_asks_tokenize_when_the_upstream_returns_no_prompt_ids(
-    upstream: respx.MockRouter,
+    upstream: MockUpstreams,
 ) -> None:
     """A vLLM without `return_token_ids` (this capture's answer has no prompt_token_ids): the prompt
     ids come from its /tokenize, sent exactly the messages, tools and template kwargs rendered."""
@@ -64,7 +65,7 @@ async def test_token_mode_asks_tokenize_when_the_upstream_returns_no_prompt_ids(
         "top_logprobs": None,
     }
     async with adapter(
-        return_token_id_information=True, chat_template_kwargs={"enable_thinking": False}
+        upstream, return_token_id_information=True, chat_template_kwargs={"enable_thinking": False}
     ) as client:
         r = await client.post("/v1/responses", json=request)
     assert r.status_code == 200, r.text
@@ -95,7 +96,7 @@ async def test_token_mode_asks_tokenize_when_the_upstream_returns_no_prompt_ids(
 
 
 @pytest.mark.parametrize("flag", [True, False])
-async def test_token_mode_inline_ids(upstream: respx.MockRouter, flag: bool) -> None:
+async def test_token_mode_inline_ids(upstream: MockUpstreams, flag: bool) -> None:
     """vLLM's own prompt ids, whatever request_prompt_and_generation_token_ids says (NeMo Gym's key
     is accepted; no /tokenize when the answer carries them)."""
     captured = orjson.loads(wire("chat_return_token_ids.json"))
@@ -106,7 +107,7 @@ async def test_token_mode_inline_ids(upstream: respx.MockRouter, flag: bool) -> 
     chat = upstream.post(f"{UP1}/chat/completions").respond(200, json=captured)
     tokenize = upstream.post("http://up1:8000/tokenize").respond(500)
     async with adapter(
-        return_token_id_information=True, request_prompt_and_generation_token_ids=flag
+        upstream, return_token_id_information=True, request_prompt_and_generation_token_ids=flag
     ) as client:
         r = await client.post("/v1/responses", json={"input": "Hello"})
     assert r.status_code == 200, r.text
@@ -116,10 +117,10 @@ async def test_token_mode_inline_ids(upstream: respx.MockRouter, flag: bool) -> 
     assert last["generation_token_ids"] == ids and last["generation_log_probs"] == [-1.0] * len(ids)
 
 
-async def test_sessions_round_robin_then_sticky(upstream: respx.MockRouter) -> None:
+async def test_sessions_round_robin_then_sticky(upstream: MockUpstreams) -> None:
     r1 = upstream.post(f"{UP1}/chat/completions").respond(200, json=chat_body("one"))
     r2 = upstream.post(f"{UP2}/chat/completions").respond(200, json=chat_body("two"))
-    async with adapter(base_url=[UP1, UP2]) as a:
+    async with adapter(upstream, base_url=[UP1, UP2]) as a:
         transport = a._transport
         clients = [httpx.AsyncClient(transport=transport, base_url="http://adapter") for _ in range(3)]
         order = []
@@ -139,19 +140,18 @@ async def test_sessions_round_robin_then_sticky(upstream: respx.MockRouter) -> N
     assert (r1.call_count, r2.call_count) == (6, 3)
 
 
-async def test_failover_off_a_dead_upstream(upstream: respx.MockRouter) -> None:
-    dead = upstream.post(f"{UP1}/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
+async def test_failover_off_a_dead_upstream(upstream: MockUpstreams) -> None:
+    upstream.refuse(UP1)
     alive = upstream.post(f"{UP2}/chat/completions").respond(200, json=chat_body("alive"))
-    upstream.get("http://up1:8000/health").mock(side_effect=httpx.ConnectError("refused"))
-    async with adapter(base_url=[UP1, UP2]) as client:
+    async with adapter(upstream, base_url=[UP1, UP2]) as client:
         r = await client.post("/v1/responses", json={"input": "q"})
         assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"] == "alive"
         r = await client.post("/v1/responses", json={"input": "q"})  # the session is now pinned to UP2
         assert r.status_code == 200
-    assert dead.call_count == 1 and alive.call_count == 2
+    assert upstream.transport.refusals == {"up1:8000": 1} and alive.call_count == 2
 
 
-async def test_context_length_both_wordings_give_empty_result(upstream: respx.MockRouter) -> None:
+async def test_context_length_both_wordings_give_empty_result(upstream: MockUpstreams) -> None:
     older = {
         "object": "error",
         "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.",
@@ -165,7 +165,7 @@ async def test_context_length_both_wordings_give_empty_result(upstream: respx.Mo
         wire("err_prompt256_equals_max_model_len.json"),
     ):
         upstream.post(f"{UP1}/chat/completions").respond(400, content=body)
-        async with adapter(return_token_id_information=True) as client:
+        async with adapter(upstream, return_token_id_information=True) as client:
             upstream.post("http://up1:8000/tokenize").respond(200, content=wire("tokenize_messages.json"))
             r = await client.post("/v1/responses", json={"input": "long"})
             chat = await client.post(
@@ -187,18 +187,18 @@ async def test_context_length_both_wordings_give_empty_result(upstream: respx.Mo
         ]
 
 
-async def test_max_tokens_zero_with_caller_max_tokens_is_an_error(upstream: respx.MockRouter) -> None:
+async def test_max_tokens_zero_with_caller_max_tokens_is_an_error(upstream: MockUpstreams) -> None:
     upstream.post(f"{UP1}/chat/completions").respond(
         400, content=wire("err_prompt256_equals_max_model_len.json")
     )
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         r = await client.post("/v1/responses", json={"input": "x", "max_output_tokens": 0})
     assert r.status_code == 400
 
 
-async def test_unrelated_400_is_returned_as_400(upstream: respx.MockRouter) -> None:
+async def test_unrelated_400_is_returned_as_400(upstream: MockUpstreams) -> None:
     upstream.post(f"{UP1}/chat/completions").respond(400, content=wire("err_max_tokens_too_large.json"))
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         r = await client.post("/v1/responses", json={"input": "x", "max_output_tokens": 1000})
     assert r.status_code == 400
     assert r.json() == {
@@ -211,9 +211,9 @@ async def test_unrelated_400_is_returned_as_400(upstream: respx.MockRouter) -> N
     }
 
 
-async def test_upstream_404_and_401_keep_status_and_message(upstream: respx.MockRouter) -> None:
+async def test_upstream_404_and_401_keep_status_and_message(upstream: MockUpstreams) -> None:
     route = upstream.post(f"{UP1}/chat/completions")
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         route.respond(404, content=wire("err_unknown_model.json"))
         r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 404 and r.json()["error"]["message"].startswith(
@@ -225,11 +225,11 @@ async def test_upstream_404_and_401_keep_status_and_message(upstream: respx.Mock
         assert "sk-test-key" not in r.text
 
 
-async def test_503_is_retried_then_reported_naming_upstream(upstream: respx.MockRouter) -> None:
+async def test_503_is_retried_then_reported_naming_upstream(upstream: MockUpstreams) -> None:
     route = upstream.post(f"{UP1}/chat/completions").mock(
-        side_effect=[httpx.Response(503, text="busy"), httpx.Response(200, json=chat_body("ok"))]
+        side_effect=[MockResponse(503, text="busy"), MockResponse(200, json=chat_body("ok"))]
     )
-    async with adapter(max_retries=2) as client:
+    async with adapter(upstream, max_retries=2) as client:
         assert (await client.post("/v1/responses", json={"input": "x"})).status_code == 200
         assert route.call_count == 2
         route.mock(side_effect=None).respond(503, text="busy")
@@ -238,23 +238,23 @@ async def test_503_is_retried_then_reported_naming_upstream(upstream: respx.Mock
     assert UP1 in r.json()["error"]["message"] and "sk-test-key" not in r.text
 
 
-async def test_malformed_upstream_json_is_502(upstream: respx.MockRouter) -> None:
+async def test_malformed_upstream_json_is_502(upstream: MockUpstreams) -> None:
     upstream.post(f"{UP1}/chat/completions").respond(200, content=b'{"choices": [')
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         r = await client.post("/v1/responses", json={"input": "x"})
     assert r.status_code == 502 and "malformed JSON" in r.json()["error"]["message"]
 
 
-async def test_reasoning_parser_misconfiguration(upstream: respx.MockRouter) -> None:
+async def test_reasoning_parser_misconfiguration(upstream: MockUpstreams) -> None:
     upstream.post(f"{UP1}/chat/completions").respond(200, content=wire("reasoning_r1_chat.json"))
-    async with adapter(uses_reasoning_parser=False) as client:
+    async with adapter(upstream, uses_reasoning_parser=False) as client:
         r = await client.post("/v1/responses", json={"input": "x"})
     assert r.status_code == 502 and "--reasoning-parser" in r.json()["error"]["message"]
 
 
-async def test_real_vllm_reasoning_capture_becomes_reasoning_item(upstream: respx.MockRouter) -> None:
+async def test_real_vllm_reasoning_capture_becomes_reasoning_item(upstream: MockUpstreams) -> None:
     upstream.post(f"{UP1}/chat/completions").respond(200, content=wire("reasoning_r1_chat.json"))
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         out = (await client.post("/v1/responses", json={"input": "x"})).json()
     assert out["output"][0]["summary"] == [
         {"type": "summary_text", "text": "earread 160json 36Servertomorrow"}
@@ -262,8 +262,8 @@ async def test_real_vllm_reasoning_capture_becomes_reasoning_item(upstream: resp
     assert out["status"] == "incomplete"
 
 
-async def test_bad_requests_are_openai_style_400(upstream: respx.MockRouter) -> None:
-    async with adapter() as client:
+async def test_bad_requests_are_openai_style_400(upstream: MockUpstreams) -> None:
+    async with adapter(upstream) as client:
         r = await client.post(
             "/v1/responses", content=b"{not json", headers={"content-type": "application/json"}
         )
@@ -274,7 +274,7 @@ async def test_bad_requests_are_openai_style_400(upstream: respx.MockRouter) -> 
         assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
 
 
-async def test_chat_endpoint_passes_vllm_extras_and_maps_developer(upstream: respx.MockRouter) -> None:
+async def test_chat_endpoint_passes_vllm_extras_and_maps_developer(upstream: MockUpstreams) -> None:
     route = upstream.post(f"{UP1}/chat/completions").respond(
         200,
         json=chat_body(
@@ -295,6 +295,7 @@ async def test_chat_endpoint_passes_vllm_extras_and_maps_developer(upstream: res
         "repetition_penalty": 1.1,
     }
     async with adapter(
+        upstream,
         replace_developer_role_with_system=True,
         sampling_overrides={"temperature": 1.0},
         extra_body={"top_k": 1, "seed": 7},
@@ -316,10 +317,10 @@ async def test_chat_endpoint_passes_vllm_extras_and_maps_developer(upstream: res
     assert r.json()["choices"][0]["message"] == {"role": "assistant", "content": "<think>R</think>T"}
 
 
-async def test_health_with_upstream(upstream: respx.MockRouter) -> None:
+async def test_health_with_upstream(upstream: MockUpstreams) -> None:
     upstream.get("http://up1:8000/health").respond(200)
     upstream.get("http://up2:8000/health").respond(503)
-    async with adapter(base_url=f"{UP1}, {UP2}") as client:
+    async with adapter(upstream, base_url=f"{UP1}, {UP2}") as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
         r = await client.get("/health?upstream=true")
     assert r.status_code == 200

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-import respx
 
 from nemo_gym.conversion.call_ids import (
     CallIdFormat,
@@ -20,8 +18,10 @@ from nemo_gym.conversion.call_ids import (
     unmap_chat,
 )
 from nemo_gym.exceptions import APIError
+from nemo_gym.testing.mock_upstream import MockUpstreams
 from nemo_gym.upstream import Upstream
 from nemo_gym.upstream.errors import is_context_length_error
+from nemo_gym.upstream.transport.mock import MockRequest, MockResponse
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.template_probe import TemplateProbe
 from responses_api_models.vllm_model.tests.conftest import UP1, adapter, chat_body, sent
@@ -90,7 +90,7 @@ def test_map_history_and_back() -> None:
 
 class ProbePool:
     def __init__(self, answers: list[Any]) -> None:
-        self.a = Upstream(0, "http://a/v1", "http://a", client=None)  # type: ignore[arg-type]
+        self.a = Upstream(0, "http://a/v1", "http://a", transport=None)  # type: ignore[arg-type]
         self.answers = answers
         self.bodies: list[dict[str, Any]] = []
 
@@ -124,16 +124,16 @@ async def test_the_call_id_format_is_learned_from_the_template(
     assert (len(pool.bodies) > len(answers)) is asked_again
 
 
-async def test_mistral_refusal_learned_once_then_ids_mapped_both_ways(upstream: respx.MockRouter) -> None:
+async def test_mistral_refusal_learned_once_then_ids_mapped_both_ways(upstream: MockUpstreams) -> None:
     """The template refuses the OpenAI-style id on /tokenize and takes a nine-character one: the
     history goes up mapped, an answer echoing a mapped id comes back as the caller's."""
     mapping = call_id_mapping([OPENAI_ID], CallIdFormat.ALNUM9)
 
-    def tokenize(request: httpx.Request) -> httpx.Response:
+    def tokenize(request: MockRequest) -> MockResponse:
         ids = [
             m["tool_calls"][0]["id"] for m in orjson.loads(request.content)["messages"] if m.get("tool_calls")
         ]
-        return httpx.Response(
+        return MockResponse(
             400 if len(ids[0]) != 9 else 200, json=MISTRAL_ERROR if len(ids[0]) != 9 else {"tokens": [1]}
         )
 
@@ -147,7 +147,7 @@ async def test_mistral_refusal_learned_once_then_ids_mapped_both_ways(upstream: 
         {"type": "function_call", "call_id": OPENAI_ID, "name": "f", "arguments": "{}"},
         {"type": "function_call_output", "call_id": OPENAI_ID, "output": "r"},
     ]
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         for _ in range(2):
             r = await client.post("/v1/responses", json={"input": history})
             assert r.status_code == 200, r.text
@@ -157,14 +157,14 @@ async def test_mistral_refusal_learned_once_then_ids_mapped_both_ways(upstream: 
     assert [item["call_id"] for item in r.json()["output"] if item["type"] == "function_call"] == [OPENAI_ID]
 
 
-async def test_keep_sends_the_ids_as_they_are(upstream: respx.MockRouter) -> None:
+async def test_keep_sends_the_ids_as_they_are(upstream: MockUpstreams) -> None:
     route = upstream.post(f"{UP1}/chat/completions").respond(400, json=MISTRAL_ERROR)
     history = [
         {"role": "user", "content": "q"},
         {"type": "function_call", "call_id": OPENAI_ID, "name": "f", "arguments": "{}"},
         {"type": "function_call_output", "call_id": OPENAI_ID, "output": "r"},
     ]
-    async with adapter(tool_call_id_format="keep") as client:
+    async with adapter(upstream, tool_call_id_format="keep") as client:
         r = await client.post("/v1/responses", json={"input": history})
     assert r.status_code == 400 and r.json()["error"]["message"] == MISTRAL_ERROR["error"]["message"]
     assert sent(route)["messages"][2]["tool_call_id"] == OPENAI_ID
@@ -198,7 +198,7 @@ def test_reasoning_field_config_wins_and_bad_values_fail(monkeypatch: pytest.Mon
         config()
 
 
-async def test_history_reasoning_goes_under_the_configured_key(upstream: respx.MockRouter) -> None:
+async def test_history_reasoning_goes_under_the_configured_key(upstream: MockUpstreams) -> None:
     route = upstream.post(f"{UP1}/chat/completions").respond(200, json=chat_body())
     history = [
         {"role": "user", "content": "q"},
@@ -206,7 +206,7 @@ async def test_history_reasoning_goes_under_the_configured_key(upstream: respx.M
         {"role": "assistant", "content": "a"},
         {"role": "user", "content": "q2"},
     ]
-    async with adapter(reasoning_field="reasoning") as client:
+    async with adapter(upstream, reasoning_field="reasoning") as client:
         assert (await client.post("/v1/responses", json={"input": history})).status_code == 200
     assert sent(route)["messages"][1] == {"role": "assistant", "content": "a", "reasoning": "R"}
 
@@ -243,11 +243,11 @@ def error(message: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", list(WORDINGS))
 async def test_each_wording_is_the_empty_result_on_the_plain_spliced_and_streamed_paths(
-    upstream: respx.MockRouter, name: str
+    upstream: MockUpstreams, name: str
 ) -> None:
     upstream.post(f"{UP1}/chat/completions").respond(400, json=error(WORDINGS[name]))
     upstream.post("http://up1:8000/tokenize").mock(
-        side_effect=lambda request: httpx.Response(
+        side_effect=lambda request: MockResponse(
             200,
             json={
                 "tokens": render(
@@ -270,7 +270,7 @@ async def test_each_wording_is_the_empty_result_on_the_plain_spliced_and_streame
         },
         {"type": "function_call_output", "call_id": "a1B2c3D4e", "output": "cold"},
     ]
-    async with adapter(return_token_id_information=True, prefix_token_ids="required") as client:
+    async with adapter(upstream, return_token_id_information=True, prefix_token_ids="required") as client:
         plain = (await client.post("/v1/responses", json={"input": "x", "max_output_tokens": 8})).json()
         spliced = (await client.post("/v1/responses", json={"input": carried, "max_output_tokens": 8})).json()
         streamed = await client.post("/v1/responses", json={"input": carried, "stream": True})
@@ -290,20 +290,20 @@ async def test_each_wording_is_the_empty_result_on_the_plain_spliced_and_streame
 # ---- splice outcomes on /metrics -------------------------------------------------------------
 
 
-async def test_splice_outcomes_are_counted_per_upstream(upstream: respx.MockRouter) -> None:
-    def tokenize(request: httpx.Request) -> httpx.Response:
+async def test_splice_outcomes_are_counted_per_upstream(upstream: MockUpstreams) -> None:
+    def tokenize(request: MockRequest) -> MockResponse:
         body = orjson.loads(request.content)
         ids = render(
             body["messages"],
             body.get("add_generation_prompt", True),
             bool(body.get("continue_final_message")),
         )
-        return httpx.Response(200, json={"tokens": ids})
+        return MockResponse(200, json={"tokens": ids})
 
-    def generate(request: httpx.Request) -> httpx.Response:
+    def generate(request: MockRequest) -> MockResponse:
         body = orjson.loads(request.content)
         given = (body.get("kv_transfer_params") or {}).get("prompt_token_ids")
-        return httpx.Response(200, json=chat(given or render(body["messages"], True)))
+        return MockResponse(200, json=chat(given or render(body["messages"], True)))
 
     upstream.post("http://up1:8000/tokenize").mock(side_effect=tokenize)
     upstream.post(f"{UP1}/chat/completions").mock(side_effect=generate)
@@ -319,7 +319,7 @@ async def test_splice_outcomes_are_counted_per_upstream(upstream: respx.MockRout
         },
         {"type": "function_call_output", "call_id": "a1B2c3D4e", "output": "cold"},
     ]
-    async with adapter(return_token_id_information=True) as client:
+    async with adapter(upstream, return_token_id_information=True) as client:
         ok = (await client.post("/v1/responses", json={"input": carried})).json()["output"][-1]
         changed = (await client.post("/v1/responses", json={"input": carried, "instructions": "S2"})).json()
         text = (await client.get("/metrics")).text

@@ -195,7 +195,7 @@ def test_splice_on_the_familys_own_renderings(family: str, scenario: str) -> Non
     r = sc["renderings"]
     assert opening_mismatch(carried, r["opening"]) is None  # the same conversation
     out = splice(carried, r["through"], r["whole"], closing, stop_ids(sc["turn"]))
-    n = carried.expected_prefix_len
+    n = len(carried.prompt_token_ids) + len(carried.generation_token_ids)
     assert out[:n] == carried.prompt_token_ids + carried.generation_token_ids
     assert out[n:] == TAILS[family, scenario]
     # what came after the closing is the template's own rendering of the new messages

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nemo_gym.testing.mock_upstream import MockUpstreams
 from responses_api_models.vllm_model.tests.conftest import UP1, chat_body, make_server
 
 JSON = st.recursive(
@@ -101,16 +101,16 @@ CHAT = st.fixed_dictionaries(
 @pytest.fixture(scope="module")
 def harness() -> Iterator[tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]]:
     loop = asyncio.new_event_loop()
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        router.route(host="adapter").pass_through()
-        router.post(f"{UP1}/chat/completions").respond(200, json=chat_body("<think>r</think>ok"))
-        server = make_server()
-        app = server.build_asgi()
-        loop.run_until_complete(server.startup())
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapter")
-        yield loop, client
-        loop.run_until_complete(client.aclose())
-        loop.run_until_complete(server.shutdown())
+    upstreams = MockUpstreams()
+    upstreams.post(f"{UP1}/chat/completions").respond(200, json=chat_body("<think>r</think>ok"))
+    server = make_server()
+    server.pool.network = upstreams.transport
+    app = server.build_asgi()
+    loop.run_until_complete(server.startup())
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapter")
+    yield loop, client
+    loop.run_until_complete(client.aclose())
+    loop.run_until_complete(server.shutdown())
     loop.close()
 
 
@@ -120,8 +120,9 @@ def check(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient, path: str,
     )
     assert response.status_code in (200, 400, 413), response.text
     if response.headers["content-type"].startswith("text/event-stream"):
-        # A stream (stream: true): every event is JSON, and it ends as a stream must.
-        data = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        # A stream (stream: true): every event is JSON, and it ends as a stream must. Its lines
+        # end at "\n" only (splitlines() would also cut at a U+0085 inside the JSON).
+        data = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
         assert data and all(d == "[DONE]" or isinstance(json.loads(d), dict) for d in data)
         if path == "/v1/responses":
             assert json.loads(data[-1])["type"] in (

@@ -3,9 +3,8 @@ retries by reason, context-length fallbacks, sessions, token drift — exact sam
 
 from __future__ import annotations
 
-import httpx
-import respx
-
+from nemo_gym.testing.mock_upstream import MockUpstreams
+from nemo_gym.upstream.transport.mock import MockResponse
 from responses_api_models.vllm_model.tests.conftest import UP1, adapter, chat_body
 
 
@@ -20,7 +19,7 @@ def samples(text: str, name: str) -> dict[str, float]:
     return out
 
 
-async def test_adapter_metrics_count_what_happened(upstream: respx.MockRouter) -> None:
+async def test_adapter_metrics_count_what_happened(upstream: MockUpstreams) -> None:
     overflow = {
         "error": {
             "message": "This model's maximum context length is 256 tokens. However, your prompt contains at least 300 input tokens.",
@@ -30,13 +29,13 @@ async def test_adapter_metrics_count_what_happened(upstream: respx.MockRouter) -
     }
     upstream.post(f"{UP1}/chat/completions").mock(
         side_effect=[
-            httpx.Response(503, json={"error": {"message": "busy"}}),
-            httpx.Response(200, json=chat_body()),
-            httpx.Response(400, json=overflow),
-            httpx.Response(200, json=chat_body()),
+            MockResponse(503, json={"error": {"message": "busy"}}),
+            MockResponse(200, json=chat_body()),
+            MockResponse(400, json=overflow),
+            MockResponse(200, json=chat_body()),
         ]
     )
-    async with adapter() as client:
+    async with adapter(upstream) as client:
         assert (await client.post("/v1/responses", json={"input": "a"})).status_code == 200
         assert (await client.post("/v1/responses", json={"input": "b"})).status_code == 200  # empty result
         assert (await client.post("/v1/chat/completions", json={"messages": []})).status_code == 400
@@ -65,8 +64,8 @@ async def test_adapter_metrics_count_what_happened(upstream: respx.MockRouter) -
     assert "nemo_gym_token_drift_total" not in text  # drift is measured in token mode only
 
 
-async def test_token_mode_exposes_drift_counts(upstream: respx.MockRouter) -> None:
-    async with adapter(return_token_id_information=True) as client:
+async def test_token_mode_exposes_drift_counts(upstream: MockUpstreams) -> None:
+    async with adapter(upstream, return_token_id_information=True) as client:
         text = (await client.get("/metrics")).text
     assert samples(text, "nemo_gym_token_drift_total") == {
         f'outcome="{outcome}",upstream="{UP1}"': 0.0

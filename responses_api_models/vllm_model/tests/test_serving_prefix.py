@@ -74,7 +74,7 @@ class Pool:
     def __init__(
         self, ignores: bool = False, probe: bool = True, think: bool = False, mark: bool = False
     ) -> None:
-        self.a = Upstream(0, "http://a/v1", "http://a", client=None)  # type: ignore[arg-type]
+        self.a = Upstream(0, "http://a/v1", "http://a", transport=None)  # type: ignore[arg-type]
         self.ignores = ignores
         self.probe = probe
         self.think = think  # the generation prompt ends with an id (77) history never renders

@@ -36,8 +36,8 @@ class StubPool:
     its answer carries prompt_token_ids."""
 
     def __init__(self, chat_from: str, inline: bool) -> None:
-        self.a = Upstream(0, "http://a/v1", "http://a", client=None)  # type: ignore[arg-type]
-        self.b = Upstream(1, "http://b/v1", "http://b", client=None)  # type: ignore[arg-type]
+        self.a = Upstream(0, "http://a/v1", "http://a", transport=None)  # type: ignore[arg-type]
+        self.b = Upstream(1, "http://b/v1", "http://b", transport=None)  # type: ignore[arg-type]
         self.chat_from = self.a if chat_from == "a" else self.b
         self.inline = inline
         self.calls: list[tuple[str, str, dict[str, Any]]] = []

@@ -1,4 +1,4 @@
-"""The upstream client for https:// upstreams (and any upstream configured `upstream_client:
+"""The transport of https:// upstreams (and any upstream configured `upstream_client:
 aiohttp`): one `aiohttp.ClientSession`, so proxies, TLS options and HTTP corner cases are
 handled by a well-kept library rather than by us.
 
@@ -11,7 +11,7 @@ What it adds to aiohttp, and why:
   authorization header;
 - `ssl_verify`, `ca_bundle`, `client_cert`/`client_key` make one SSL context, checked when the
   client is built so a wrong path fails at start, naming the key;
-- the same failure kinds as the lean client (`nemo_gym.upstream.http1`), because the retry
+- the same failure kinds as the lean transport (`pool.LeanTransport`), because the retry
   rules read only those. A close with no answer byte on a reused connection, moments after the
   request went out, is the keep-alive race (`StaleConnection`); any other is
   `ConnectionDropped`. Reuse is told by remembering which connection protocols were already
@@ -58,14 +58,18 @@ from nemo_gym.exceptions import (
     ResponseTooLarge,
     StaleConnection,
     TransportError,
-    check_header_value,
 )
 from nemo_gym.upstream.config import UpstreamConfig
-from nemo_gym.upstream.http1 import STALE_CLOSE_WINDOW, _decode
+from nemo_gym.upstream.transport.base import (
+    KEEPALIVE,
+    Answer,
+    StreamAnswer,
+    busy_message,
+    closed_before_answer,
+    request_headers,
+)
+from nemo_gym.upstream.transport.decoding import decode_body
 
-# Idle connections older than this are not reused: below uvicorn's (hence vLLM's) keep-alive,
-# as in the lean client, so we rarely pick a connection the server is closing.
-KEEPALIVE = 4.0
 # aiohttp limits the number of response header fields; each is within max_header_bytes and
 # the total is checked after parsing, so this caps what a hostile head can make us hold.
 MAX_HEADER_FIELDS = 128
@@ -156,11 +160,11 @@ def _too_large(exc: BaseException) -> bool:
 
 
 class _AiohttpBodyStream:
-    """A streamed answer's body, with the lean client's `BodyStream` behaviour: chunks as they
+    """A streamed answer's body, with the lean transport's `StreamedBody` behaviour: chunks as they
     arrive, the body limit, our failure kinds, and the connection closed if left unfinished."""
 
     def __init__(
-        self, client: AiohttpUpstreamClient, response: aiohttp.ClientResponse, attempt: _Attempt, url: str
+        self, client: AiohttpTransport, response: aiohttp.ClientResponse, attempt: _Attempt, url: str
     ) -> None:
         self._client = client
         self._response = response
@@ -212,20 +216,14 @@ class _AiohttpBodyStream:
         self._finish(close=True)
 
 
-class AiohttpUpstreamClient:
-    """The `UpstreamClient` protocol over one aiohttp session, at most `max_connections`
+class AiohttpTransport:
+    """The `UpstreamTransport` protocol over one aiohttp session, at most `max_connections`
     requests in flight (further ones wait up to `timeouts.pool`)."""
 
     def __init__(self, config: UpstreamConfig, headers: dict[str, str] | None = None) -> None:
         self.config = config
-        self._headers = {
-            "content-type": "application/json",
-            # We decode the body ourselves (bounded); ask only for what we can decode.
-            "accept-encoding": "gzip, deflate",
-            **(headers or {}),
-        }
-        for name, value in self._headers.items():
-            check_header_value(name, value)
+        # We decode the body ourselves (bounded); ask only for what we can decode.
+        self._headers = request_headers(headers, **{"accept-encoding": "gzip, deflate"})
         self._ssl = ssl_context_for(config)
         self._session: aiohttp.ClientSession | None = None
         self._connector: _Connector | None = None
@@ -270,15 +268,12 @@ class AiohttpUpstreamClient:
                 async with asyncio.timeout(pool):
                     await slots.acquire()
             except TimeoutError:
-                raise PoolTimeout(
-                    f"no free connection within timeouts.pool ({pool}s); "
-                    f"all {self.config.max_connections} (max_connections) are busy"
-                ) from None
+                raise PoolTimeout(busy_message(pool, self.config.max_connections)) from None
         if self._closed:
             slots.release()
             raise ClientClosed("client is closed")
 
-    async def post(self, url: str, content: bytes) -> tuple[int, bytes]:
+    async def post(self, url: str, content: bytes) -> Answer:
         session = self._session or self._open()
         await self._acquire()
         try:
@@ -286,7 +281,7 @@ class AiohttpUpstreamClient:
         finally:
             self._slots.release()  # type: ignore[union-attr]
 
-    async def post_stream(self, url: str, content: bytes) -> tuple[int, _AiohttpBodyStream]:
+    async def post_stream(self, url: str, content: bytes) -> StreamAnswer:
         """POST and return once the head is in; the connection slot is held until the stream ends."""
         session = self._session or self._open()
         await self._acquire()
@@ -300,7 +295,7 @@ class AiohttpUpstreamClient:
             response.close()
             self._slots.release()  # type: ignore[union-attr]
             raise ProtocolError(f"a streamed answer may not be {encoding}-encoded")
-        return response.status, _AiohttpBodyStream(self, response, attempt, url)
+        return StreamAnswer(response.status, _AiohttpBodyStream(self, response, attempt, url))
 
     async def get_status(self, url: str, timeout_s: float) -> int:
         session = self._session or self._open()
@@ -308,7 +303,7 @@ class AiohttpUpstreamClient:
             async with asyncio.timeout(timeout_s):
                 await self._acquire()
                 try:
-                    return (await self._request(session, "GET", url, None))[0]
+                    return (await self._request(session, "GET", url, None)).status
                 finally:
                     self._slots.release()  # type: ignore[union-attr]
         except (TimeoutError, ReadTimeout, PoolTimeout):
@@ -344,7 +339,7 @@ class AiohttpUpstreamClient:
 
     async def _request(
         self, session: aiohttp.ClientSession, method: str, url: str, content: bytes | None
-    ) -> tuple[int, bytes]:
+    ) -> Answer:
         response, attempt = await self._send(session, method, url, content)
         try:
             body = await self._read_body(response)
@@ -356,7 +351,7 @@ class AiohttpUpstreamClient:
                 raise self._kind(exc, attempt, url) from None
             raise
         response.release()
-        return response.status, body
+        return Answer(response.status, body)
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         limits = self.config.limits
@@ -384,11 +379,7 @@ class AiohttpUpstreamClient:
         encoding = response.headers.get("content-encoding")
         if encoding is not None:
             encoded = encoding.strip().lower().encode("latin-1")
-            if encoded != b"identity":
-                decoded = _decode(body, encoded, limits.max_decompressed_bytes)
-                if isinstance(decoded, Exception):
-                    raise decoded
-                body = decoded
+            body = decode_body(body, encoded, limits.max_decompressed_bytes)
         return body
 
     def _kind(self, exc: BaseException, attempt: _Attempt, url: str) -> TransportError:
@@ -399,24 +390,23 @@ class AiohttpUpstreamClient:
             return ConnectTimeout(f"no connection to {_origin(url)} within {self.config.timeouts.connect}s")
         if isinstance(exc, aio_errors.ServerTimeoutError | asyncio.TimeoutError):
             return ReadTimeout(f"{self.config.timeouts.read}s")
-        if isinstance(exc, aio_errors.ClientHttpProxyError):
-            return ConnectError(f"proxy refused the tunnel to {_origin(url)}: {exc.status} {exc.message}")
-        if isinstance(exc, aio_errors.ClientProxyConnectionError):
-            return ConnectError(f"cannot connect to the proxy for {_origin(url)}: {_detail(exc)}")
-        if isinstance(exc, aio_errors.ClientSSLError | ssl.SSLError):
-            return ConnectError(f"TLS handshake with {_origin(url)} failed: {_detail(exc)}")
-        if isinstance(exc, aio_errors.ClientConnectorError):
-            return ConnectError(f"cannot connect to {_origin(url)}: {_detail(exc)}")
-        if isinstance(exc, aio_errors.InvalidURL | aio_errors.NonHttpUrlClientError):
-            return ConnectError(f"unsupported upstream URL {url!r} (expected http:// or https://)")
+        for kinds, said in _NOT_CONNECTED:
+            if isinstance(exc, kinds):
+                status, message = getattr(exc, "status", ""), getattr(exc, "message", "")
+                return ConnectError(
+                    said.format(
+                        origin=_origin(url), url=url, detail=_detail(exc), status=status, message=message
+                    )
+                )
         if isinstance(exc, aio_errors.ServerDisconnectedError) and not isinstance(exc.message, str):
             return ProtocolError("connection closed mid-response")  # the head had begun
         if isinstance(exc.__cause__, ssl.SSLError):  # a TLS alert after the handshake (TLS 1.3)
             return ConnectError(f"TLS session with {_origin(url)} refused: {_detail(exc.__cause__)}")
-        if isinstance(exc, aio_errors.ServerDisconnectedError | aio_errors.ClientOSError):
+        if isinstance(exc, _CLOSED_BEFORE_ANSWER):
             return self._closed_before_answer(attempt)
-        if isinstance(exc, aio_errors.ClientConnectionResetError):
-            return self._closed_before_answer(attempt)  # failed on write
+        return self._broken_answer(exc)
+
+    def _broken_answer(self, exc: BaseException) -> TransportError:
         if isinstance(exc, aio_errors.ClientPayloadError):
             return ProtocolError(f"connection closed mid-response ({_detail(exc)})")
         if isinstance(exc, aio_errors.ClientResponseError):
@@ -428,20 +418,31 @@ class AiohttpUpstreamClient:
             return ProtocolError(f"malformed HTTP response: {exc.message}")
         return ProtocolError(f"{type(exc).__name__}: {_detail(exc)}")
 
-    def _closed_before_answer(self, attempt: _Attempt) -> TransportError:
-        waited = asyncio.get_running_loop().time() - attempt.sent_at
-        if attempt.reused and waited < STALE_CLOSE_WINDOW:
-            return StaleConnection(
-                f"kept-alive connection closed by the server {waited * 1000:.1f} ms after the request was written"
-            )
-        return ConnectionDropped(
-            f"server closed the connection {waited:.3f} s after the request, without answering"
-        )
+    @staticmethod
+    def _closed_before_answer(attempt: _Attempt) -> TransportError:
+        return closed_before_answer(attempt.reused, asyncio.get_running_loop().time() - attempt.sent_at)
 
     async def aclose(self) -> None:
         self._closed = True
         if self._session is not None:
             await self._session.close()
+
+
+# aiohttp's failures to connect, most specific first, and what we say of each (all ConnectError).
+_NOT_CONNECTED: tuple[tuple[Any, str], ...] = (
+    (aio_errors.ClientHttpProxyError, "proxy refused the tunnel to {origin}: {status} {message}"),
+    (aio_errors.ClientProxyConnectionError, "cannot connect to the proxy for {origin}: {detail}"),
+    (aio_errors.ClientSSLError | ssl.SSLError, "TLS handshake with {origin} failed: {detail}"),
+    (aio_errors.ClientConnectorError, "cannot connect to {origin}: {detail}"),
+    (
+        aio_errors.InvalidURL | aio_errors.NonHttpUrlClientError,
+        "unsupported upstream URL {url!r} (expected http:// or https://)",
+    ),
+)
+# Closed with no answer byte (a reset too: the write failed).
+_CLOSED_BEFORE_ANSWER = (
+    aio_errors.ServerDisconnectedError | aio_errors.ClientOSError | aio_errors.ClientConnectionResetError
+)
 
 
 def _origin(url: str) -> str:
