@@ -1,27 +1,56 @@
-"""Base for resources servers: tools as POST endpoints, plus `/seed_session`, `/verify`
-and `/aggregate_metrics`.
+"""Base for resources servers: tools as POST endpoints, plus `/seed_session`, `/close_session`,
+`/verify` and `/aggregate_metrics`.
 
 Routes are the server's own bound methods, so FastAPI validates each body against the type
 the subclass annotates (`verify(self, body: MyVerifyRequest)`), with or without a
 `request: Request` parameter, exactly as NeMo Gym environments are written.
+
+Two callers seed sessions: an agent's `/run` sends the dataset row (a legacy seed, answered
+with an empty body), and an environment server sends a `ResourcesSeedSessionRequest` naming
+the session it assigns (answered with that id) and later closes it at `/close_session`.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
+from nemo_gym.episode_types import EpisodeId, TaskId
+from nemo_gym.failure_kinds import validate_failure_kind
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
 
+try:
+    from nemo_gym.sandbox.access import SandboxAccess
+except ImportError:  # without the sandbox package, a grant travels as its JSON object
+    SandboxAccess = dict[str, JsonValue]  # type: ignore[misc]
+
 # Keys under which MCP metadata and session tokens travel in NeMo Gym (kept for imports).
 NEMO_GYM_MCP_SESSION_TOKEN_HEADER = "X-NeMo-Gym-Session-Token"
 NEMO_GYM_MCP_METADATA_KEY = "mcp"
+# Tool names that would shadow a resources server's own routes.
+RESERVED_MCP_TOOL_NAMES = frozenset({"verify", "seed_session", "close_session", "aggregate_metrics", "mcp"})
+
+
+def normalize_tool_name(name: str, server_name: str | None = None) -> str:
+    """A trajectory's tool name as the server knows it: `mcp__<server>__<tool>` → `<tool>`.
+
+    MCP clients namespace tool names per server while HTTP agents record bare names; verifiers
+    compare against bare names, so both transports score alike. With `server_name`, only that
+    server's namespace is stripped.
+    """
+    if not name.startswith("mcp__"):
+        return name
+    if server_name is not None:
+        prefix = f"mcp__{server_name}__"
+        return name[len(prefix) :] if name.startswith(prefix) else name
+    _, separator, tool = name[len("mcp__") :].partition("__")
+    return tool if separator else name
 
 
 class ReverifyMode(str, Enum):  # noqa: UP042 -- NeMo Gym compares and prints it as (str, Enum)
@@ -33,6 +62,10 @@ class ReverifyMode(str, Enum):  # noqa: UP042 -- NeMo Gym compares and prints it
 class BaseResourcesServerConfig(BaseServerConfig):
     expose_tools_over_mcp: bool = False
     REVERIFY_MODE: ClassVar[ReverifyMode] = ReverifyMode.UNKNOWN
+
+
+class BaseResourcesServer(SimpleServer):
+    config: BaseResourcesServerConfig
 
 
 class BaseRunRequest(BaseModel):
@@ -57,6 +90,11 @@ class BaseVerifyResponse(BaseVerifyRequest):
     failure_kind: str | None = None
     failure_reason: str | None = None
 
+    @field_validator("failure_kind")
+    @classmethod
+    def _shared_kind(cls, value: str | None) -> str | None:
+        return validate_failure_kind(value)
+
 
 class BaseMultiRewardVerifyResponse(BaseVerifyResponse):
     reward_components: dict[str, float]
@@ -70,20 +108,110 @@ class BaseSeedSessionResponse(BaseModel):
     pass
 
 
-class SimpleResourcesServer(AggregateMetricsMixin, SimpleServer):
+class MCPServerMetadata(BaseModel):
+    """How an agent reaches this server's tools over MCP for one session."""
+
+    server_name: str
+    url_path: str = "/mcp"
+    transport: str = "http"
+    headers: dict[str, str]
+
+
+class ResourcesSeedSessionRequest(BaseModel):
+    """An environment server's seed: create (idempotently) the session it names.
+
+    Seeding the same id for the same episode again returns the same session; a session closed
+    before its seed arrives must not be created by that late seed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    resources_session_id: str = Field(min_length=1)
+    episode_id: EpisodeId
+    task_id: TaskId
+    task_data: dict[str, JsonValue]
+
+
+class ResourcesSeedSessionResponse(BaseModel):
+    """The seeded session, and optional tool or sandbox access for the agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resources_session_id: str
+    resources_tools: MCPServerMetadata | None = None
+    sandbox_access: SandboxAccess | None = None
+
+
+VerificationInputT = TypeVar("VerificationInputT")
+
+
+class ResourcesVerifyRequest(BaseModel, Generic[VerificationInputT]):
+    """An environment's typed output, sent to a resources server for scoring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    episode_id: EpisodeId
+    task_id: TaskId
+    verification_input: VerificationInputT
+
+
+class ResourcesCloseSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resources_session_id: str
+    episode_id: EpisodeId
+
+
+class ResourcesCloseSessionResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resources_session_id: str
+
+
+class SimpleResourcesServer(AggregateMetricsMixin, BaseResourcesServer):
     config: BaseResourcesServerConfig
 
     def setup_webserver(self) -> FastAPI:
         app = super().setup_webserver()
         app.post("/seed_session")(self.seed_session)
+        app.post("/close_session")(self.close_resources_session)
         app.post("/verify")(self.verify)
         app.post("/aggregate_metrics")(self.aggregate_metrics)
         app.get("/reverify_mode")(self.get_reverify_mode)
         return app
 
-    async def seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
-        """Prepare per-rollout state (keyed by `request.session[SESSION_ID_KEY]`); default: none."""
+    def normalize_tool_name(self, name: str) -> str:
+        """Strip this server's own MCP namespace from a trajectory tool name."""
+        return normalize_tool_name(name, self.config.name or type(self).__name__)
+
+    def mcp_tools(self, harvested: list[Any], catchall: Any | None) -> list[Any] | None:
+        """The tools to expose over MCP (NeMo Gym's hook; this framework serves no MCP)."""
+        return harvested
+
+    def mcp_allowed_tools_for_session(self, seed_body: dict[str, Any]) -> list[str] | None:
+        """Tool names one session may use over MCP; None allows all (NeMo Gym's hook)."""
+        return None
+
+    async def seed_session(
+        self, body: ResourcesSeedSessionRequest | BaseSeedSessionRequest
+    ) -> ResourcesSeedSessionResponse | BaseSeedSessionResponse:
+        """Prepare per-rollout state (keyed by `request.session[SESSION_ID_KEY]`); default: none.
+
+        An environment server's seed gets its own session id back; an agent's gets an empty body.
+        """
+        if isinstance(body, ResourcesSeedSessionRequest):
+            return ResourcesSeedSessionResponse(resources_session_id=body.resources_session_id)
         return BaseSeedSessionResponse()
+
+    async def close_resources_session(
+        self, body: ResourcesCloseSessionRequest
+    ) -> ResourcesCloseSessionResponse:
+        """Release what an environment server's seed created (`/close_session`); default: nothing.
+
+        An override succeeds for a session already closed or never seeded, stops a later seed of
+        the same id from creating it, and raises (so the caller retries) when releasing fails.
+        """
+        return ResourcesCloseSessionResponse(resources_session_id=body.resources_session_id)
 
     async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
         """Score a finished rollout. Every resources server overrides this."""
@@ -99,15 +227,25 @@ class SimpleResourcesServer(AggregateMetricsMixin, SimpleServer):
 __all__ = [
     "NEMO_GYM_MCP_METADATA_KEY",
     "NEMO_GYM_MCP_SESSION_TOKEN_HEADER",
+    "RESERVED_MCP_TOOL_NAMES",
     "AggregateMetrics",
     "AggregateMetricsRequest",
     "BaseMultiRewardVerifyResponse",
+    "BaseResourcesServer",
     "BaseResourcesServerConfig",
     "BaseRunRequest",
     "BaseSeedSessionRequest",
     "BaseSeedSessionResponse",
     "BaseVerifyRequest",
     "BaseVerifyResponse",
+    "MCPServerMetadata",
+    "ResourcesCloseSessionRequest",
+    "ResourcesCloseSessionResponse",
+    "ResourcesSeedSessionRequest",
+    "ResourcesSeedSessionResponse",
+    "ResourcesVerifyRequest",
     "ReverifyMode",
+    "SandboxAccess",
     "SimpleResourcesServer",
+    "normalize_tool_name",
 ]

@@ -10,10 +10,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from omegaconf import OmegaConf  # noqa: F401  (NeMo Gym code imports OmegaConf from here)
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 # First path segment of a rollout-prefixed request (`nemo_gym.rollout_correlation`).
 ROLLOUT_PATH_PREFIX = "ng-rollout"
+# Second segment, after the rollout id, of a request whose tokens are captured for training.
+TOKEN_CAPTURE_PATH_SEGMENT = "training-token-capture"
+
+
+class BaseNeMoGymCLIConfig(BaseModel):
+    """The keys of one command (NeMo Gym's base for command configs).
+
+    Our commands print `--help` and refuse unknown keys themselves (nemo_gym.cli.keys).
+    """
 
 
 class ModelServerRef(BaseModel):
@@ -99,6 +109,12 @@ class JsonlDatasetGitlabIdentifer(BaseModel):
     dataset_name: str
     version: str
     artifact_fpath: str
+
+
+class DownloadJsonlDatasetGitlabConfig(JsonlDatasetGitlabIdentifer, BaseNeMoGymCLIConfig):
+    """Where a dataset of NeMo Gym's GitLab model registry is written once downloaded."""
+
+    output_fpath: str
 
 
 class JsonlDatasetHuggingFaceIdentifer(BaseModel):

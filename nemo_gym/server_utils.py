@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
 from nemo_gym.global_config import HEAD_SERVER_KEY_NAME
 from nemo_gym.http.server_client import (
     ServerClient,
@@ -48,9 +51,82 @@ def apply_rollout_prefix(base_url: str, rollout_id: str | None, *, token_capture
     return base_url
 
 
+class GlobalAIOHTTPAsyncClientConfig(BaseModel):
+    """The global keys that size a process's own aiohttp session (NeMo Gym's names; 0 = no limit)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    global_aiohttp_connector_limit: int = Field(default=100 * 1024, ge=0)
+    global_aiohttp_connector_limit_per_host: int = Field(default=1024, ge=0)
+    global_aiohttp_intended_concurrency: int | None = Field(default=None, gt=0)
+    global_aiohttp_intended_concurrency_per_host: int | None = Field(default=None, gt=0)
+    # Log each request an agent makes through this session (agents check the flag themselves).
+    global_aiohttp_client_request_debug: bool = False
+
+
+# The session `set_global_aiohttp_client` made, for code that asks for one by these names.
+_GLOBAL_AIOHTTP_CLIENT: aiohttp.ClientSession | None = None
+_GLOBAL_AIOHTTP_CLIENT_REQUEST_DEBUG = False
+
+
+def set_global_aiohttp_client(cfg: GlobalAIOHTTPAsyncClientConfig) -> aiohttp.ClientSession:
+    """Create this process's global aiohttp session (once; `global_aiohttp_client_exit` to redo)."""
+    global _GLOBAL_AIOHTTP_CLIENT, _GLOBAL_AIOHTTP_CLIENT_REQUEST_DEBUG
+    if _GLOBAL_AIOHTTP_CLIENT is not None:
+        raise RuntimeError("a global aiohttp client already exists; call global_aiohttp_client_exit() first")
+    connector = aiohttp.TCPConnector(
+        limit=cfg.global_aiohttp_connector_limit,
+        limit_per_host=cfg.global_aiohttp_connector_limit_per_host,
+        keepalive_timeout=15.0,
+    )
+    _GLOBAL_AIOHTTP_CLIENT = aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None)
+    )
+    _GLOBAL_AIOHTTP_CLIENT_REQUEST_DEBUG = cfg.global_aiohttp_client_request_debug
+    return _GLOBAL_AIOHTTP_CLIENT
+
+
+def is_global_aiohttp_client_setup() -> bool:
+    return _GLOBAL_AIOHTTP_CLIENT is not None
+
+
+def is_global_aiohttp_client_request_debug_enabled() -> bool:
+    return _GLOBAL_AIOHTTP_CLIENT_REQUEST_DEBUG
+
+
+async def global_aiohttp_client_aclose() -> None:
+    """Close and forget the global session (inside the loop that uses it)."""
+    global _GLOBAL_AIOHTTP_CLIENT
+    session, _GLOBAL_AIOHTTP_CLIENT = _GLOBAL_AIOHTTP_CLIENT, None
+    if session is not None and not session.closed:
+        await session.close()
+
+
+def global_aiohttp_client_exit() -> None:
+    """Forget the global session, closing it when no event loop is running."""
+    import asyncio
+
+    global _GLOBAL_AIOHTTP_CLIENT
+    session = _GLOBAL_AIOHTTP_CLIENT
+    if session is None:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        if not session.closed:
+            asyncio.run(session.close())
+    _GLOBAL_AIOHTTP_CLIENT = None
+
+
 __all__ = [
     "HEAD_SERVER_KEY_NAME",
     "SESSION_ID_KEY",
+    "GlobalAIOHTTPAsyncClientConfig",
+    "global_aiohttp_client_aclose",
+    "global_aiohttp_client_exit",
+    "is_global_aiohttp_client_request_debug_enabled",
+    "is_global_aiohttp_client_setup",
+    "set_global_aiohttp_client",
     "BaseServer",
     "BaseServerConfig",
     "ServerClient",

@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.loader import PROJECT_ROOT, RESERVED_KEYS, LoadedConfig
+from nemo_gym.paths import extra_roots
 
-SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents")
+SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents", "environment_servers")
 DEFAULT_HOST = "127.0.0.1"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 PORT_PROBES = 200
@@ -68,6 +69,20 @@ class ServerInstance:
         return f"{self.name}.{self.server_type}.{self.impl_name}"
 
 
+def resolve_entrypoint(server_type: str, impl_name: str, entry: str) -> Path:
+    """`<server_type>/<impl_name>/<entry>` under this checkout, else the working directory, else the
+    `NEMO_GYM_EXTRA_ROOTS` (our implementations win a name clash, as in the compat tier); an
+    absolute entrypoint lets tests and out-of-tree servers live anywhere."""
+    if Path(entry).is_absolute():
+        return Path(entry)
+    relative = Path(server_type) / impl_name / entry
+    roots = list(dict.fromkeys([PROJECT_ROOT, Path.cwd().resolve(), *(r.resolve() for r in extra_roots())]))
+    for root in roots:
+        if (root / relative).is_file():
+            return root / relative
+    return PROJECT_ROOT / relative
+
+
 def _looks_like_instance(value: Any) -> bool:
     return isinstance(value, dict | DictConfig) and any(k in SERVER_TYPES for k in value)
 
@@ -113,12 +128,7 @@ def discover_instances(loaded: LoadedConfig) -> list[ServerInstance]:
                 key=f"{impl_key}.entrypoint",
                 source=loaded.source_of(impl_key),
             )
-        # An absolute entrypoint lets tests and out-of-tree servers live anywhere.
-        entrypoint = (
-            Path(str(entry))
-            if Path(str(entry)).is_absolute()
-            else PROJECT_ROOT / server_type / impl_name / str(entry)
-        )
+        entrypoint = resolve_entrypoint(server_type, impl_name, str(entry))
         if not entrypoint.is_file():
             raise ConfigError(
                 f"points to {entrypoint}, which does not exist",

@@ -3,6 +3,11 @@
 Priority (lowest first): every YAML in `config_paths` (included files before the file
 that includes them), then `env.yaml`, then command-line overrides. We merge plain dicts
 ourselves so we can remember which file set each key: every config error names both.
+
+A relative `config_paths` entry is looked for, in order, under the including file's folder
+(for nested entries), the roots in `NEMO_GYM_EXTRA_ROOTS`, the working directory and this
+checkout, as NeMo Gym looks for it. A config that is an environment bundle's (a `manifest.yaml`
+beside it names it) has its manifest validated as it loads.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from omegaconf.errors import (
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.overrides import parse_overrides
+from nemo_gym.paths import extra_roots
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RESERVED_KEYS = ("config_paths", "head_server", "default_host")
@@ -146,9 +152,23 @@ class _FileLoader:
                     source=referrer,
                 )
             data = _read_yaml(path, referrer)
+            _check_manifest(path)
             nested = _as_path_list(data.pop("config_paths", None), "config_paths", str(path))
-            self.load(nested, str(path), [path.parent, self.cwd, PROJECT_ROOT])
+            self.load(nested, str(path), [path.parent, *search_roots(self.cwd)])
             self.ordered.append((path, data))
+
+
+def search_roots(cwd: Path) -> list[Path]:
+    """Where a relative config path is looked for: extra roots, the working directory, this checkout."""
+    return list(dict.fromkeys([*(root.resolve() for root in extra_roots()), cwd, PROJECT_ROOT]))
+
+
+def _check_manifest(config_path: Path) -> None:
+    if not (config_path.parent / "manifest.yaml").is_file():
+        return
+    from nemo_gym.environment.manifest import validate_bundle_manifest
+
+    validate_bundle_manifest(config_path)
 
 
 class _Search:
@@ -216,7 +236,7 @@ def load_config(
     config_paths += _as_path_list(cli.pop("config_paths", None), "config_paths", COMMAND_LINE)
 
     loader = _FileLoader(cwd)
-    loader.load(config_paths, COMMAND_LINE, [cwd, PROJECT_ROOT])
+    loader.load(config_paths, COMMAND_LINE, search_roots(cwd))
 
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -327,7 +347,7 @@ def config_defined_names(args: list[str] | None = None, cwd: Path | None = None)
         paths = _as_path_list(env_data.pop("config_paths", None), "config_paths", "env.yaml")
         paths += _as_path_list(cli.get("config_paths"), "config_paths", COMMAND_LINE)
         loader = _FileLoader(cwd)
-        loader.load(paths, COMMAND_LINE, [cwd, PROJECT_ROOT])
+        loader.load(paths, COMMAND_LINE, search_roots(cwd))
     except ConfigError:
         return None
     names: set[str] = set(env_data)

@@ -390,6 +390,10 @@ class ServerClient:
             host, port = getattr(server_config_dict, "host", None), getattr(server_config_dict, "port", None)
         return f"http://{host}:{port}"
 
+    def _resolve_base_url(self, server_name: str) -> str:
+        """`http://host:port` of an instance (NeMo Gym's private name, which its servers call)."""
+        return self.url_for(server_name)
+
     def url_for(self, server_name: str) -> str:
         try:
             return self._urls[server_name]

@@ -37,6 +37,8 @@ from nemo_gym.base_resources_server import (
     BaseSeedSessionResponse,
     BaseVerifyRequest,
     BaseVerifyResponse,
+    ResourcesSeedSessionRequest,
+    ResourcesSeedSessionResponse,
     SimpleResourcesServer,
 )
 from nemo_gym.config import PROJECT_ROOT, ConfigError
@@ -44,6 +46,8 @@ from nemo_gym.config_types import ModelServerRef
 from nemo_gym.http.server_client import message_from_body
 from nemo_gym.openai_utils import NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.server.errors import APIError
+from nemo_gym.verifier_fixture import VerifierFixture
+from resources_servers.equivalence_llm_judge.fixture import verify_with_canned_judge
 
 logger = logging.getLogger(__name__)
 
@@ -338,8 +342,14 @@ class EquivalenceLLMJudge(SimpleResourcesServer):
         return self._template
 
     # ---- routes ------------------------------------------------------------------------
-    async def seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
+    async def seed_session(
+        self, body: ResourcesSeedSessionRequest | BaseSeedSessionRequest
+    ) -> ResourcesSeedSessionResponse | BaseSeedSessionResponse:
         # A row without an expected answer fails here, before the policy spends a rollout on it.
+        if isinstance(body, ResourcesSeedSessionRequest):
+            # An environment server's seed: the row's fields are its task_data.
+            expected_answer_of(body.task_data)
+            return ResourcesSeedSessionResponse(resources_session_id=body.resources_session_id)
         row = body.model_extra or {}
         if "responses_create_params" in row:
             expected_answer_of(row)
@@ -516,6 +526,21 @@ LLMJudgeResourcesServerConfig = EquivalenceJudgeConfig
 LLMJudgeVerifyRequest = EquivalenceJudgeVerifyRequest
 LLMJudgeVerifyResponse = EquivalenceJudgeVerifyResponse
 LLMJudgeResourcesServer = EquivalenceLLMJudge
+
+
+class FixtureVerifyRequest(EquivalenceJudgeVerifyRequest):
+    """A contract case's request: a row, the policy's response, and the judge's canned reply."""
+
+    fixture_judge_text: str = ""
+
+
+# `gym env test`'s contract cases: scored with canned judge replies, no judge server needed.
+VERIFIER_FIXTURE = VerifierFixture(
+    server_factory=lambda: EquivalenceLLMJudge(config=EquivalenceJudgeConfig(name="equivalence_llm_judge")),
+    request_model=FixtureVerifyRequest,
+    cases_path=SERVER_DIR / "tests" / "verifier_cases.jsonl",
+    invoke=verify_with_canned_judge,
+)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""Where a relative path a user or an environment names is looked for.
+
+NeMo Gym resolves files named in configs and code (`config_paths` entries, dataset and prompt
+files, skill directories) against an ordered list of roots: the directories in
+`NEMO_GYM_EXTRA_ROOTS` first (so a plug-in tree can shadow a built-in), then the working
+directory, then the checkout this package lives in. Environments import these helpers from
+`nemo_gym` itself, so the same order applies to them and to our config loader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+NEMO_GYM_EXTRA_ROOTS_ENV_VAR_NAME = "NEMO_GYM_EXTRA_ROOTS"
+
+ROOT_DIR = Path(__file__).resolve().parent
+PARENT_DIR = ROOT_DIR.parent
+# A source checkout keeps its caches and results next to the code; an installed package uses the cwd.
+WORKING_DIR = PARENT_DIR if (PARENT_DIR / "pyproject.toml").exists() else Path.cwd()
+CACHE_DIR = WORKING_DIR / "cache"
+RESULTS_DIR = WORKING_DIR / "results"
+
+
+def extra_roots() -> list[Path]:
+    """The roots named by `NEMO_GYM_EXTRA_ROOTS` (os.pathsep-separated), read at call time."""
+    raw = os.environ.get(NEMO_GYM_EXTRA_ROOTS_ENV_VAR_NAME, "")
+    return [Path(part) for part in raw.split(os.pathsep) if part]
+
+
+def component_search_roots(*, sys_path: list[Path] | None = None) -> list[Path]:
+    """Extra roots, then `sys_path` entries, then the cwd and this checkout; each root once.
+
+    The cwd and the checkout always come last, so anything a user adds wins over the built-ins.
+    """
+    last = [Path.cwd(), PARENT_DIR]
+    last_resolved = {root.resolve() for root in last}
+    middle = [entry for entry in (sys_path or []) if entry.resolve() not in last_resolved]
+    roots: list[Path] = []
+    seen: set[Path] = set()
+    for root in (*extra_roots(), *middle, *last):
+        resolved = root.resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            roots.append(root)
+    return roots
+
+
+def resolve_under_cwd_or_install(
+    rel_path: str | Path, *, validator: Callable[[Path], bool] | None = None
+) -> Path:
+    """A path to read: absolute paths as given, else the first root where it exists.
+
+    When no root has it, the path under the first root comes back, so an error message names
+    the place the user most likely meant. Not for paths to write.
+    """
+    path = Path(rel_path)
+    if path.is_absolute():
+        return path
+    accept = validator or Path.exists
+    roots = component_search_roots()
+    for root in roots:
+        candidate = root / path
+        if accept(candidate):
+            return candidate
+    return roots[0] / path
+
+
+__all__ = [
+    "CACHE_DIR",
+    "NEMO_GYM_EXTRA_ROOTS_ENV_VAR_NAME",
+    "PARENT_DIR",
+    "RESULTS_DIR",
+    "ROOT_DIR",
+    "WORKING_DIR",
+    "component_search_roots",
+    "extra_roots",
+    "resolve_under_cwd_or_install",
+]

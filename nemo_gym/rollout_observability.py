@@ -1,0 +1,477 @@
+"""What an agent observed during a rollout, in NeMo Gym 0.7.0's record shapes.
+
+Two families of records:
+- An `AgentObservationBundle` is what an agent server returns for one rollout: typed records
+  (its invocations, tool calls, sandbox use, context compactions) plus the gaps it could not
+  observe. Environment servers put it on their results as `ng_agent_observations`.
+- A `TrajectoryRecord` is the standard trajectory of one rollout (`ng_trajectory` on a result):
+  invocations with their conversations, turns (one per model decision), model calls with token
+  statistics, and tool calls with their outputs.
+
+Every model forbids unknown keys, so a producer's typo is an error rather than a lost field.
+A gap (`ObservationGap`) is how a producer says "this fact was not available", which is
+different from "this did not happen".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nemo_gym.config_types import ModelServerRef
+from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseInputItem
+
+if TYPE_CHECKING:
+    from nemo_gym.base_responses_api_model import ModelCallRecord
+
+
+class ObservationModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelCallRef(ObservationModel):
+    """Identifies one model call: by `model_call_id`, or by the (model server, response id) pair."""
+
+    model_call_id: str | None = None
+    model_ref: ModelServerRef | None = None
+    response_id: str | None = None
+
+    @model_validator(mode="after")
+    def _joinable(self) -> ModelCallRef:
+        if not self.model_call_id and not (self.model_ref is not None and self.response_id):
+            raise ValueError("a model call reference needs model_call_id, or both model_ref and response_id")
+        return self
+
+
+class TrajectoryTokenStats(ObservationModel):
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+    reasoning_tokens: int | None = Field(default=None, ge=0)
+    total_tokens: int | None = Field(default=None, ge=0)
+    cached_tokens: int | None = Field(default=None, ge=0)
+
+
+class TrajectoryResponseMetadata(ObservationModel):
+    response_id: str | None = None
+    model_ref: ModelServerRef | None = None
+    model: str | None = None
+    dialect: str | None = None
+    status_code: int | None = None
+    response_status: str | None = None
+    finish_reason: str | None = None
+    upstream_attempted: bool | None = None
+    response_source: Literal["upstream", "local"] | None = None
+    upstream_status_code: int | None = None
+    local_response_reason: str | None = None
+    error_category: str | None = None
+    latency_ttft_ms: float | None = Field(default=None, ge=0)
+
+
+class TrajectoryModelCall(ObservationModel):
+    model_call_id: str | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    duration_ms: float | None = Field(default=None, ge=0)
+    request: Any | None = None
+    response: Any | None = None
+    response_metadata: TrajectoryResponseMetadata = Field(default_factory=TrajectoryResponseMetadata)
+    token_stats: TrajectoryTokenStats = Field(default_factory=TrajectoryTokenStats)
+
+
+class TrajectoryTurn(ObservationModel):
+    """One model decision of an invocation: what the model saw, what it answered."""
+
+    invocation_id: str
+    task_id: str
+    rollout_id: str
+    turn_no: int = Field(ge=1)
+    timestamp: float
+    question: Any | None = None
+    answer: Any | None = None
+    reasoning_content: Any | None = None
+    resolved: bool | None = None
+    # Tool calls executed in this invocation up to and including this turn.
+    step_count: int = Field(ge=0)
+    model_calls: list[ModelCallRef] = Field(default_factory=list)
+
+
+class AgentInvocation(ObservationModel):
+    """One conversation of the root agent or of a sub-agent it spawned."""
+
+    kind: Literal["agent_invocation"] = "agent_invocation"
+    invocation_id: str
+    parent_invocation_id: str | None = None
+    spawned_by_tool_call_id: str | None = None
+    status: Literal["completed", "failed", "incomplete", "unknown"] = "unknown"
+    duration_ms: float | None = Field(default=None, ge=0)
+    error_type: str | None = None
+    model_calls: list[ModelCallRef] = Field(default_factory=list)
+    conversation: list[NeMoGymResponseInputItem] = Field(default_factory=list)
+
+
+class ToolCallObservation(ObservationModel):
+    """Timing and outcome of one tool call, measured where the agent executed it."""
+
+    kind: Literal["tool_call"] = "tool_call"
+    invocation_id: str
+    tool_call_id: str
+    # The sandbox the call ran in (shared by concurrent calls; not a per-call resource figure).
+    sandbox_id: str | None = None
+    tool_name: str | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    duration_ms: float | None = Field(default=None, ge=0)
+    timing_source: Literal["executor", "artifact", "harness"] | None = None
+    status: Literal["completed", "failed", "timeout", "cancelled", "incomplete", "unknown"] = "unknown"
+    error_type: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ToolCallObservation:
+        if (
+            self.started_at is not None
+            and self.completed_at is not None
+            and self.completed_at < self.started_at
+        ):
+            raise ValueError("completed_at must not be before started_at")
+        return self
+
+
+class TrajectoryToolCall(ToolCallObservation):
+    """A tool call in a trajectory, with the output the model saw."""
+
+    output: Any | None = None
+
+
+class SandboxObservation(ObservationModel):
+    """How a sandbox used by the rollout ended and what it consumed over its lifetime."""
+
+    kind: Literal["sandbox"] = "sandbox"
+    role: Literal["agent", "verifier", "environment"]
+    provider: str | None = None
+    sandbox_id: str | None = None
+    outcome: Literal["completed", "failed", "timeout", "oom", "sandbox_error", "cancelled", "unknown"] = (
+        "unknown"
+    )
+    exit_code: int | None = None
+    wall_time_s: float | None = Field(default=None, ge=0)
+    # Measured totals only: never a configured limit or an estimate.
+    cpu_time_s: float | None = Field(default=None, ge=0)
+    peak_memory_mib: float | None = Field(default=None, ge=0)
+    resource_usage_source: str | None = None
+    error_type: str | None = None
+
+
+class ContextCompactionObservation(ObservationModel):
+    """A context compaction the agent harness reported, with the model calls around it."""
+
+    kind: Literal["context_compaction"] = "context_compaction"
+    invocation_id: str
+    observed_at: float | None = None
+    trigger: str | None = None
+    tokens_before: int | None = Field(default=None, ge=0)
+    tokens_after: int | None = Field(default=None, ge=0)
+    outcome: Literal["completed", "failed", "aborted", "unknown"] = "unknown"
+    summary: str | None = None
+    first_kept_item_id: str | None = None
+    before_model_call: ModelCallRef | None = None
+    model_calls: list[ModelCallRef] = Field(default_factory=list)
+    after_model_call: ModelCallRef | None = None
+
+
+class ObservationGap(ObservationModel):
+    """A fact the producer could not observe, or not join to another fact exactly."""
+
+    code: str
+    invocation_id: str | None = None
+    detail: str | None = None
+
+
+AgentObservationRecord = Annotated[
+    AgentInvocation | ToolCallObservation | ContextCompactionObservation | SandboxObservation,
+    Field(discriminator="kind"),
+]
+
+
+def _check_invocation_tree(invocations: list[AgentInvocation]) -> None:
+    by_id = {invocation.invocation_id: invocation for invocation in invocations}
+    if len(by_id) != len(invocations):
+        raise ValueError("invocation_id must be unique within an observation bundle")
+    # A parent that is not in the bundle is fine (a producer may see part of the tree); a cycle is not.
+    acyclic: set[str] = set()
+    for start in by_id:
+        path: set[str] = set()
+        current: str | None = start
+        while current is not None and current in by_id and current not in acyclic:
+            if current in path:
+                raise ValueError("parent_invocation_id must not form a cycle")
+            path.add(current)
+            current = by_id[current].parent_invocation_id
+        acyclic |= path
+
+
+class AgentObservationBundle(ObservationModel):
+    """The records one agent server returns for one rollout (their order means nothing)."""
+
+    source: str
+    records: list[AgentObservationRecord] = Field(default_factory=list)
+    gaps: list[ObservationGap] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _valid_tree(self) -> AgentObservationBundle:
+        _check_invocation_tree([record for record in self.records if isinstance(record, AgentInvocation)])
+        return self
+
+
+class TrajectoryRecord(ObservationModel):
+    """The standard trajectory of one rollout."""
+
+    schema_version: Literal["1.0"] = "1.0"
+    task_id: str
+    rollout_id: str
+    invocations: list[AgentInvocation] = Field(default_factory=list)
+    turns: list[TrajectoryTurn] = Field(default_factory=list)
+    model_calls: list[TrajectoryModelCall] = Field(default_factory=list)
+    tool_calls: list[TrajectoryToolCall] = Field(default_factory=list)
+    gaps: list[ObservationGap] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrajectoryRecord:
+        invocation_ids = [invocation.invocation_id for invocation in self.invocations]
+        if len(invocation_ids) != len(set(invocation_ids)):
+            raise ValueError("invocation_id must be unique within a trajectory")
+        call_ids = [call.model_call_id for call in self.model_calls if call.model_call_id]
+        if len(call_ids) != len(set(call_ids)):
+            raise ValueError("model_call_id must be unique within a trajectory")
+        seen: set[tuple[str, int]] = set()
+        for turn in self.turns:
+            if (turn.task_id, turn.rollout_id) != (self.task_id, self.rollout_id):
+                raise ValueError("every turn must carry the trajectory's task_id and rollout_id")
+            key = (turn.invocation_id, turn.turn_no)
+            if key in seen:
+                raise ValueError("turn numbers must be unique within an invocation")
+            seen.add(key)
+        return self
+
+
+# ---------------------------------------------------------------- joining references to captured calls
+
+
+def _ref_key(ref: ModelCallRef) -> tuple[str | None, tuple[str, str] | None, str | None]:
+    model = (ref.model_ref.type, ref.model_ref.name) if ref.model_ref is not None else None
+    return ref.model_call_id, model, ref.response_id
+
+
+class _CallIndex:
+    """Captured calls, findable by either identity a `ModelCallRef` may carry."""
+
+    def __init__(self, calls: list[ModelCallRecord]) -> None:
+        self.by_call_id: dict[str, list[ModelCallRecord]] = {}
+        self.by_response: dict[tuple[str, str, str], list[ModelCallRecord]] = {}
+        for call in calls:
+            if call.model_call_id:
+                self.by_call_id.setdefault(call.model_call_id, []).append(call)
+            if call.model_ref is not None and call.response_id:
+                key = (call.model_ref.type, call.model_ref.name, call.response_id)
+                self.by_response.setdefault(key, []).append(call)
+
+    def find(self, ref: ModelCallRef) -> list[ModelCallRecord]:
+        if ref.model_call_id:
+            return [
+                call
+                for call in self.by_call_id.get(ref.model_call_id, [])
+                if (ref.model_ref is None or ref.model_ref == call.model_ref)
+                and (ref.response_id is None or ref.response_id == call.response_id)
+            ]
+        assert ref.model_ref is not None and ref.response_id is not None
+        return self.by_response.get((ref.model_ref.type, ref.model_ref.name, ref.response_id), [])
+
+
+def _canonical(call: ModelCallRecord) -> ModelCallRef:
+    return ModelCallRef(
+        model_call_id=call.model_call_id, model_ref=call.model_ref, response_id=call.response_id
+    )
+
+
+_JOIN_GAP_CODES = frozenset(
+    {"model_call_reference_ambiguous", "model_call_reference_conflict", "model_call_reference_unmatched"}
+)
+
+
+def _unresolved_code(candidates: list[Any]) -> str:
+    return "model_call_reference_ambiguous" if candidates else "model_call_reference_unmatched"
+
+
+def join_model_call_observations(
+    bundle: AgentObservationBundle, calls: Iterable[ModelCallRecord]
+) -> AgentObservationBundle:
+    """Resolve the bundle's model-call references against the calls a model server captured.
+
+    A reference is replaced by the captured call's full identity only when exactly one call
+    matches it and no other invocation already owns that call; otherwise it stays as written
+    and a gap says why (unmatched, ambiguous, conflict). A captured call tagged with an
+    invocation's id (its client session) is attached to that invocation. Captured calls no
+    invocation owns are reported as `model_call_ownership_unavailable`. The input bundle is
+    not modified; joining twice gives the same result.
+    """
+    result = bundle.model_copy()
+    result.records = [
+        record.model_copy(update={"model_calls": list(record.model_calls)})
+        if isinstance(record, AgentInvocation | ContextCompactionObservation)
+        else record
+        for record in bundle.records
+    ]
+    invocations = [record for record in result.records if isinstance(record, AgentInvocation)]
+    compactions = [record for record in result.records if isinstance(record, ContextCompactionObservation)]
+    captured = list(calls)
+    index = _CallIndex(captured)
+
+    # Calls the model server attributed to an invocation (client session id) join that invocation.
+    by_id = {invocation.invocation_id: invocation for invocation in invocations}
+    for call in captured:
+        invocation = by_id.get(call.client_session_id or "")
+        if invocation is None or not call.model_call_id:
+            continue
+        if any(any(found is call for found in index.find(ref)) for ref in invocation.model_calls):
+            continue
+        invocation.model_calls.append(_canonical(call))
+
+    gaps = [
+        gap
+        for gap in bundle.gaps
+        if gap.code not in _JOIN_GAP_CODES
+        and not (
+            gap.code == "model_call_ownership_unavailable"
+            and gap.invocation_id is None
+            and (gap.detail or "").startswith("capture:")
+        )
+    ]
+    owner: dict[int, str] = {}
+    for invocation in invocations:
+        resolved: list[ModelCallRef] = []
+        for ref in invocation.model_calls:
+            candidates = index.find(ref)
+            if len(candidates) != 1:
+                gaps.append(
+                    ObservationGap(
+                        code=_unresolved_code(candidates),
+                        invocation_id=invocation.invocation_id,
+                        detail=ref.model_call_id or ref.response_id,
+                    )
+                )
+                resolved.append(ref)
+                continue
+            call = candidates[0]
+            if id(call) in owner:
+                gaps.append(
+                    ObservationGap(
+                        code="model_call_reference_conflict",
+                        invocation_id=invocation.invocation_id,
+                        detail=call.model_call_id or call.response_id,
+                    )
+                )
+                resolved.append(ref)
+                continue
+            owner[id(call)] = invocation.invocation_id
+            resolved.append(_canonical(call))
+        invocation.model_calls = resolved
+
+    for compaction in compactions:
+        resolved = []
+        for ref in compaction.model_calls:
+            candidates = index.find(ref)
+            label = ref.model_call_id or ref.response_id
+            if len(candidates) != 1:
+                gaps.append(
+                    ObservationGap(
+                        code=_unresolved_code(candidates),
+                        invocation_id=compaction.invocation_id,
+                        detail=f"model_calls:{label}",
+                    )
+                )
+                resolved.append(ref)
+                continue
+            call = candidates[0]
+            call_owner = owner.get(id(call))
+            if call_owner != compaction.invocation_id:
+                gaps.append(
+                    ObservationGap(
+                        code="model_call_reference_conflict"
+                        if call_owner is not None
+                        else "model_call_ownership_unavailable",
+                        invocation_id=compaction.invocation_id,
+                        detail=f"model_calls:{call.model_call_id or call.response_id}",
+                    )
+                )
+                resolved.append(ref)
+                continue
+            resolved.append(_canonical(call))
+        compaction.model_calls = resolved
+        for field_name in ("before_model_call", "after_model_call"):
+            ref = getattr(compaction, field_name)
+            if ref is None:
+                continue
+            candidates = index.find(ref)
+            if len(candidates) != 1:
+                gaps.append(
+                    ObservationGap(
+                        code=_unresolved_code(candidates),
+                        invocation_id=compaction.invocation_id,
+                        detail=f"{field_name}:{ref.model_call_id or ref.response_id}",
+                    )
+                )
+                continue
+            call = candidates[0]
+            call_owner = owner.get(id(call))
+            if call_owner is not None and call_owner != compaction.invocation_id:
+                gaps.append(
+                    ObservationGap(
+                        code="model_call_reference_conflict",
+                        invocation_id=compaction.invocation_id,
+                        detail=f"{field_name}:{call.model_call_id or call.response_id}",
+                    )
+                )
+                continue
+            setattr(compaction, field_name, _canonical(call))
+
+    for call in captured:
+        if id(call) not in owner:
+            gaps.append(
+                ObservationGap(
+                    code="model_call_ownership_unavailable",
+                    detail=f"capture:{call.model_call_id or call.response_id or 'unknown'}:call_index={call.call_index}",
+                )
+            )
+    result.gaps = list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values())
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEpisode:
+    """An agent's final response together with what was observed while producing it."""
+
+    response: NeMoGymResponse
+    observations: AgentObservationBundle
+
+
+__all__ = [
+    "AgentEpisode",
+    "AgentInvocation",
+    "AgentObservationBundle",
+    "AgentObservationRecord",
+    "ContextCompactionObservation",
+    "ModelCallRef",
+    "ObservationGap",
+    "ObservationModel",
+    "SandboxObservation",
+    "ToolCallObservation",
+    "TrajectoryModelCall",
+    "TrajectoryRecord",
+    "TrajectoryResponseMetadata",
+    "TrajectoryTokenStats",
+    "TrajectoryToolCall",
+    "TrajectoryTurn",
+    "join_model_call_observations",
+]

@@ -1,0 +1,54 @@
+"""How an agent reaches the tools of one episode, as an environment server grants them.
+
+A grant is either direct HTTP (POST `<base_url>/<tool name>` with the given cookies and
+headers, as a trusted Python agent calls a resources server) or an MCP server over streamable
+HTTP. Grant names are unique within a session; a `required` grant that cannot be used fails
+the session's seeding, an optional one may be skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class DirectHTTPToolAccess(BaseModel):
+    """Typed tool routes of a resources server, called directly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["direct_http"] = "direct_http"
+    name: str = Field(min_length=1, pattern=_NAME_PATTERN)
+    required: bool
+    base_url: AnyHttpUrl
+    cookies: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class MCPStreamableHTTPConnection(BaseModel):
+    """An MCP endpoint at an absolute URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transport: Literal["streamable_http"] = "streamable_http"
+    url: AnyHttpUrl
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class MCPToolAccess(BaseModel):
+    """One named MCP server the agent configures for the session (and disconnects at close)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["mcp"] = "mcp"
+    name: str = Field(min_length=1, pattern=_NAME_PATTERN)
+    required: bool
+    connection: MCPStreamableHTTPConnection
+
+
+ToolAccess = Annotated[DirectHTTPToolAccess | MCPToolAccess, Field(discriminator="kind")]
+
+__all__ = ["DirectHTTPToolAccess", "MCPStreamableHTTPConnection", "MCPToolAccess", "ToolAccess"]
