@@ -1,0 +1,1 @@
+"""Adapters that drive several sandboxes as one unit."""
