@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="sim-model", help="the served model name")
     parser.add_argument("--config-paths", nargs="+", default=TRAINING_CONFIGS)
     parser.add_argument("--agent", default="simple_weather_simple_agent")
-    parser.add_argument("--rows-file", default=str(ROOT / "resources_servers/simple_weather/data/example.jsonl"))
+    parser.add_argument(
+        "--rows-file", default=str(ROOT / "resources_servers/simple_weather/data/example.jsonl")
+    )
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--prompts-per-step", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=4)
@@ -171,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         rch = RolloutCollectionHelper()
         head = BaseServerConfig(host="127.0.0.1", port=head_port)
         for step in range(args.steps):
-            prompts = [rows[(step * args.prompts_per_step + i) % len(rows)] for i in range(args.prompts_per_step)]
+            prompts = [
+                rows[(step * args.prompts_per_step + i) % len(rows)] for i in range(args.prompts_per_step)
+            ]
             results = loop.run_until_complete(collect_step(rch, prompts, args.group_size, head))
             helper.poll()
             summary = {"step": step, **summarize_step(results, args.group_size)}
