@@ -74,7 +74,20 @@ def test_missing_module_without_a_matching_skipped_requirement_stays_in_scope():
         ]
     }
     assert verdict("ModuleNotFoundError: No module named 'nemo_fabric'", install=install) is None
-    assert verdict("ModuleNotFoundError: No module named 'torch'", install=install) is None
+    assert verdict("ModuleNotFoundError: No module named 'lxml'", install=install) is None
+
+
+def test_module_of_a_requirement_skipped_as_heavy():
+    install = {"skipped": ["sentence-transformers>=3 (heavy; NG_COMPAT_HEAVY=1 installs it)"]}
+    assert verdict("ModuleNotFoundError: No module named 'sentence_transformers'", install=install) == (
+        scope.HEAVY,
+        "'sentence_transformers' comes with sentence-transformers>=3, skipped as heavy (NG_COMPAT_HEAVY=1 installs it)",
+    )
+    # torch itself is pulled in by every heavy requirement.
+    klass, reason = verdict("ModuleNotFoundError: No module named 'torch.nn'", install=install)
+    assert klass == scope.HEAVY and reason.startswith("'torch.nn' comes with sentence-transformers>=3")
+    # Without a heavy requirement skipped, a missing torch is not excused.
+    assert verdict("ModuleNotFoundError: No module named 'torch'", install={"skipped": []}) is None
 
 
 def test_missing_module_of_ours_is_never_excused():

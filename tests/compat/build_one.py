@@ -1,7 +1,7 @@
 """Stage (a) for one environment, in its own process: import the entrypoint its config names
 (usually app.py), build its FastAPI app from that config, and check its routes.
 
-    python build_one.py <resources_servers|responses_api_agents> <name> <wheel_root>
+    python build_one.py <resources_servers|responses_api_agents|environment_servers> <name> <wheel_root>
 
 Run by harness.build_one with the compat venv's python, cwd = the environment's directory
 (as ng_run starts servers). Prints one line `NG_COMPAT_RESULT {json}`: status ok /
@@ -236,6 +236,8 @@ def main() -> None:
     STAGE = "core_import"
     if kind == "resources_servers":
         from nemo_gym.base_resources_server import SimpleResourcesServer as Base
+    elif kind == "environment_servers":
+        from nemo_gym.base_environment_server import BaseEnvironmentServer as Base
     else:
         from nemo_gym.base_responses_api_agent import SimpleResponsesAPIAgent as Base
     from nemo_gym.server_utils import ServerClient

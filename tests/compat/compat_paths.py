@@ -4,14 +4,16 @@ NeMo Gym environments import themselves as `resources_servers.<name>.app`; our r
 owns the `resources_servers` / `responses_api_agents` packages. When NG_COMPAT_EXTRA_ROOTS
 names directories (the unzipped reference wheel), this finder lets those packages also
 search `<root>/<package>` — after our own directory, so our implementations win on a name
-clash (e.g. our `responses_api_agents/simple_agent`). Inert when the variable is unset.
+clash (e.g. our `responses_api_agents/simple_agent`), unless NG_COMPAT_WHEEL_FIRST=1 puts the
+roots first (the harness sets it to build or test the wheel's copy of a server we also ship).
+Inert when NG_COMPAT_EXTRA_ROOTS is unset.
 """
 
 import importlib.abc
 import os
 import sys
 
-_PACKAGES = ("resources_servers", "responses_api_agents", "responses_api_models")
+_PACKAGES = ("resources_servers", "responses_api_agents", "responses_api_models", "environment_servers")
 
 
 class _ExtraRootsFinder(importlib.abc.MetaPathFinder):
@@ -26,10 +28,14 @@ class _ExtraRootsFinder(importlib.abc.MetaPathFinder):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None and spec.submodule_search_locations is not None:
-                for root in self.roots:
+                first = os.environ.get("NG_COMPAT_WHEEL_FIRST") == "1"
+                for index, root in enumerate(self.roots):
                     extra = os.path.join(root, fullname)
                     if os.path.isdir(extra) and extra not in spec.submodule_search_locations:
-                        spec.submodule_search_locations.append(extra)
+                        if first:
+                            spec.submodule_search_locations.insert(index, extra)
+                        else:
+                            spec.submodule_search_locations.append(extra)
                 return spec
         return None
 

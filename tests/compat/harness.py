@@ -1,4 +1,4 @@
-"""The compatibility tier's machinery: fetch NeMo Gym's wheel, pick its in-scope environments,
+"""The compatibility tier's machinery: fetch NeMo Gym's wheel, take every server and bundle it ships,
 prepare a venv for them, and build / run / test each one in its own subprocess.
 
 Nothing from the wheel is copied into our tree: it is downloaded into `.compat_cache/` (ignored
@@ -6,6 +6,7 @@ by git) and imported from there. Run it all with `make test-compat`, or pieces b
 
     .venv/bin/python -m tests.compat.harness prepare                 # wheel, venv, requirements
     .compat_cache/venv/bin/python -m tests.compat.harness build [kind/name ...]      # stage (a)
+    .compat_cache/venv/bin/python -m tests.compat.harness bundles [environments/name ...]  # stage (a')
     .compat_cache/venv/bin/python -m tests.compat.harness e2e [name ...]              # stage (b)
     .compat_cache/venv/bin/python -m tests.compat.harness own_tests [kind/name ...]  # stage (c)
 """
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nemo_gym.config import PROJECT_ROOT
-from tests.compat import scope
+from tests.compat import bundles, e2e, scope
 
 WHEEL_VERSION = os.environ.get("NG_COMPAT_VERSION", "0.7.0")
 CACHE = Path(os.environ.get("NG_COMPAT_CACHE", PROJECT_ROOT / ".compat_cache"))
@@ -37,22 +38,13 @@ VENV = CACHE / "venv"
 REPORT = CACHE / "report.json"
 HERE = Path(__file__).resolve().parent
 JOBS = int(os.environ.get("NG_COMPAT_JOBS", "2"))
-ENV_KINDS = ("resources_servers", "responses_api_agents")
-
-# The parts of NeMo Gym's core an environment may import and still be "in scope".
-SUPPORTED_MODULES = frozenset(
-    {
-        "base_resources_server",
-        "openai_utils",
-        "config_types",
-        "server_utils",
-        "reward_profile",
-        "judge",
-        "global_config",
-        "base_responses_api_agent",
-        "rollout_correlation",
-    }
-)
+# Every server NeMo Gym ships is counted: the denominator is all of these folders.
+SERVER_KINDS = ("resources_servers", "responses_api_agents", "environment_servers")
+KIND_LABELS = {
+    "resources_servers": "resources servers",
+    "responses_api_agents": "agents",
+    "environment_servers": "environment servers",
+}
 # Requirements that are too heavy for this tier unless NG_COMPAT_HEAVY=1: torch and the
 # packages that always pull it in.
 HEAVY = (
@@ -141,14 +133,20 @@ def core_modules_used(env_dir: Path, tests: bool = False) -> set[str]:
     return used
 
 
-def in_scope(root: Path) -> list[str]:
-    """`kind/name` of every environment whose non-test code imports only the supported modules."""
-    found = []
-    for kind in ENV_KINDS:
-        for env_dir in sorted(p for p in (root / kind).iterdir() if p.is_dir()):
-            if core_modules_used(env_dir) <= SUPPORTED_MODULES:
-                found.append(f"{kind}/{env_dir.name}")
-    return found
+def servers(root: Path) -> list[str]:
+    """`kind/name` of every server folder the wheel ships (the tier's denominator)."""
+    return [
+        f"{kind}/{path.name}"
+        for kind in SERVER_KINDS
+        if (root / kind).is_dir()
+        for path in sorted((root / kind).iterdir())
+        if path.is_dir() and not path.name.startswith(("_", "."))
+    ]
+
+
+def ours_too(env: str) -> bool:
+    """Whether this checkout ships a server of the same `kind/name` (which imports would find first)."""
+    return (PROJECT_ROOT / env / "app.py").is_file()
 
 
 # ---------------------------------------------------------------------------- the compat venv
@@ -406,6 +404,12 @@ def env_vars(env: str | None = None) -> dict[str, str]:
     if env is not None and (overlay_dir(env) / ".ng_overlay").exists():
         paths.insert(0, str(overlay_dir(env)))
     variables["PYTHONPATH"] = os.pathsep.join(paths)
+    # Where we ship a server of the same name (simple_agent, legacy_agent, ...), its build and own
+    # tests import the wheel's copy: that copy is what "runs unchanged" is about.
+    if env is not None and ours_too(env):
+        variables["NG_COMPAT_WHEEL_FIRST"] = "1"
+    else:
+        variables.pop("NG_COMPAT_WHEEL_FIRST", None)
     variables["NEMO_GYM_ENV_YAML"] = "none"
     variables["PYTHONUNBUFFERED"] = "1"
     # Ray's default temp dir remembers the last cluster of the machine; a test's plain
@@ -471,9 +475,9 @@ def build_one(env: str, timeout: float = BUILD_TIMEOUT) -> Result:
 
 
 def run_build_stage(envs: list[str] | None = None) -> list[Result]:
-    """Build every in-scope environment's app (requirements come from `prepare`)."""
+    """Build every server's app (requirements come from `prepare`)."""
     root = ensure_wheel()
-    envs = envs or in_scope(root)
+    envs = envs or servers(root)
     ensure_venv()
     report = CACHE / "install_report.json"
     installs = json.loads(report.read_text()) if report.exists() else {}
@@ -489,6 +493,20 @@ def run_build_stage(envs: list[str] | None = None) -> list[Result]:
     return results
 
 
+def run_bundles_stage(names: list[str] | None = None) -> list[Result]:
+    """Load every `environments/` bundle config as ng_run would (stage a')."""
+    root = ensure_wheel()
+    configs = bundles.bundle_configs(root)
+    results = []
+    for name, config in configs.items():
+        if names and name not in names:
+            continue
+        name, status, error, detail, seconds = bundles.timed(root, name, config)
+        results.append(Result(name, status, "bundle", error, detail, seconds=seconds))
+    write_report("bundles", results)
+    return results
+
+
 def in_scope_rate(results: list[Result]) -> tuple[int, int]:
     """(built, in scope): the bar is computed over environments whose failures are ours to fix."""
     counted = [r for r in results if not r.out_of_scope]
@@ -497,170 +515,15 @@ def in_scope_rate(results: list[Result]) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- stage (b): end to end
 
-# (environment, config file, agent instance, extra overrides): diverse envs driven by the simulator.
-E2E = [
-    ("example_multi_step", "example_multi_step.yaml", "example_multi_step_simple_agent", ()),
-    (
-        "example_session_state_mgmt",
-        "example_session_state_mgmt.yaml",
-        "example_session_state_mgmt_simple_agent",
-        (),
-    ),
-    ("example_tool_call_multireward", None, None, ()),
-    ("mcqa", "mcqa.yaml", "mcqa_simple_agent", ()),
-    ("structured_outputs", "structured_outputs_json.yaml", "structured_outputs_simple_agent", ()),
-    ("workplace_assistant", "workplace_assistant.yaml", "workplace_assistant_simple_agent", ()),
-    ("calendar", "calendar.yaml", "calendar_simple_agent", ()),
-    ("xlam_fc", "xlam_fc.yaml", "xlam_fc_simple_agent", ()),
-    ("code_gen", "code_gen.yaml", "code_gen_simple_agent", ()),
-    (
-        "math_with_judge",
-        "math_with_judge.yaml",
-        "math_with_judge_simple_agent",
-        ("+math_with_judge.resources_servers.math_with_judge.should_use_judge=true",),
-    ),
-    ("string_match", None, None, ()),
-    ("gpqa_diamond", None, None, ()),
-    ("equivalence_rule", None, None, ()),
-    ("single_step_tool_use_with_argument_comparison", None, None, ()),
-]
-
-
-def e2e_plan(name: str, yaml_name: str | None, agent: str | None) -> tuple[Path, str, list[str]]:
-    """(config file, agent instance, overrides pointing wheel-only implementations at the wheel).
-
-    Agent blocks naming `simple_agent` need nothing: a relative entrypoint resolves to
-    <our project>/responses_api_agents/simple_agent/app.py, i.e. OUR simple agent. Resources
-    servers only exist in the wheel, so their entrypoints are overridden with absolute paths.
-    """
-    import yaml
-
-    env_dir = WHEEL_ROOT / "resources_servers" / name
-    configs = sorted((env_dir / "configs").glob("*.yaml"), key=lambda p: (p.stem != name, p.name))
-    path = env_dir / "configs" / yaml_name if yaml_name else configs[0]
-    data = yaml.safe_load(path.read_text()) or {}
-    overrides = []
-    agents = []
-    for inst, block in data.items():
-        if not isinstance(block, dict):
-            continue
-        for kind in ("resources_servers", "responses_api_agents", "responses_api_models"):
-            for impl, body in (block.get(kind) or {}).items():
-                if kind == "responses_api_agents":
-                    agents.append(inst)
-                if (PROJECT_ROOT / kind / impl / "app.py").exists():
-                    continue  # ours (e.g. simple_agent, vllm_model)
-                entry = (body or {}).get("entrypoint", "app.py")
-                overrides.append(f"+{inst}.{kind}.{impl}.entrypoint={WHEEL_ROOT / kind / impl / entry}")
-    return path, agent or agents[0], overrides
-
-
-class E2EError(RuntimeError):
-    """ng_run did not come up; the message's first line is the most telling line of its log."""
-
-
-def _telling_line(log_text: str) -> str:
-    """The first real error in an ng_run log (not the KeyboardInterrupts of the shutdown)."""
-    lines = log_text.splitlines()
-    for pattern in (
-        r"config error|ConfigError",
-        r"^\[[^\]]+\] \w+(Error|Exception)\b",
-        r"Error|error:|failed",
-    ):
-        for line in lines:
-            if re.search(pattern, line) and "KeyboardInterrupt" not in line:
-                return line.strip()[:300]
-    return (lines[-1].strip() if lines else "ng_run exited without output")[:300]
-
-
-def run_e2e(
-    name: str, yaml_name: str | None, agent: str | None, extra: tuple[str, ...], out_dir: Path
-) -> dict:
-    """simulator → ng_run(vllm_model + the env's own config) → ng_collect_rollouts on data/example.jsonl.
-
-    ng_run's log is kept at CACHE/e2e/<name>.ng_run.log."""
-    from nemo_gym.config import free_port
-    from nemo_gym.testing.processes import collect_rollouts_command, hermetic_env, simulator, stop_process
-
-    config, agent, overrides = e2e_plan(name, yaml_name, agent)
-    data = WHEEL_ROOT / "resources_servers" / name / "data" / "example.jsonl"
-    n_rows = sum(1 for line in data.read_text().splitlines() if line.strip())
-    out = out_dir / f"{name}.jsonl"
-    configs = f"+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml,{config}]"
-    log_path = CACHE / "e2e" / f"{name}.ng_run.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with simulator() as (sim_url, _):
-        head_port = free_port()
-        args = [
-            configs,
-            f"+policy_base_url={sim_url}",
-            "+policy_api_key=EMPTY",
-            "+policy_model_name=sim-model",
-        ]
-        args += [*overrides, *extra, f"+head_server.port={head_port}"]
-        env = dict(
-            os.environ, NEMO_GYM_ENV_YAML="none", PYTHONUNBUFFERED="1", NG_COMPAT_EXTRA_ROOTS=str(WHEEL_ROOT)
-        )
-        with log_path.open("w") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "nemo_gym.cli.ng_run", *args],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                env=env,
-            )
-            try:
-                deadline = time.monotonic() + 150
-                while "servers ready" not in log_path.read_text(errors="replace"):
-                    if proc.poll() is not None:
-                        text = log_path.read_text(errors="replace")
-                        raise E2EError(
-                            f"ng_run exited {proc.returncode}: {_telling_line(text)}\n{text[-4000:]}"
-                        )
-                    if time.monotonic() > deadline:
-                        text = log_path.read_text(errors="replace")
-                        raise E2EError(f"ng_run not ready after 150s: {_telling_line(text)}\n{text[-4000:]}")
-                    time.sleep(0.1)
-                command = collect_rollouts_command(
-                    head_port,
-                    f"+agent_name={agent}",
-                    f"+input_jsonl_fpath={data}",
-                    f"+output_jsonl_fpath={out}",
-                )
-                result = subprocess.run(
-                    command, cwd=PROJECT_ROOT, env=hermetic_env(), capture_output=True, text=True, timeout=600
-                )
-            finally:
-                stop_process(proc)
-    log_tail = log_path.read_text(errors="replace")[-3000:]
-    rows = [json.loads(ln) for ln in out.read_text().splitlines()] if out.exists() else []
-    failures_path = out.with_name(f"{name}_failures.jsonl")
-    failures = (
-        [json.loads(ln) for ln in failures_path.read_text().splitlines()] if failures_path.exists() else []
-    )
-    return {
-        "returncode": result.returncode,
-        "stderr": result.stderr[-3000:],
-        "n_input": n_rows,
-        "rows": rows,
-        "failures": failures,
-        "ng_run_log_tail": log_tail,
-        "ng_run_log": str(log_path),
-    }
+# The cases, and how one runs and is judged: tests/compat/e2e.py.
 
 
 # ---------------------------------------------------------------------------- stage (c): own tests
 
 
-def own_tests_in_scope(root: Path) -> list[str]:
-    """In-scope envs whose tests/ import only the supported core modules."""
-    found = []
-    for env in in_scope(root):
-        tests = root / env / "tests"
-        if tests.is_dir() and any(tests.glob("test_*.py")):
-            if core_modules_used(root / env, tests=True) <= SUPPORTED_MODULES:
-                found.append(env)
-    return found
+def servers_with_tests(root: Path) -> list[str]:
+    """Servers that ship their own tests (tests/test_*.py)."""
+    return [env for env in servers(root) if any((root / env / "tests").glob("test_*.py"))]
 
 
 OWN_TESTS_TIMEOUT = float(os.environ.get("NG_COMPAT_TESTS_TIMEOUT", "180"))
@@ -700,7 +563,7 @@ def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
 
 def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
     root = ensure_wheel()
-    envs = envs or own_tests_in_scope(root)
+    envs = envs or servers_with_tests(root)
     log(f"running {len(envs)} environments' own tests, {JOBS} at a time")
     with ThreadPoolExecutor(JOBS) as pool:
         results = list(pool.map(own_tests_one, envs))
@@ -708,63 +571,29 @@ def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
     return results
 
 
-def e2e_verdict(name: str, outcome: dict) -> dict:
-    """One stage-(b) record: every example row written, with a numeric reward, nothing in failures."""
-    rows = outcome["rows"]
-    numeric = [
-        isinstance(r.get("reward"), int | float) and not isinstance(r.get("reward"), bool) for r in rows
-    ]
-    errors = [str(f.get("error", ""))[:300] for f in outcome["failures"]]
-    if errors:
-        error = f"{len(errors)} row(s) failed: {first_line(errors[0])}"
-    elif outcome["returncode"] != 0:
-        tail = [ln for ln in outcome["stderr"].splitlines() if ln.strip() and "rollouts:" not in ln]
-        error = f"ng_collect_rollouts exit {outcome['returncode']}: {tail[-1] if tail else ''}"[:300]
-    elif len(rows) != outcome["n_input"]:
-        error = f"{len(rows)} of {outcome['n_input']} rows written"
-    elif not all(numeric):
-        error = f"non-numeric reward: {rows[numeric.index(False)].get('reward')!r}"
-    else:
-        error = ""
-    return {
-        "env": name,
-        "status": "ok" if not error else "failed",
-        "error": error,
-        "returncode": outcome["returncode"],
-        "n_input": outcome["n_input"],
-        "n_rows": len(rows),
-        "failures": errors[:3],
-        "rewards": [r.get("reward") for r in rows][:10],
-        "stderr_tail": outcome["stderr"][-500:],
-    }
-
-
-def run_e2e_stage(names: list[str] | None = None) -> list[Result]:
+def run_e2e_stage(ids: list[str] | None = None) -> list[Result]:
     import tempfile
 
     ensure_wheel()
     os.environ["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
     results = []
-    for name, yaml_name, agent, extra in E2E:
-        if names and name not in names:
+    for case in e2e.CASES:
+        if ids and case.id not in ids:
             continue
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                record = e2e_verdict(name, run_e2e(name, yaml_name, agent, extra, Path(tmp)))
+                record = e2e.verdict(case, e2e.run(WHEEL_ROOT, CACHE, case, Path(tmp)))
             except Exception as exc:  # ng_run did not start, a timeout, …
-                record = {
-                    "env": name,
-                    "status": "failed",
-                    "error": first_line(f"{type(exc).__name__}: {exc}"),
-                }
+                record = {"env": case.id, "proves": list(case.proves), "status": "failed"}
+                record["error"] = first_line(f"{type(exc).__name__}: {exc}")
                 record["detail"] = str(exc)[-4000:]
-                record["ng_run_log"] = str(CACHE / "e2e" / f"{name}.ng_run.log")
+                record["ng_run_log"] = str(CACHE / "e2e" / f"{case.id}.ng_run.log")
         append_e2e_record(record)
-        log(f"e2e {name}: {record['status']} {record.get('error', '')}")
+        log(f"e2e {case.id}: {record['status']} {record.get('error', '')}")
         results.append(
             Result(
-                f"resources_servers/{name}",
+                case.id,
                 record["status"],
                 "e2e",
                 record.get("error", ""),
@@ -779,12 +608,12 @@ def prepare() -> None:
     root = ensure_wheel()
     ensure_venv()
     installs = {}
-    for env in in_scope(root):
+    for env in servers(root):
         inst = install_requirements(root / env)
         if inst.status in ("ok", "failed"):
             log(f"install {env}: {inst.status} {inst.error}")
         installs[env] = asdict(inst)
-    for env, lines in install_overlays(in_scope(root)).items():
+    for env, lines in install_overlays(servers(root)).items():
         installs[env]["overlay"] = lines
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "install_report.json").write_text(json.dumps(installs, indent=1))
@@ -830,9 +659,26 @@ def append_e2e_record(record: dict) -> None:
     REPORT.write_text(json.dumps(report, indent=1))
 
 
+def _kind_line(label: str, results: list[Result]) -> str:
+    ok = sum(r.status == "ok" for r in results)
+    line = f"  {label}: {ok}/{len(results)} raw"
+    excluded = sum(bool(r.out_of_scope) for r in results)
+    if excluded:
+        built, counted = in_scope_rate(results)
+        line += f", {built}/{counted} = {100 * built / max(counted, 1):.1f}% in scope ({excluded} excluded)"
+    return line
+
+
 def summary(results: list[Result], title: str) -> str:
     ok = sum(r.status == "ok" for r in results)
     lines = [f"{title}: {ok}/{len(results)} passed (raw)"]
+    for kind in SERVER_KINDS:
+        of_kind = [r for r in results if r.env.split("/")[0] == kind]
+        if of_kind:
+            lines.append(_kind_line(KIND_LABELS[kind], of_kind))
+    others = [r for r in results if r.env.split("/")[0] not in SERVER_KINDS]
+    if others:
+        lines.append(_kind_line("environments/ bundles", others))
     excluded = [r for r in results if r.out_of_scope]
     if excluded:
         built, counted = in_scope_rate(results)
@@ -845,13 +691,13 @@ def summary(results: list[Result], title: str) -> str:
             lines.append(f"  out of scope, {klass} ({count}):")
             for r in sorted(excluded, key=lambda r: r.env):
                 if r.out_of_scope.split(": ", 1)[0] == klass:
-                    lines.append(f"    {r.env.split('/')[1]}: {r.out_of_scope.split(': ', 1)[1]}")
+                    lines.append(f"    {r.env}: {r.out_of_scope.split(': ', 1)[1]}")
     failed = [r for r in results if r.status != "ok" and not r.out_of_scope]
     causes = Counter(_cause(r) for r in failed)
     if causes:
         lines.append("failures in scope, by first error line:")
         for cause, count in causes.most_common():
-            members = sorted(r.env.split("/")[1] for r in failed if _cause(r) == cause)
+            members = sorted(r.env for r in failed if _cause(r) == cause)
             lines.append(f"  {count:3d} × [{cause}]  {', '.join(members)}")
     return "\n".join(lines)
 
@@ -866,11 +712,13 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "prepare":
         prepare()
         return 0
-    if not argv or argv[0] not in ("build", "own_tests", "e2e"):
+    if not argv or argv[0] not in ("build", "bundles", "own_tests", "e2e"):
         print(__doc__)
         return 2
     if argv[0] == "build":
         results = run_build_stage(argv[1:] or None)
+    elif argv[0] == "bundles":
+        results = run_bundles_stage(argv[1:] or None)
     elif argv[0] == "e2e":
         results = run_e2e_stage(argv[1:] or None)
     else:

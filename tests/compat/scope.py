@@ -2,8 +2,9 @@
 
 An environment that fails to build counts against us unless its own failure shows a cause no
 framework could fix on this machine: it is a base class with no app, it needs a host this
-machine cannot reach, a requirement that is not on its registry, a tool that is not installed,
-or a requirement that no longer imports as published. Everything else stays in scope, so a
+machine cannot reach, a requirement that is not on its registry, a heavy requirement the tier
+does not install (torch and what always pulls it in, unless NG_COMPAT_HEAVY=1), a tool that is not
+installed, or a requirement that no longer imports as published. Everything else stays in scope, so a
 bug of ours can never be explained away: the verdict needs the proof in the error line, the
 traceback tail or the name lookups that failed (which build_one.py records).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 ABSTRACT = "abstract (no app to build)"
 NETWORK = "needs network"
 NOT_ON_REGISTRY = "requirement not on its registry"
+HEAVY = "heavy requirement not installed"
 TOOL = "needs a tool not installed here"
 BROKEN_REQUIREMENT = "requirement does not import as published"
 
@@ -99,6 +101,25 @@ def _mentioned_hosts(text: str) -> list[str]:
     return found
 
 
+_HEAVY_MARK = "(heavy; "
+# Every heavy requirement pulls these in; a missing one is the skipped requirement's doing.
+_TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+
+
+def _heavy_requirement(module: str, skipped: list[str]) -> str | None:
+    """The requirement skipped as heavy that provides `module`, if one plainly does."""
+    heavy = [line.split(_HEAVY_MARK, 1)[0].strip() for line in skipped if _HEAVY_MARK in line]
+    if not heavy:
+        return None
+    top = module.split(".")[0]
+    key = _norm(top)
+    for spec in heavy:
+        name = _norm(re.split(r"[\s\[<>=!~;@]", spec, maxsplit=1)[0])
+        if name and (key in name or name in key):
+            return spec
+    return heavy[0] if top in _TORCH_FAMILY else None
+
+
 def _missing_module_requirement(module: str, skipped: list[str]) -> str | None:
     """The skipped requirement line (not on PyPI) that provides `module`, if one plainly does."""
     key = _norm(module.split(".")[0])
@@ -144,6 +165,12 @@ def classify(
         spec = _missing_module_requirement(missing.group(1), install.get("skipped") or [])
         if spec:
             return NOT_ON_REGISTRY, f"'{missing.group(1)}' comes from {spec}, which is not on PyPI"
+        heavy = _heavy_requirement(missing.group(1), install.get("skipped") or [])
+        if heavy:
+            return (
+                HEAVY,
+                f"'{missing.group(1)}' comes with {heavy}, skipped as heavy (NG_COMPAT_HEAVY=1 installs it)",
+            )
 
     npm = _NPM_INSTALL.search(error)
     if npm and kind_of_error == "CalledProcessError" and npm_has(npm.group(1)) is False:

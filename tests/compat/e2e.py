@@ -1,0 +1,269 @@
+"""Stage (b) of the compat tier: NeMo Gym 0.7.0's environments end to end on our framework.
+
+Each case is the simulator → `ng_run` (our vllm_model + a config from the wheel: a resources
+server's, an agent's, or an `environments/` bundle's) → `ng_collect_rollouts` on the case's example
+rows, and passes when every row is written with a numeric reward and nothing failed. Servers the
+wheel has and we do not are found in it through `NEMO_GYM_EXTRA_ROOTS`; servers we also ship
+(simple_agent, legacy_agent, ...) are ours unless the case names them in `wheel_impls`, which
+points their entrypoints at the wheel's copy. ng_run's log is kept at CACHE/e2e/<case>.ng_run.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nemo_gym.config import PROJECT_ROOT
+
+SERVER_KINDS = ("resources_servers", "responses_api_agents", "responses_api_models", "environment_servers")
+OUR_MODEL_CONFIG = PROJECT_ROOT / "responses_api_models/vllm_model/configs/vllm_model.yaml"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One end-to-end run. `config` and `data` are relative to the wheel (absolute paths as they are)."""
+
+    id: str
+    # What the case runs end to end: `kind/name` of a server, or `environments/<bundle>`.
+    proves: tuple[str, ...]
+    config: str
+    # The agent instance rows go to; None: the config's first agent.
+    agent: str | None = None
+    data: str | None = None
+    extra: tuple[str, ...] = ()
+    # `kind/name` of servers we also ship whose wheel copy this case runs instead of ours.
+    wheel_impls: tuple[str, ...] = ()
+    # Imports of `environment_servers.*` etc. resolve to the wheel's copies first (see compat_paths).
+    wheel_first: bool = False
+    limit: int | None = None
+    # A config the harness writes (a composition no wheel config spells out).
+    written_config: str | None = None
+    # The agent runs model-written commands in a sandbox (the local provider).
+    sandboxed: bool = False
+
+
+def rs(name: str, config: str | None = None, agent: str | None = None, *extra: str) -> Case:
+    """A resources server with the agent its own config pairs it with."""
+    config = config or f"{name}.yaml"
+    return Case(
+        name,
+        (f"resources_servers/{name}",),
+        f"resources_servers/{name}/configs/{config}",
+        agent,
+        extra=tuple(extra),
+    )
+
+
+def _wheel(root: Path, path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+def instances(config: Path) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """instance → (kind, implementation, block) of the config's own top-level servers."""
+    data = yaml.safe_load(config.read_text()) or {}
+    found = {}
+    for inst, block in data.items():
+        if not isinstance(block, dict):
+            continue
+        for kind in SERVER_KINDS:
+            for impl, body in (block.get(kind) or {}).items():
+                found[str(inst)] = (kind, str(impl), body if isinstance(body, dict) else {})
+    return found
+
+
+def example_data(root: Path, case: Case, config: Path, agent: str) -> Path:
+    """The case's rows: given, else the agent's `example` dataset, else the server's data/example.jsonl."""
+    if case.data:
+        return _wheel(root, case.data)
+    own = instances(config).get(agent)
+    for dataset in (own[2].get("datasets") or []) if own else []:
+        if isinstance(dataset, dict) and dataset.get("type") == "example":
+            return root / str(dataset["jsonl_fpath"])
+    return (
+        config.parent.parent / "data" / "example.jsonl"
+        if config.parent.name == "configs"
+        else (config.parent / "data" / "example.jsonl")
+    )
+
+
+def plan(root: Path, case: Case) -> tuple[Path, str, list[str]]:
+    """(the case's config file, its agent, overrides pointing `wheel_impls` at the wheel's copies)."""
+    config = Path(case.written_config) if case.written_config else _wheel(root, case.config)
+    overrides = []
+    found = instances(config)
+    for inst, (kind, impl, body) in found.items():
+        if f"{kind}/{impl}" in case.wheel_impls:
+            entry = body.get("entrypoint", "app.py")
+            overrides.append(f"+{inst}.{kind}.{impl}.entrypoint={root / kind / impl / entry}")
+    agents = [inst for inst, (kind, _, _) in found.items() if kind == "responses_api_agents"]
+    agent = case.agent or (agents[0] if agents else "")
+    if not agent:
+        raise E2EError(f"{config} declares no agent; name one in the case")
+    return config, agent, overrides
+
+
+class E2EError(RuntimeError):
+    """ng_run did not come up; the message's first line is the most telling line of its log."""
+
+
+def telling_line(log_text: str) -> str:
+    """The first real error in an ng_run log (not the KeyboardInterrupts of the shutdown)."""
+    lines = log_text.splitlines()
+    for pattern in (
+        r"config error|ConfigError",
+        r"^\[[^\]]+\] \w+(Error|Exception)\b",
+        r"Error|error:|failed",
+    ):
+        for line in lines:
+            if re.search(pattern, line) and "KeyboardInterrupt" not in line:
+                return line.strip()[:300]
+    return (lines[-1].strip() if lines else "ng_run exited without output")[:300]
+
+
+def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while "servers ready" not in log_path.read_text(errors="replace"):
+        text = log_path.read_text(errors="replace")
+        if proc.poll() is not None:
+            raise E2EError(f"ng_run exited {proc.returncode}: {telling_line(text)}\n{text[-4000:]}")
+        if time.monotonic() > deadline:
+            raise E2EError(f"ng_run not ready after {timeout:.0f}s: {telling_line(text)}\n{text[-4000:]}")
+        time.sleep(0.1)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def run(root: Path, cache: Path, case: Case, out_dir: Path) -> dict:
+    """Run one case; the outcome `verdict` judges."""
+    from nemo_gym.config import free_port
+    from nemo_gym.testing.processes import collect_rollouts_command, hermetic_env, simulator, stop_process
+
+    config, agent, overrides = plan(root, case)
+    data = example_data(root, case, config, agent)
+    lines = [line for line in data.read_text().splitlines() if line.strip()]
+    n_rows = min(len(lines), case.limit or len(lines))
+    out = out_dir / f"{case.id}.jsonl"
+    log_path = cache / "e2e" / f"{case.id}.ng_run.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(
+        os.environ,
+        NEMO_GYM_ENV_YAML="none",
+        PYTHONUNBUFFERED="1",
+        NG_COMPAT_EXTRA_ROOTS=str(root),
+        NEMO_GYM_EXTRA_ROOTS=str(root),
+    )
+    if case.wheel_first:
+        env["NG_COMPAT_WHEEL_FIRST"] = "1"
+    with simulator() as (sim_url, _):
+        head_port = free_port()
+        args = [f"+config_paths=[{OUR_MODEL_CONFIG},{config}]", f"+policy_base_url={sim_url}"]
+        args += ["+policy_api_key=EMPTY", "+policy_model_name=sim-model", *overrides, *case.extra]
+        args.append(f"+head_server.port={head_port}")
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nemo_gym.cli.ng_run", *args],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                env=env,
+            )
+            try:
+                _wait_ready(proc, log_path, 180)
+                command = collect_rollouts_command(
+                    head_port,
+                    f"+agent_name={agent}",
+                    f"+input_jsonl_fpath={data}",
+                    f"+output_jsonl_fpath={out}",
+                    *([f"+limit={case.limit}"] if case.limit else []),
+                )
+                result = subprocess.run(
+                    command, cwd=PROJECT_ROOT, env=hermetic_env(), capture_output=True, text=True, timeout=900
+                )
+            finally:
+                stop_process(proc)
+    return {
+        "returncode": result.returncode,
+        "stderr": result.stderr[-3000:],
+        "n_input": n_rows,
+        "rows": _rows(out),
+        "failures": _rows(out.with_name(f"{case.id}_failures.jsonl")),
+        "ng_run_log_tail": log_path.read_text(errors="replace")[-3000:],
+        "ng_run_log": str(log_path),
+    }
+
+
+def first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return ""
+
+
+def verdict(case: Case, outcome: dict) -> dict:
+    """One record: every example row written, with a numeric reward, nothing in failures."""
+    rows = outcome["rows"]
+    numeric = [
+        isinstance(r.get("reward"), int | float) and not isinstance(r.get("reward"), bool) for r in rows
+    ]
+    errors = [str(f.get("_ng_failure_message", f.get("error", "")))[:300] for f in outcome["failures"]]
+    if errors:
+        error = f"{len(errors)} row(s) failed: {first_line(errors[0])}"
+    elif outcome["returncode"] != 0:
+        tail = [ln for ln in outcome["stderr"].splitlines() if ln.strip() and "rollouts:" not in ln]
+        error = f"ng_collect_rollouts exit {outcome['returncode']}: {tail[-1] if tail else ''}"[:300]
+    elif len(rows) != outcome["n_input"]:
+        error = f"{len(rows)} of {outcome['n_input']} rows written"
+    elif not all(numeric):
+        error = f"non-numeric reward: {rows[numeric.index(False)].get('reward')!r}"
+    else:
+        error = ""
+    return {
+        "env": case.id,
+        "proves": list(case.proves),
+        "status": "ok" if not error else "failed",
+        "error": error,
+        "returncode": outcome["returncode"],
+        "n_input": outcome["n_input"],
+        "n_rows": len(rows),
+        "failures": errors[:3],
+        "rewards": [r.get("reward") for r in rows][:10],
+        "stderr_tail": outcome["stderr"][-500:],
+    }
+
+
+# ---------------------------------------------------------------------------- the cases
+
+CASES: list[Case] = [
+    # Resources servers with our simple_agent (their configs' agent).
+    rs("example_multi_step"),
+    rs("example_session_state_mgmt"),
+    rs("example_tool_call_multireward"),
+    rs("mcqa"),
+    rs("structured_outputs", "structured_outputs_json.yaml"),
+    rs("workplace_assistant"),
+    rs("calendar"),
+    rs("xlam_fc"),
+    rs("code_gen"),
+    rs(
+        "math_with_judge",
+        None,
+        None,
+        "+math_with_judge.resources_servers.math_with_judge.should_use_judge=true",
+    ),
+    rs("string_match"),
+    rs("gpqa_diamond"),
+    rs("equivalence_rule", "lc.yaml"),
+    rs("single_step_tool_use_with_argument_comparison"),
+]
