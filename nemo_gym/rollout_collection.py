@@ -31,14 +31,33 @@ from nemo_gym.rollouts.dispatch import (
     RolloutRunError,
     dispatch,
 )
+from nemo_gym.rollouts.environment_routing import (  # noqa: F401 (NeMo Gym's names, re-exported)
+    _environment_server_for_agent,
+    _environment_servers_by_agent,
+)
 from nemo_gym.rollouts.examples import ExpansionPlan, expand_rows
 from nemo_gym.rollouts.jsonl import read_complete_rows
 from nemo_gym.rollouts.keys import FAILURE_CLASS_KEY, agent_ref_name
+from nemo_gym.rollouts.resume_records import (  # noqa: F401 (NeMo Gym's names, re-exported)
+    get_max_rollout_attempts,
+    migrate_invalid_judge_main_rows,
+    observed_elapsed,
+)
+from nemo_gym.rollouts.trajectory import (  # noqa: F401 (NeMo Gym's names, re-exported)
+    NG_TERMINAL_KEY,
+    _attach_ng_perf,
+    _build_trajectory_record,
+    _episode_record,
+    _trajectory_identity,
+    is_terminal_failure,
+)
 
 NG_FAILURE_CLASS_KEY = FAILURE_CLASS_KEY
 NG_NO_PERSIST_KEY = NO_PERSIST_KEY
 NG_DISPATCH_DRAINED_KEY = DISPATCH_DRAINED_KEY
 DispatchLatencyTracker = DrainTracker  # NeMo Gym's name
+SharedRolloutCollectionConfig = RolloutCollectionConfig  # NeMo Gym's base of its collection configs
+_get_max_rollout_attempts = get_max_rollout_attempts  # NeMo Gym's older name
 
 
 def _head_key(head_server_config: Any) -> tuple[str, int] | None:
@@ -177,4 +196,10 @@ __all__ = [
     "RolloutCollectionConfig",
     "RolloutCollectionHelper",
     "RolloutRunError",
+    "NG_TERMINAL_KEY",
+    "SharedRolloutCollectionConfig",
+    "get_max_rollout_attempts",
+    "is_terminal_failure",
+    "migrate_invalid_judge_main_rows",
+    "observed_elapsed",
 ]

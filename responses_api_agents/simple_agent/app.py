@@ -31,7 +31,7 @@ from fastapi import Body, Request
 from pydantic import ConfigDict, Field
 from starlette.responses import Response
 
-from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyResponse
+from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyRequest, BaseVerifyResponse
 from nemo_gym.base_responses_api_agent import (
     AgentCloseSessionResponse,
     AgentSeedSessionRequest,
@@ -101,6 +101,18 @@ class SimpleAgentRunRequest(BaseRunRequest):
     """A whole dataset row: every field reaches /seed_session and /verify unchanged."""
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
+class SimpleAgentVerifyRequest(BaseVerifyRequest):
+    """NeMo Gym's name for the verify body this agent sends (other agents import it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SimpleAgentVerifyResponse(BaseVerifyResponse):
+    """NeMo Gym's name for what this agent's /run returns (other agents import it)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 @dataclass

@@ -42,11 +42,11 @@ class Case:
     extra: tuple[str, ...] = ()
     # `kind/name` of servers we also ship whose wheel copy this case runs instead of ours.
     wheel_impls: tuple[str, ...] = ()
-    # Imports of `environment_servers.*` etc. resolve to the wheel's copies first (see compat_paths).
-    wheel_first: bool = False
+    # Servers (`package.name`) imported as the wheel's copies though we ship one too (compat_paths).
+    wheel_packages: tuple[str, ...] = ()
     limit: int | None = None
-    # A config the harness writes (a composition no wheel config spells out).
-    written_config: str | None = None
+    # A config of the case's own (YAML; `config` is then ignored): a composition no wheel config spells out.
+    config_text: str | None = None
     # The agent runs model-written commands in a sandbox (the local provider).
     sandboxed: bool = False
 
@@ -96,9 +96,13 @@ def example_data(root: Path, case: Case, config: Path, agent: str) -> Path:
     )
 
 
-def plan(root: Path, case: Case) -> tuple[Path, str, list[str]]:
+def plan(root: Path, case: Case, cache: Path) -> tuple[Path, str, list[str]]:
     """(the case's config file, its agent, overrides pointing `wheel_impls` at the wheel's copies)."""
-    config = Path(case.written_config) if case.written_config else _wheel(root, case.config)
+    config = _wheel(root, case.config)
+    if case.config_text:
+        config = cache / "e2e" / f"{case.id}.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(case.config_text)
     overrides = []
     found = instances(config)
     for inst, (kind, impl, body) in found.items():
@@ -150,7 +154,7 @@ def run(root: Path, cache: Path, case: Case, out_dir: Path) -> dict:
     from nemo_gym.config import free_port
     from nemo_gym.testing.processes import collect_rollouts_command, hermetic_env, simulator, stop_process
 
-    config, agent, overrides = plan(root, case)
+    config, agent, overrides = plan(root, case, cache)
     data = example_data(root, case, config, agent)
     lines = [line for line in data.read_text().splitlines() if line.strip()]
     n_rows = min(len(lines), case.limit or len(lines))
@@ -164,8 +168,8 @@ def run(root: Path, cache: Path, case: Case, out_dir: Path) -> dict:
         NG_COMPAT_EXTRA_ROOTS=str(root),
         NEMO_GYM_EXTRA_ROOTS=str(root),
     )
-    if case.wheel_first:
-        env["NG_COMPAT_WHEEL_FIRST"] = "1"
+    if case.wheel_packages:
+        env["NG_COMPAT_WHEEL_PACKAGES"] = ",".join(case.wheel_packages)
     with simulator() as (sim_url, _):
         head_port = free_port()
         args = [f"+config_paths=[{OUR_MODEL_CONFIG},{config}]", f"+policy_base_url={sim_url}"]
@@ -245,6 +249,37 @@ def verdict(case: Case, outcome: dict) -> dict:
 
 # ---------------------------------------------------------------------------- the cases
 
+
+def agent_case(name: str, agent_impl: str, config: str, agent: str | None = None, **more: Any) -> Case:
+    """A NeMo Gym agent (not ours) with the resources server a wheel config pairs it with."""
+    server = config.split("/")[1]
+    return Case(
+        name, (f"responses_api_agents/{agent_impl}", f"resources_servers/{server}"), config, agent, **more
+    )
+
+
+def bundle(name: str, agent: str | None = None, **more: Any) -> Case:
+    """An `environments/` bundle as `ng_run` starts it (nested configs found in the wheel)."""
+    return Case(
+        f"bundle_{name}", (f"environments/{name}",), f"environments/{name}/config.yaml", agent, **more
+    )
+
+
+COMPACTION = """
+example_multi_step_resources_server:
+  resources_servers:
+    example_multi_step:
+      entrypoint: app.py
+example_multi_step_compaction_agent:
+  _copy: simple_agent_with_compaction
+  responses_api_agents:
+    simple_agent_with_compaction:
+      resources_server: {type: resources_servers, name: example_multi_step_resources_server}
+      model_server: {type: responses_api_models, name: policy_model}
+config_paths:
+  - responses_api_agents/simple_agent_with_compaction/configs/simple_agent_with_compaction.yaml
+"""
+
 CASES: list[Case] = [
     # Resources servers with our simple_agent (their configs' agent).
     rs("example_multi_step"),
@@ -266,4 +301,57 @@ CASES: list[Case] = [
     rs("gpqa_diamond"),
     rs("equivalence_rule", "lc.yaml"),
     rs("single_step_tool_use_with_argument_comparison"),
+    # NeMo Gym's own agents (their wheel copies), each with a resources server it pairs with.
+    agent_case(
+        "gymnasium_blackjack", "gymnasium_agent", "resources_servers/blackjack/configs/blackjack.yaml"
+    ),
+    agent_case(
+        "tool_simulation",
+        "tool_simulation_agent",
+        "resources_servers/single_step_tool_use_with_argument_comparison/configs/"
+        "toolcall_schema_single_step_tool_use_with_argument_comparison.yaml",
+        data="resources_servers/single_step_tool_use_with_argument_comparison/data/example.jsonl",
+    ),
+    agent_case(
+        "non_executing_structured_outputs",
+        "non_executing_simple_agent",
+        "resources_servers/structured_outputs/configs/structured_outputs_v4.yaml",
+    ),
+    agent_case("speed_bench", "speed_bench_agent", "resources_servers/speed_bench/configs/speed_bench.yaml"),
+    agent_case(
+        "reasoning_gym_langgraph",
+        "langgraph_agent",
+        "resources_servers/reasoning_gym/configs/reflection_agent.yaml",
+    ),
+    Case(
+        "compaction_multi_step",
+        ("responses_api_agents/simple_agent_with_compaction",),
+        "",
+        "example_multi_step_compaction_agent",
+        data="resources_servers/example_multi_step/data/example.jsonl",
+        config_text=COMPACTION,
+    ),
+    # NeMo Gym's environment servers (their wheel copies) in front of an agent.
+    Case(
+        "legacy_agent_calendar",
+        ("environment_servers/legacy_agent", "environments/calendar"),
+        "environments/calendar/config.yaml",
+        "calendar_environment_server",
+        wheel_impls=("environment_servers/legacy_agent",),
+    ),
+    Case(
+        "single_agent_turn_example_single_tool_call",
+        ("environment_servers/single_agent_turn", "environment_servers/single_agent_turn_legacy"),
+        "resources_servers/example_single_tool_call/configs/example_single_tool_call_single_agent_turn.yaml",
+        "example_single_tool_call_single_agent_turn",
+        data="resources_servers/example_single_tool_call/data/example.jsonl",
+        wheel_packages=("environment_servers.single_agent_turn",),
+    ),
+    # environments/ bundles.
+    bundle("example_single_tool_call"),
+    bundle("workplace_assistant"),
+    bundle("wordle"),
+    bundle("blackjack"),
+    bundle("code_gen"),
+    bundle("prime_agent_math"),
 ]

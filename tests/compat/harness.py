@@ -160,7 +160,9 @@ def ensure_venv() -> Path:
     """A venv that sees our .venv's packages (ours first-installed, env requirements on top)."""
     python = venv_python()
     if python.exists() and Path(sys.prefix).resolve() == VENV.resolve():
-        return python  # already prepared; we are running inside it
+        # Already prepared and running inside it: only the path hook is refreshed (it may have changed).
+        shutil.copy(HERE / "compat_paths.py", Path(sysconfig.get_paths()["purelib"]) / "_ng_compat_paths.py")
+        return python
     if not python.exists():
         log(f"creating {VENV}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
@@ -254,8 +256,12 @@ def requirement_lines(env_dir: Path) -> tuple[list[str], list[str]]:
         if not line or line.startswith("#"):
             continue
         name = re.split(r"[\s\[<>=!~;@]", line, maxsplit=1)[0].lower().replace("_", "-")
-        if "nemo-gym" in line.replace("_", "-"):
+        spec_name = re.split(r"[\s\[<>=!~;@]", line.removeprefix("-e").strip(), maxsplit=1)[0]
+        if _norm_name(spec_name) == "nemo-gym":
             skipped.append(f"{line} (the framework itself)")
+            for requirement in framework_dependencies_used(env_dir):
+                if requirement not in keep:
+                    keep.append(requirement)
         elif line.startswith(("-e", ".")):
             local, why = _local_requirement(line, env_dir)
             if local:
@@ -273,9 +279,49 @@ def requirement_lines(env_dir: Path) -> tuple[list[str], list[str]]:
     return keep, skipped
 
 
+# Import names of NeMo Gym's own dependencies that differ from their distribution's name.
+_IMPORT_ALIASES = {"pyyaml": "yaml", "gitpython": "git", "pyjwt": "jwt", "python-multipart": "multipart"}
+
+
+def framework_dependencies_used(env_dir: Path) -> list[str]:
+    """NeMo Gym's own runtime dependencies that the environment's code imports.
+
+    `nemo-gym` in an environment's requirements installs those too, and environments rely on it
+    (swe_agents imports pydot, which only the framework declares); ours are not the same list, so
+    the ones it uses are installed for it."""
+    metadata = next(WHEEL_ROOT.glob("nemo_gym-*.dist-info/METADATA"), None)
+    if metadata is None:
+        return []
+    by_import: dict[str, str] = {}
+    for line in metadata.read_text().splitlines():
+        if line.startswith("Requires-Dist: ") and ";" not in line:
+            requirement = line.removeprefix("Requires-Dist: ").strip()
+            name = _norm_name(re.split(r"[\s\[<>=!~;@]", requirement, maxsplit=1)[0])
+            by_import[_IMPORT_ALIASES.get(name, name.replace("-", "_"))] = requirement
+    used: set[str] = set()
+    for path in env_dir.rglob("*.py"):
+        if _is_test_path(path.relative_to(env_dir)):
+            continue
+        for match in re.finditer(
+            r"^[ \t]*(?:from|import)[ \t]+([A-Za-z_]\w*)", path.read_text(errors="replace"), re.M
+        ):
+            used.add(match.group(1))
+    # What our own environment already provides stands in for it (we pin our own versions).
+    return [by_import[name] for name in sorted(used) if name in by_import and not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @dataclass
 class Install:
-    status: str  # none | ok | cached | failed
+    status: str  # none | ok | cached | overlay | failed
     requirements: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     error: str = ""
@@ -288,6 +334,8 @@ def install_requirements(env_dir: Path, timeout: float = 600) -> Install:
     digest = hashlib.sha256("\n".join(keep).encode()).hexdigest()[:16]
     stamp = CACHE / "installed" / f"{env_dir.parent.name}.{env_dir.name}.{digest}"
     if stamp.exists():
+        if stamp.read_text() == OWN_OVERLAY:
+            return Install("overlay", keep, skipped, "conflicts with our pins, installed apart (cached)")
         return Install("cached", keep, skipped)
     failed_stamp = Path(f"{stamp}.failed")
     if failed_stamp.exists() and os.environ.get("NG_COMPAT_RETRY") != "1":
@@ -301,16 +349,65 @@ def install_requirements(env_dir: Path, timeout: float = 600) -> Install:
     except subprocess.TimeoutExpired:
         return Install("failed", keep, skipped, f"pip install timed out after {timeout:.0f}s")
     if result.returncode != 0:
-        lines = [ln for ln in result.stderr.splitlines() if ln.strip().startswith("ERROR")] or [
-            ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")
-        ]
-        error = (lines[0] if lines else "pip failed").strip()[:300]
+        error = _pip_error(result.stderr)
+        if _conflicts_with_our_pins(result.stderr) and _own_overlay(env_dir, keep, timeout):
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(OWN_OVERLAY)
+            return Install("overlay", keep, skipped, f"conflicts with our pins, installed apart: {error}")
         failed_stamp.parent.mkdir(parents=True, exist_ok=True)
         failed_stamp.write_text(error)
         return Install("failed", keep, skipped, error)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.touch()
     return Install("ok", keep, skipped)
+
+
+# An environment whose requirements conflict with the versions we pin gets them in a directory of
+# its own, first on its PYTHONPATH: NeMo Gym gives every server its own venv, and this is that venv.
+OWN_OVERLAY = "own"
+
+
+PYTHON_TOO_OLD = "(its releases on the registry need a newer Python than this one)"
+
+
+def _pip_error(stderr: str) -> str:
+    """pip's telling error line; when releases were skipped for their Python version, it says so."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip().startswith("ERROR")] or [
+        ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")
+    ]
+    telling = [ln for ln in lines if "Ignored the following versions" not in ln] or lines
+    error = (telling[0] if telling else "pip failed").strip()[:300]
+    if "require a different python version" in stderr:
+        error = f"{error} {PYTHON_TOO_OLD}"
+    return error
+
+
+def _conflicts_with_our_pins(stderr: str) -> bool:
+    """pip refused because of a version we pin (not a missing package or a Python too old)."""
+    if "require a different python version" in stderr or "from versions: none" in stderr:
+        return False
+    pinned = {line.split("==")[0] for line in _constraints().read_text().split()}
+    mentioned = {
+        m.lower().replace("_", "-") for m in re.findall(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?[<>=!~]", stderr)
+    }
+    return "conflicting dependencies" in stderr or bool(pinned & mentioned)
+
+
+def _own_overlay(env_dir: Path, keep: list[str], timeout: float) -> bool:
+    target = overlay_dir(f"{env_dir.parent.name}/{env_dir.name}")
+    shutil.rmtree(target, ignore_errors=True)
+    command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    command += ["--target", str(target), *keep]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    if result.returncode != 0:
+        log(f"own overlay for {env_dir.name} failed: {_pip_error(result.stderr)}")
+        shutil.rmtree(target, ignore_errors=True)
+        return False
+    (target / ".ng_overlay").write_text(OWN_OVERLAY)
+    return True
 
 
 OVERLAYS = CACHE / "overlays"
@@ -355,21 +452,38 @@ def _is_namespace_package(name: str) -> bool:
     )
 
 
-def install_overlays(envs: list[str]) -> dict[str, list[str]]:
-    """One shared venv cannot hold two distributions that install the same import name
-    (NeMo Gym gives each server its own venv): an environment that requires one of them gets
-    it again, alone, in an overlay directory put first on its PYTHONPATH."""
-    names = _import_names_by_distribution()
+def clashing_distributions() -> list[str]:
+    """Distributions of this interpreter that install an import name another one installs too."""
     owners: dict[str, set[str]] = {}
-    for dist, tops in names.items():
+    for dist, tops in _import_names_by_distribution().items():
         for top in tops:
             owners.setdefault(top, set()).add(dist)
-    clashing = {
+    return sorted(
         dist
         for top, dists in owners.items()
         if len(dists) > 1 and not _is_namespace_package(top)  # namespace portions do merge
         for dist in dists
-    }
+    )
+
+
+def _clashing_distributions() -> list[str]:
+    """`clashing_distributions` of the compat venv (prepare runs outside it)."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return clashing_distributions()
+    code = (
+        "import json; from tests.compat import harness; print(json.dumps(harness.clashing_distributions()))"
+    )
+    output = subprocess.run(
+        [str(venv_python()), "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def install_overlays(envs: list[str]) -> dict[str, list[str]]:
+    """One shared venv cannot hold two distributions that install the same import name
+    (NeMo Gym gives each server its own venv): an environment that requires one of them gets
+    it again, alone, in an overlay directory put first on its PYTHONPATH."""
+    clashing = set(_clashing_distributions())
     made: dict[str, list[str]] = {}
     for env in envs:
         keep, _ = requirement_lines(WHEEL_ROOT / env)
@@ -378,8 +492,8 @@ def install_overlays(envs: list[str]) -> dict[str, list[str]]:
         ]
         target = overlay_dir(env)
         stamp = target / ".ng_overlay"
-        if not lines:
-            continue
+        if not lines or (stamp.exists() and stamp.read_text() == OWN_OVERLAY):
+            continue  # nothing clashes, or all its requirements are in a directory of its own already
         made[env] = lines
         if stamp.exists() and stamp.read_text() == "\n".join(lines):
             continue
@@ -407,9 +521,12 @@ def env_vars(env: str | None = None) -> dict[str, str]:
     # Where we ship a server of the same name (simple_agent, legacy_agent, ...), its build and own
     # tests import the wheel's copy: that copy is what "runs unchanged" is about.
     if env is not None and ours_too(env):
-        variables["NG_COMPAT_WHEEL_FIRST"] = "1"
+        variables["NG_COMPAT_WHEEL_PACKAGES"] = env.replace("/", ".")
     else:
-        variables.pop("NG_COMPAT_WHEEL_FIRST", None)
+        variables.pop("NG_COMPAT_WHEEL_PACKAGES", None)
+    # Files environments name relative to the checkout (prompts, data) are found in the wheel, as a
+    # user's NeMo Gym checkout would be named in NEMO_GYM_EXTRA_ROOTS.
+    variables["NEMO_GYM_EXTRA_ROOTS"] = str(WHEEL_ROOT)
     variables["NEMO_GYM_ENV_YAML"] = "none"
     variables["PYTHONUNBUFFERED"] = "1"
     # Ray's default temp dir remembers the last cluster of the machine; a test's plain
@@ -439,13 +556,41 @@ class Result:
 BUILD_TIMEOUT = float(os.environ.get("NG_COMPAT_BUILD_TIMEOUT", "90"))
 
 
+def sub_implementations(env: str) -> list[str]:
+    """`kind/name/sub` of the implementations a folder without an app.py of its own holds
+    (conversational_tool_use: one per generation stage); empty for an ordinary server."""
+    folder = WHEEL_ROOT / env
+    if (folder / "app.py").is_file():
+        return []
+    return [f"{env}/{sub.name}" for sub in sorted(folder.iterdir()) if (sub / "app.py").is_file()]
+
+
 def build_one(env: str, timeout: float = BUILD_TIMEOUT) -> Result:
     """Build one environment in its own process, bounded: build_one.py reports where it is stuck
-    a little before `timeout`, and the process is killed at `timeout` regardless."""
-    kind, name = env.split("/")
+    a little before `timeout`, and the process is killed at `timeout` regardless. A folder of
+    several implementations builds when every one of them does."""
+    subs = sub_implementations(env)
+    if subs:
+        results = [_build_process(sub, timeout) for sub in subs]
+        failed = next((r for r in results if r.status != "ok"), None)
+        detail = {"implementations": {r.env: r.status for r in results}}
+        if failed is None:
+            return Result(env, "ok", "done", "", detail, seconds=sum(r.seconds for r in results))
+        return Result(
+            env,
+            failed.status,
+            failed.stage,
+            f"{failed.env}: {failed.error}"[:300],
+            {**failed.detail, **detail},
+        )
+    return _build_process(env, timeout)
+
+
+def _build_process(env: str, timeout: float) -> Result:
+    kind, name = env.split("/", 1)
     started = time.monotonic()
     command = [str(venv_python()), str(HERE / "build_one.py"), kind, name, str(WHEEL_ROOT)]
-    variables = env_vars(env)
+    variables = env_vars("/".join(env.split("/")[:2]))
     variables["NG_COMPAT_BUILD_WATCHDOG"] = str(max(timeout - 10, timeout * 0.8))
     try:
         proc = subprocess.run(
