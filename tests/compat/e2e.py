@@ -26,6 +26,8 @@ from nemo_gym.config import PROJECT_ROOT
 
 SERVER_KINDS = ("resources_servers", "responses_api_agents", "responses_api_models", "environment_servers")
 OUR_MODEL_CONFIG = PROJECT_ROOT / "responses_api_models/vllm_model/configs/vllm_model.yaml"
+TRAINING_MODEL_CONFIG = PROJECT_ROOT / "responses_api_models/vllm_model/configs/vllm_model_for_training.yaml"
+ENVIRONMENT_SERVER_STAMP = "_ng_environment_server"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class Case:
     config_text: str | None = None
     # The agent runs model-written commands in a sandbox (the local provider).
     sandboxed: bool = False
+    # Every row must have been routed through this environment server (its `_ng_environment_server`).
+    through: str | None = None
+    # Our model server config (the training one returns token ids and log-probs).
+    model_config: Path = OUR_MODEL_CONFIG
 
 
 def rs(name: str, config: str | None = None, agent: str | None = None, *extra: str) -> Case:
@@ -68,10 +74,17 @@ def _wheel(root: Path, path: str) -> Path:
     return candidate if candidate.is_absolute() else root / candidate
 
 
-def instances(config: Path) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """instance → (kind, implementation, block) of the config's own top-level servers."""
+def instances(config: Path, root: Path | None = None) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """instance → (kind, implementation, block) of the config's servers, nested `config_paths`
+    (relative to the config or to `root`) included; the including config wins a name."""
     data = yaml.safe_load(config.read_text()) or {}
-    found = {}
+    found: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    nested = data.get("config_paths") or []
+    for entry in [nested] if isinstance(nested, str) else nested:
+        for base in (config.parent, root):
+            if base is not None and (base / str(entry)).is_file():
+                found.update(instances(base / str(entry), root))
+                break
     for inst, block in data.items():
         if not isinstance(block, dict):
             continue
@@ -85,7 +98,7 @@ def example_data(root: Path, case: Case, config: Path, agent: str) -> Path:
     """The case's rows: given, else the agent's `example` dataset, else the server's data/example.jsonl."""
     if case.data:
         return _wheel(root, case.data)
-    own = instances(config).get(agent)
+    own = instances(config, root).get(agent)
     for dataset in (own[2].get("datasets") or []) if own else []:
         if isinstance(dataset, dict) and dataset.get("type") == "example":
             return root / str(dataset["jsonl_fpath"])
@@ -104,7 +117,7 @@ def plan(root: Path, case: Case, cache: Path) -> tuple[Path, str, list[str]]:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(case.config_text)
     overrides = []
-    found = instances(config)
+    found = instances(config, root)
     for inst, (kind, impl, body) in found.items():
         if f"{kind}/{impl}" in case.wheel_impls:
             entry = body.get("entrypoint", "app.py")
@@ -172,7 +185,7 @@ def run(root: Path, cache: Path, case: Case, out_dir: Path) -> dict:
         env["NG_COMPAT_WHEEL_PACKAGES"] = ",".join(case.wheel_packages)
     with simulator() as (sim_url, _):
         head_port = free_port()
-        args = [f"+config_paths=[{OUR_MODEL_CONFIG},{config}]", f"+policy_base_url={sim_url}"]
+        args = [f"+config_paths=[{case.model_config},{config}]", f"+policy_base_url={sim_url}"]
         args += ["+policy_api_key=EMPTY", "+policy_model_name=sim-model", *overrides, *case.extra]
         args.append(f"+head_server.port={head_port}")
         with log_path.open("w") as log_file:
@@ -231,6 +244,9 @@ def verdict(case: Case, outcome: dict) -> dict:
         error = f"{len(rows)} of {outcome['n_input']} rows written"
     elif not all(numeric):
         error = f"non-numeric reward: {rows[numeric.index(False)].get('reward')!r}"
+    elif case.through and any(r.get(ENVIRONMENT_SERVER_STAMP) != case.through for r in rows):
+        stamps = sorted({str(r.get(ENVIRONMENT_SERVER_STAMP)) for r in rows})
+        error = f"rows were not routed through {case.through} (their {ENVIRONMENT_SERVER_STAMP}: {', '.join(stamps)})"
     else:
         error = ""
     return {
@@ -258,26 +274,37 @@ def agent_case(name: str, agent_impl: str, config: str, agent: str | None = None
     )
 
 
-def bundle(name: str, agent: str | None = None, **more: Any) -> Case:
+def bundle(name: str, agent: str | None = None, also: tuple[str, ...] = (), **more: Any) -> Case:
     """An `environments/` bundle as `ng_run` starts it (nested configs found in the wheel)."""
-    return Case(
-        f"bundle_{name}", (f"environments/{name}",), f"environments/{name}/config.yaml", agent, **more
-    )
+    proves = (f"environments/{name}", *also)
+    return Case(f"bundle_{name}", proves, f"environments/{name}/config.yaml", agent, **more)
 
 
-COMPACTION = """
-example_multi_step_resources_server:
-  resources_servers:
-    example_multi_step:
-      entrypoint: app.py
-example_multi_step_compaction_agent:
-  _copy: simple_agent_with_compaction
-  responses_api_agents:
-    simple_agent_with_compaction:
-      resources_server: {type: resources_servers, name: example_multi_step_resources_server}
-      model_server: {type: responses_api_models, name: policy_model}
+# OpenCode run by `opencode_sandboxed_agent` in a sandbox of our `local` provider (the binary this
+# machine has; the agent would otherwise download it), on the OpenCode math bundle's verifier.
+# Our local provider enforces the memory a sandbox asks for (NeMo Gym's ignores it), and the
+# 512 MiB data limit of the agent's own config is less than OpenCode's runtime (Bun) reserves, so
+# the case lifts it; one rollout at a time, since local sandboxes share the user's OpenCode database.
+OPENCODE_SANDBOXED = f"""
 config_paths:
-  - responses_api_agents/simple_agent_with_compaction/configs/simple_agent_with_compaction.yaml
+  - {PROJECT_ROOT / "nemo_gym/sandbox/providers/local/configs/local.yaml"}
+  - responses_api_agents/opencode_sandboxed_agent/configs/opencode_sandboxed_agent.yaml
+math_with_judge:
+  resources_servers:
+    math_with_judge:
+      entrypoint: app.py
+      judge_model_server: {{type: responses_api_models, name: policy_model}}
+      judge_responses_create_params: {{input: []}}
+      should_use_judge: false
+opencode_math_sandboxed_agent:
+  _inherit_from: opencode_sandboxed_agent
+  responses_api_agents:
+    opencode_sandboxed_agent:
+      resources_server: {{type: resources_servers, name: math_with_judge}}
+      sandbox_provider: sandbox
+      preinstalled_opencode: true
+      concurrency: 1
+      sandbox_config: {{resources: {{memory_mib: null}}}}
 """
 
 CASES: list[Case] = [
@@ -324,12 +351,14 @@ CASES: list[Case] = [
         "resources_servers/reasoning_gym/configs/reflection_agent.yaml",
     ),
     Case(
-        "compaction_multi_step",
-        ("responses_api_agents/simple_agent_with_compaction",),
+        "opencode_sandboxed_local",
+        ("responses_api_agents/opencode_sandboxed_agent", "resources_servers/math_with_judge"),
         "",
-        "example_multi_step_compaction_agent",
-        data="resources_servers/example_multi_step/data/example.jsonl",
-        config_text=COMPACTION,
+        "opencode_math_sandboxed_agent",
+        data="environments/opencode_math/data/example.jsonl",
+        config_text=OPENCODE_SANDBOXED,
+        sandboxed=True,
+        limit=2,
     ),
     # NeMo Gym's environment servers (their wheel copies) in front of an agent.
     Case(
@@ -339,19 +368,25 @@ CASES: list[Case] = [
         "calendar_environment_server",
         wheel_impls=("environment_servers/legacy_agent",),
     ),
+    # Rows name the agent; rollout collection routes them through the environment server that
+    # fronts it, as NeMo Gym's does, and each row records that server.
     Case(
         "single_agent_turn_example_single_tool_call",
         ("environment_servers/single_agent_turn", "environment_servers/single_agent_turn_legacy"),
         "resources_servers/example_single_tool_call/configs/example_single_tool_call_single_agent_turn.yaml",
-        "example_single_tool_call_single_agent_turn",
+        "example_single_tool_call_session_agent",
         data="resources_servers/example_single_tool_call/data/example.jsonl",
         wheel_packages=("environment_servers.single_agent_turn",),
+        through="example_single_tool_call_single_agent_turn",
     ),
     # environments/ bundles.
     bundle("example_single_tool_call"),
     bundle("workplace_assistant"),
-    bundle("wordle"),
-    bundle("blackjack"),
+    bundle("blackjack", also=("responses_api_agents/gymnasium_agent",)),
     bundle("code_gen"),
-    bundle("prime_agent_math"),
+    bundle("calendar_v2"),
+    bundle("circle_count"),
+    bundle("arc_agi"),
+    bundle("reasoning_gym"),
+    bundle("langgraph_rewoo_math", also=("responses_api_agents/langgraph_agent",)),
 ]

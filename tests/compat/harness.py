@@ -847,6 +847,24 @@ def summary(results: list[Result], title: str) -> str:
     return "\n".join(lines)
 
 
+def e2e_summary(results: list[Result]) -> str:
+    """Cases passed, and what the passing ones ran end to end, per kind."""
+    proves = {case.id: case.proves for case in e2e.CASES}
+    passed = [r for r in results if r.status == "ok"]
+    lines = [
+        f"e2e: {len(passed)}/{len(results)} environments ran end to end (every row with a numeric reward)"
+    ]
+    shown = {**KIND_LABELS, "environments": "environments/ bundles"}
+    for kind, label in shown.items():
+        names = sorted({p for r in passed for p in proves.get(r.env, ()) if p.split("/")[0] == kind})
+        if names:
+            lines.append(f"  {label} ({len(names)}): {', '.join(n.split('/', 1)[1] for n in names)}")
+    for r in results:
+        if r.status != "ok":
+            lines.append(f"  failed: {r.env}: {r.error}")
+    return "\n".join(lines)
+
+
 def _cause(r: Result) -> str:
     # Group by the error's text with instance-specific bits (paths, names in quotes) blurred a little.
     text = re.sub(r"/[\w./+-]+", "<path>", r.error)
@@ -868,7 +886,7 @@ def main(argv: list[str]) -> int:
         results = run_e2e_stage(argv[1:] or None)
     else:
         results = run_own_tests_stage(argv[1:] or None)
-    print(summary(results, argv[0]))
+    print(e2e_summary(results) if argv[0] == "e2e" else summary(results, argv[0]))
     built, counted = in_scope_rate(results)
     return 0 if built >= 0.9 * counted else 1
 
