@@ -23,6 +23,7 @@ from nemo_gym.episode_types import EpisodeId, TaskId
 from nemo_gym.failure_kinds import validate_failure_kind
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.reward_profile import AggregateMetricsMixin
+from nemo_gym.rollout_correlation import RolloutContextMiddleware
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
 
 try:
@@ -173,6 +174,8 @@ class SimpleResourcesServer(AggregateMetricsMixin, BaseResourcesServer):
 
     def setup_webserver(self) -> FastAPI:
         app = super().setup_webserver()
+        # Calls may come under a rollout prefix (`/ng-rollout/<id>/verify`), as NeMo Gym's clients send them.
+        app.add_middleware(RolloutContextMiddleware)
         app.post("/seed_session")(self.seed_session)
         app.post("/close_session")(self.close_resources_session)
         app.post("/verify")(self.verify)

@@ -42,6 +42,7 @@ from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body
 from nemo_gym.rollout_observability import AgentObservationBundle
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
+from nemo_gym.server_utils import apply_rollout_prefix, rollout_path_prefix
 from nemo_gym.tool_access import ToolAccess
 
 # The key of `request.session` that binds a caller's cookie to one agent session.
@@ -142,12 +143,6 @@ class _AgentSessionRecord:
     expires_at: float = float("inf")
 
 
-def _rollout_path_params(request: Any) -> str | None:
-    params = getattr(request, "path_params", None)
-    rollout_id = params.get("rollout_id") if isinstance(params, Mapping) else None
-    return rollout_id if isinstance(rollout_id, str) else None
-
-
 class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
     config: BaseResponsesAPIAgentConfig
     _session_records: dict[str, _AgentSessionRecord] = PrivateAttr(default_factory=dict)
@@ -188,26 +183,38 @@ class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
     def _capture_correlation_enabled(self) -> bool:
         return self._model_call_capture_enabled() or self._token_id_capture_enabled()
 
-    # NeMo Gym can route a rollout's model calls through rollout-id path prefixes for its
-    # model-call capture; our model servers capture nothing, so paths and URLs stay as they are.
-    def url_path_for_run(self, url_path: str, body: Any) -> str:
-        return url_path
-
-    def url_path_for_request(self, url_path: str, request: Any) -> str:
-        return url_path
-
-    def base_url_for_run(self, base_url: str, body: Any) -> str:
-        return base_url
-
+    # When the run correlates rollouts (observability or token capture), NeMo Gym agents built on
+    # this base send their self-calls and model calls under `/ng-rollout/<id>/`; model servers
+    # serve such a path as the bare route in the rollout's context. Otherwise nothing changes.
     def rollout_id_from_run(self, body: Any) -> str | None:
         """The rollout id of a `/run` body when the run correlates rollouts, else None."""
         if not self._capture_correlation_enabled():
             return None
         return maybe_rollout_id_from_run_body(body)
 
+    def url_path_for_run(self, url_path: str, body: Any) -> str:
+        prefix = rollout_path_prefix(
+            self.rollout_id_from_run(body), token_capture=self._token_id_capture_enabled()
+        )
+        return prefix + url_path
+
+    def base_url_for_run(self, base_url: str, body: Any) -> str:
+        return apply_rollout_prefix(
+            base_url, self.rollout_id_from_run(body), token_capture=self._token_id_capture_enabled()
+        )
+
+    def url_path_for_request(self, url_path: str, request: Any) -> str:
+        """Carry the rollout prefix a request came in under onto a downstream path."""
+        params = getattr(request, "path_params", None)
+        rollout_id = params.get("rollout_id") if isinstance(params, Mapping) else None
+        inbound = getattr(getattr(request, "url", None), "path", "") or ""
+        token_capture = f"/{TOKEN_CAPTURE_PATH_SEGMENT}/" in inbound
+        return rollout_path_prefix(rollout_id, token_capture=token_capture) + url_path
+
     def resolve_model_base_url(self, model_server_name: str, rollout_id: str | None = None) -> str:
-        """The OpenAI-style base URL (ending in /v1) of a model server of the running config."""
-        return f"{self.server_client.url_for(model_server_name)}/v1"
+        """The OpenAI-style base URL (ending in /v1) of a model server, under a rollout's prefix."""
+        base = self.server_client.url_for(model_server_name)
+        return f"{apply_rollout_prefix(base, rollout_id, token_capture=self._token_id_capture_enabled())}/v1"
 
     # ---- episode sessions ----------------------------------------------------------------
     @asynccontextmanager

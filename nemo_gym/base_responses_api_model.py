@@ -646,6 +646,24 @@ def clear_model_call_captures_for_rollouts(records: list[Any], capture_dirs: lis
                 store.incomplete_path_for(rollout_id).unlink(missing_ok=True)
 
 
+def _with_claude_code_compactions(
+    bundle: AgentObservationBundle, calls: list[ModelCallRecord], rollout_id: str
+) -> AgentObservationBundle:
+    """NeMo Gym's Claude Code agent attributes its compaction calls itself (its own module does it)."""
+    try:
+        from responses_api_agents.claude_code_agent.observability import (
+            associate_claude_code_compaction_calls,
+        )
+
+        return associate_claude_code_compaction_calls(bundle, calls)
+    except Exception:
+        logger.warning(
+            "could not attribute the Claude Code compaction calls of rollout %s", rollout_id, exc_info=True
+        )
+        bundle.gaps.append(ObservationGap(code="compaction_model_call_join_failed"))
+        return bundle
+
+
 def merge_model_call_capture_into_record(
     record: dict[str, Any], capture_dirs: list[Path], *, include_payloads: bool = False
 ) -> dict[str, Any]:
@@ -684,7 +702,10 @@ def merge_model_call_capture_into_record(
     observations = record.get("ng_agent_observations")
     if observations is not None:
         try:
-            bundle = join_model_call_observations(AgentObservationBundle.model_validate(observations), calls)
+            bundle = AgentObservationBundle.model_validate(observations)
+            if bundle.source == "claude_code":
+                bundle = _with_claude_code_compactions(bundle, calls, rollout_id)
+            bundle = join_model_call_observations(bundle, calls)
             record["ng_agent_observations"] = bundle.model_dump(mode="json")
         except Exception:
             logger.warning("could not join the agent observations of rollout %s", rollout_id, exc_info=True)

@@ -5,12 +5,19 @@ files, skill directories) against an ordered list of roots: the directories in
 `NEMO_GYM_EXTRA_ROOTS` first (so a plug-in tree can shadow a built-in), then the working
 directory, then the checkout this package lives in. Environments import these helpers from
 `nemo_gym` itself, so the same order applies to them and to our config loader.
+
+Last come the trees the component packages (`resources_servers`, `responses_api_agents`, …)
+are imported from when that is not this checkout: NeMo Gym resolves a server's repo-relative
+files (`resources_servers/<name>/prompts/…`) against the tree it was installed in, which for a
+server brought in from another tree is that tree.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 NEMO_GYM_EXTRA_ROOTS_ENV_VAR_NAME = "NEMO_GYM_EXTRA_ROOTS"
@@ -21,6 +28,12 @@ PARENT_DIR = ROOT_DIR.parent
 WORKING_DIR = PARENT_DIR if (PARENT_DIR / "pyproject.toml").exists() else Path.cwd()
 CACHE_DIR = WORKING_DIR / "cache"
 RESULTS_DIR = WORKING_DIR / "results"
+_COMPONENT_PACKAGES = (
+    "resources_servers",
+    "responses_api_agents",
+    "responses_api_models",
+    "environment_servers",
+)
 
 
 def extra_roots() -> list[Path]:
@@ -29,12 +42,27 @@ def extra_roots() -> list[Path]:
     return [Path(part) for part in raw.split(os.pathsep) if part]
 
 
-def component_search_roots(*, sys_path: list[Path] | None = None) -> list[Path]:
-    """Extra roots, then `sys_path` entries, then the cwd and this checkout; each root once.
+@lru_cache(maxsize=1)
+def component_package_roots() -> tuple[Path, ...]:
+    """The trees the component packages are imported from (each package may span several)."""
+    roots: list[Path] = []
+    for name in _COMPONENT_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            roots.append(Path(location).parent)
+    return tuple(roots)
 
-    The cwd and the checkout always come last, so anything a user adds wins over the built-ins.
+
+def component_search_roots(*, sys_path: list[Path] | None = None) -> list[Path]:
+    """Extra roots, then `sys_path` entries, then the cwd and this checkout, then the other trees
+    the component packages come from; each root once.
+
+    The cwd and the checkout come after anything a user adds, so user trees win over the built-ins.
     """
-    last = [Path.cwd(), PARENT_DIR]
+    last = [Path.cwd(), PARENT_DIR, *component_package_roots()]
     last_resolved = {root.resolve() for root in last}
     middle = [entry for entry in (sys_path or []) if entry.resolve() not in last_resolved]
     roots: list[Path] = []

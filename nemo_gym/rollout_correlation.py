@@ -6,8 +6,9 @@ NeMo Gym names a rollout by an id (explicit `_ng_rollout_id`, else `<task>-<roll
 without the id being threaded through every signature. Environments import these names (the
 gymnasium base installs the middleware), so they exist here with the same behaviour.
 
-Our own clients never add the prefix (see `server_utils.rollout_path_prefix`), so on our
-servers the middleware is a pass-through unless a NeMo Gym client sends prefixed paths.
+NeMo Gym agents built on our base add the prefix to their model calls when the run correlates
+rollouts (`observability_enabled`); our servers' hot routes and resources servers accept it.
+Our own simple_agent and collector never add it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nemo_gym.config_types import ROLLOUT_PATH_PREFIX
+from nemo_gym.config_types import ROLLOUT_PATH_PREFIX, TOKEN_CAPTURE_PATH_SEGMENT
 from nemo_gym.global_config import (
     ATTEMPT_INDEX_KEY_NAME,
     ROLLOUT_ID_KEY_NAME,
@@ -92,30 +93,44 @@ def rollout_context(rollout_id: str | None) -> Iterator[None]:
         _current.reset(token)
 
 
+ROLLOUT_PATH_START = f"/{ROLLOUT_PATH_PREFIX}/"
+_PREFIXED = re.compile(
+    rf"^/{re.escape(ROLLOUT_PATH_PREFIX)}/(?P<id>{_ID_CHARS})(?:/{re.escape(TOKEN_CAPTURE_PATH_SEGMENT)})?(?P<rest>/.*)$"
+)
+
+
+def split_rollout_path(path: str) -> tuple[str, str] | None:
+    """(rollout id, the path without the prefix) of `/ng-rollout/<id>[/training-token-capture]/<rest>`."""
+    if not path.startswith(ROLLOUT_PATH_START):
+        return None
+    found = _PREFIXED.match(path)
+    return (found.group("id"), found.group("rest")) if found else None
+
+
 class RolloutContextMiddleware:
     """ASGI middleware: `/ng-rollout/<id>/<rest>` is served as `/<rest>` inside `rollout_context(<id>)`.
 
     Routes stay written without the prefix; any other path passes through untouched.
     """
 
-    _prefixed = re.compile(rf"^/{re.escape(ROLLOUT_PATH_PREFIX)}/(?P<id>{_ID_CHARS})(?P<rest>/.*)$")
-
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        found = self._prefixed.match(scope.get("path", "")) if scope.get("type") == "http" else None
+        found = split_rollout_path(scope.get("path", "")) if scope.get("type") == "http" else None
         if found is None:
             await self.app(scope, receive, send)
             return
-        rest = found.group("rest")
+        rollout_id, rest = found
         inner = dict(scope, path=rest, raw_path=rest.encode())
-        with rollout_context(found.group("id")):
+        with rollout_context(rollout_id):
             await self.app(inner, receive, send)
 
 
 __all__ = [
     "ROLLOUT_ID_PATTERN",
+    "ROLLOUT_PATH_START",
+    "split_rollout_path",
     "RolloutContextMiddleware",
     "current_rollout_id",
     "maybe_rollout_id_from_run_body",

@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
+from nemo_gym.config_types import ROLLOUT_PATH_PREFIX, TOKEN_CAPTURE_PATH_SEGMENT
 from nemo_gym.global_config import HEAD_SERVER_KEY_NAME
 from nemo_gym.http.server_client import (
     ServerClient,
@@ -41,14 +42,23 @@ def get_server_url(server_name: str) -> str:
     return f"http://{server.host}:{server.port}"
 
 
-# NeMo Gym can prefix model-server paths with a rollout id for its tracing. Our servers have
-# no such routes, so rollouts are never prefixed and these leave paths and URLs as they are.
 def rollout_path_prefix(rollout_id: str | None, *, token_capture: bool = False) -> str:
-    return ""
+    """`/ng-rollout/<id>` (`/training-token-capture` appended for token capture), or "" without an id.
+
+    A model server serves a prefixed path as the bare route inside the rollout's context.
+    """
+    if not rollout_id:
+        return ""
+    return f"/{ROLLOUT_PATH_PREFIX}/{rollout_id}" + (
+        f"/{TOKEN_CAPTURE_PATH_SEGMENT}" if token_capture else ""
+    )
 
 
 def apply_rollout_prefix(base_url: str, rollout_id: str | None, *, token_capture: bool = False) -> str:
-    return base_url
+    """A model server's root URL with the rollout prefix (unchanged without an id)."""
+    if not rollout_id:
+        return base_url
+    return base_url.rstrip("/") + rollout_path_prefix(rollout_id, token_capture=token_capture)
 
 
 class GlobalAIOHTTPAsyncClientConfig(BaseModel):

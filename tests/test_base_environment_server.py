@@ -167,3 +167,28 @@ def test_config_rules() -> None:
         BaseEnvironmentServerConfig(cleanup_timeout_seconds=1, max_concurrent_episodes=2)
     with pytest.raises(ValidationError):
         BaseEnvironmentServerConfig(cleanup_timeout_seconds=0)
+
+
+def test_a_misspelt_environment_server_key_names_key_file_and_suggestion() -> None:
+    from environment_servers.single_agent_turn.app import SingleAgentTurnEnvironmentServer
+    from nemo_gym.config import ConfigError
+    from nemo_gym.server.context import RuntimeContext
+
+    impl = {
+        "entrypoint": "app.py",
+        "port": 3,
+        "resource_server": {"type": "resources_servers", "name": "weather"},
+        "agent_server": {"type": "responses_api_agents", "name": "agent"},
+    }
+    context = RuntimeContext(
+        global_config={"turn": {"environment_servers": {"single_agent_turn": impl}}},
+        origins={"turn": "configs/turn.yaml"},
+        instance_name="turn",
+        session_secret="s",
+    )
+    with pytest.raises(ConfigError) as caught:
+        SingleAgentTurnEnvironmentServer.from_context(context)
+    assert str(caught.value) == (
+        "config key 'turn.environment_servers.single_agent_turn.resource_server' (from configs/turn.yaml): "
+        "is not a key of this server (SingleAgentTurnEnvironmentServer); did you mean `resources_server`?"
+    )

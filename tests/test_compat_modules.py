@@ -435,3 +435,30 @@ async def test_global_aiohttp_client_is_made_once() -> None:
         await server_utils.global_aiohttp_client_aclose()
     assert not server_utils.is_global_aiohttp_client_setup() and session.closed
     await asyncio.sleep(0)
+
+
+def test_session_conformance_catches_a_revived_session() -> None:
+    from nemo_gym.base_resources_server import (
+        BaseResourcesServerConfig,
+        BaseVerifyRequest,
+        ResourcesSeedSessionRequest,
+        SimpleResourcesServer,
+    )
+    from nemo_gym.testing.session_conformance import check_resources_session_contract
+
+    class Stateless(SimpleResourcesServer):
+        config: BaseResourcesServerConfig
+
+        async def verify(self, body: BaseVerifyRequest) -> Any:
+            return {"reward": 0.0}
+
+    app = Stateless(config=BaseResourcesServerConfig(name="s")).setup_webserver()
+    seed = ResourcesSeedSessionRequest(
+        resources_session_id="s-1",
+        episode_id={"rollout_id": "1-0"},
+        task_id={"taskset": "t", "task_id": "1"},
+        task_data={},
+    )
+    check_resources_session_contract(app, seed, keeps_state=False)
+    with pytest.raises(AssertionError, match="a seed after the close brought session 's-1' back"):
+        check_resources_session_contract(app, seed, keeps_state=True)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.loader import PROJECT_ROOT, RESERVED_KEYS, LoadedConfig
-from nemo_gym.paths import extra_roots
+from nemo_gym.paths import component_package_roots, extra_roots
 
 SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agents", "environment_servers")
 DEFAULT_HOST = "127.0.0.1"
@@ -71,12 +71,13 @@ class ServerInstance:
 
 def resolve_entrypoint(server_type: str, impl_name: str, entry: str) -> Path:
     """`<server_type>/<impl_name>/<entry>` under this checkout, else the working directory, else the
-    `NEMO_GYM_EXTRA_ROOTS` (our implementations win a name clash, as in the compat tier); an
-    absolute entrypoint lets tests and out-of-tree servers live anywhere."""
+    `NEMO_GYM_EXTRA_ROOTS`, else the other trees the server packages come from (our implementations
+    win a name clash, as in the compat tier); an absolute entrypoint may live anywhere."""
     if Path(entry).is_absolute():
         return Path(entry)
     relative = Path(server_type) / impl_name / entry
-    roots = list(dict.fromkeys([PROJECT_ROOT, Path.cwd().resolve(), *(r.resolve() for r in extra_roots())]))
+    others = [*extra_roots(), *component_package_roots()]
+    roots = list(dict.fromkeys([PROJECT_ROOT, Path.cwd().resolve(), *(r.resolve() for r in others)]))
     for root in roots:
         if (root / relative).is_file():
             return root / relative

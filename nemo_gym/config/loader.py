@@ -31,7 +31,7 @@ from omegaconf.errors import (
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.inheritance import apply_composition
 from nemo_gym.config.overrides import parse_overrides
-from nemo_gym.paths import extra_roots
+from nemo_gym.paths import component_package_roots, extra_roots
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RESERVED_KEYS = ("config_paths", "head_server", "default_host")
@@ -160,8 +160,10 @@ class _FileLoader:
 
 
 def search_roots(cwd: Path) -> list[Path]:
-    """Where a relative config path is looked for: extra roots, the working directory, this checkout."""
-    return list(dict.fromkeys([*(root.resolve() for root in extra_roots()), cwd, PROJECT_ROOT]))
+    """Where a relative config path is looked for: extra roots, the working directory, this checkout,
+    then the other trees the server packages are imported from."""
+    others = (root.resolve() for root in component_package_roots())
+    return list(dict.fromkeys([*(root.resolve() for root in extra_roots()), cwd, PROJECT_ROOT, *others]))
 
 
 def _check_manifest(config_path: Path) -> None:

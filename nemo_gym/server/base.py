@@ -112,12 +112,15 @@ class BaseServer(BaseModel):
 
     @property
     def context(self) -> RuntimeContext | None:
-        return self._context
+        # A server made with `model_construct` (as NeMo Gym tests make them) has no private state yet.
+        private = self.__pydantic_private__
+        return private.get("_context") if private else None
 
     @property
     def instance_name(self) -> str:
-        if self._context is not None:
-            return self._context.instance_name
+        context = self.context
+        if context is not None:
+            return context.instance_name
         return getattr(self.config, "name", "") or type(self).__name__
 
 
@@ -172,7 +175,8 @@ class SimpleServer(BaseServer):
     def _signer(self) -> SessionSigner:
         signer = getattr(self, "_signer_cache", None)
         if signer is None:
-            secret = self._context.session_secret if self._context else secrets.token_hex(32)
+            context = self.context
+            secret = context.session_secret if context else secrets.token_hex(32)
             signer = SessionSigner(self.session_cookie_name, secret)
             object.__setattr__(self, "_signer_cache", signer)
         return signer

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from nemo_gym.exceptions import APIError
+from nemo_gym.rollout_correlation import ROLLOUT_PATH_START, rollout_context, split_rollout_path
 from nemo_gym.server.errors import api_error_payload, error_body, internal_error_message
 from nemo_gym.server.http_protocol import DISCONNECT_HOOK
 from nemo_gym.server.metrics import CONTENT_TYPE, RequestMetrics
@@ -95,6 +96,15 @@ class RequestPath:
         started = time.perf_counter()
         path = scope["path"]
         handler = self.routes.get(path) if scope["method"] == "POST" else None
+        if handler is None and path.startswith(ROLLOUT_PATH_START):
+            prefixed = split_rollout_path(path)
+            if prefixed is not None and prefixed[1] in self.routes:
+                # A hot route under a rollout prefix (NeMo Gym agents send model calls so):
+                # served as the bare route, inside the rollout's context.
+                rest = prefixed[1]
+                with rollout_context(prefixed[0]):
+                    await self(dict(scope, path=rest, raw_path=rest.encode()), receive, send)
+                return
         if handler is None and path == "/metrics" and self.metrics is not None and scope["method"] == "GET":
             await self._send(send, 200, self.metrics.render(), _METRICS_HEADERS)
             return

@@ -104,15 +104,13 @@ class SimpleAgentRunRequest(BaseRunRequest):
 
 
 class SimpleAgentVerifyRequest(BaseVerifyRequest):
-    """NeMo Gym's name for the verify body this agent sends (other agents import it)."""
-
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
 
 
 class SimpleAgentVerifyResponse(BaseVerifyResponse):
-    """NeMo Gym's name for what this agent's /run returns (other agents import it)."""
+    """A `/run` result as a typed object: what `run()` returns to a subclass that overrides it."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
 
 
 @dataclass
@@ -136,6 +134,20 @@ class _Tools:
 
 class SimpleAgent(SimpleResponsesAPIAgent):
     config: SimpleAgentConfig
+    # A subclass that overrides run() and awaits super().run() gets a SimpleAgentVerifyResponse,
+    # as NeMo Gym's agents built on this one expect; this class itself answers with the JSON bytes.
+    typed_run_results: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.typed_run_results = cls.run is not SimpleAgent.run
+
+    def _run_answer(self, result: bytes | dict[str, Any]) -> Any:
+        if self.typed_run_results:
+            return SimpleAgentVerifyResponse.model_validate(
+                orjson.loads(result) if isinstance(result, bytes) else result
+            )
+        return _json_response(result)
 
     def _resources_name(self) -> str:
         if self.config.resources_server is None:
@@ -350,12 +362,12 @@ class SimpleAgent(SimpleResponsesAPIAgent):
             )
             content = await _read_ok(verify, f"resources server {resources!r} /verify")
             if recorder is None:
-                return _json_response(content)  # type: ignore[return-value]
+                return self._run_answer(content)
             result = orjson.loads(content)
         if recorder is not None and isinstance(result, dict):
             recorder.set_resolved(result.get("resolved"))
             result["ng_trajectory"] = recorder.record([*recorder.conversation_prefix, *response["output"]])
-        return _json_response(result)  # type: ignore[return-value]
+        return self._run_answer(result)
 
     # ---- episode sessions ---------------------------------------------------------------
     async def _seed_agent_session_state(self, body: AgentSeedSessionRequest) -> SimpleAgentSessionState:

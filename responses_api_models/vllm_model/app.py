@@ -8,6 +8,7 @@ from fastapi import Request
 from pydantic import PrivateAttr
 from starlette.responses import Response
 
+# NeMo Gym agents import these two from this module.
 from nemo_gym.responses_converter import VLLMConverter, split_responses_input_output_items  # noqa: F401
 from nemo_gym.server.base import SimpleServer
 from nemo_gym.server.json_io import json_response, parse_json_object

@@ -646,3 +646,23 @@ def test_start_errors_name_the_full_key() -> None:
         EquivalenceLLMJudge.from_context(context)
     key = "equivalence_llm_judge.resources_servers.equivalence_llm_judge.judge_prompt_template_fpath"
     assert str(caught.value).startswith(f"config key '{key}': judge prompt template file not found")
+
+
+def test_episode_session_contract_and_its_expected_answer_check() -> None:
+    from fastapi.testclient import TestClient
+
+    from nemo_gym.base_resources_server import ResourcesSeedSessionRequest
+    from nemo_gym.testing.session_conformance import check_resources_session_contract
+
+    app = EquivalenceLLMJudge(config=EquivalenceJudgeConfig(name="judge")).setup_webserver()
+    seed = ResourcesSeedSessionRequest(
+        resources_session_id="resources-session-1",
+        episode_id={"rollout_id": "0-0"},
+        task_id={"taskset": "judge", "task_id": "0"},
+        task_data={"expected_answer": "Paris"},
+    )
+    check_resources_session_contract(app, seed, keeps_state=False)
+    refused = TestClient(app).post(
+        "/seed_session", json=seed.model_copy(update={"task_data": {}}).model_dump(mode="json")
+    )
+    assert refused.status_code == 400 and "expected_answer" in refused.json()["error"]["message"]

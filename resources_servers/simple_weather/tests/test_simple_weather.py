@@ -58,3 +58,18 @@ def test_dataset_shape() -> None:
         params = row["responses_create_params"]
         assert [m["role"] for m in params["input"]] == ["developer", "user"]
         assert [t["name"] for t in params["tools"]] == ["get_weather"]
+
+
+def test_episode_session_contract() -> None:
+    from nemo_gym.base_resources_server import ResourcesSeedSessionRequest
+    from nemo_gym.testing.session_conformance import check_resources_session_contract
+
+    seed = ResourcesSeedSessionRequest(
+        resources_session_id="resources-session-1",
+        episode_id={"rollout_id": "0-0"},
+        task_id={"taskset": "weather", "task_id": "0"},
+        task_data={},
+    )
+    check_resources_session_contract(
+        SimpleWeather(config=SimpleWeatherConfig()).setup_webserver(), seed, keeps_state=True
+    )

@@ -9,13 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request
 
 from nemo_gym.http.server_client import ServerClient, close_shared_client
 from nemo_gym.rollout_observability import AgentObservationBundle, TrajectoryRecord
 from nemo_gym.rollouts.trajectory import _attach_ng_perf, _attach_trajectory_record
 from nemo_gym.server.context import RuntimeContext
 from nemo_gym.testing.scripted_server import Answer, ScriptedServer
-from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
+from responses_api_agents.simple_agent.app import (
+    SimpleAgent,
+    SimpleAgentConfig,
+    SimpleAgentRunRequest,
+    SimpleAgentVerifyResponse,
+)
 
 TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": False}]
 MODEL_REF = {"type": "responses_api_models", "name": "policy_model"}
@@ -52,6 +58,10 @@ def response(response_id: str, *items: dict[str, Any], tokens: dict[str, Any] | 
     body = {
         "id": response_id,
         "object": "response",
+        "created_at": 1.0,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
         "status": "completed",
         "model": "m",
         "output": list(items),
@@ -456,3 +466,39 @@ async def test_prefixed_self_call_carries_the_internal_trajectory(
     assert (
         answer["_ng_trajectory"]["rollout_id"] == "0-0" and answer["_ng_trajectory"]["task_id"] == "unscoped"
     )
+
+
+async def test_a_subclass_overriding_run_gets_a_typed_result(
+    servers: tuple[ScriptedServer, ScriptedServer],
+) -> None:
+    seen: list[Any] = []
+
+    class Wrapping(SimpleAgent):
+        async def run(self, request: Request, body: SimpleAgentRunRequest) -> SimpleAgentVerifyResponse:
+            result = await super().run(request, body)
+            seen.append(result)
+            return result
+
+    model, res = servers
+    script_weather_rollout(model, res, {"resolved": False})
+    global_config = {
+        "observability_enabled": True,
+        "policy_model": {"responses_api_models": {"vllm_model": model.address}},
+        "weather": {"resources_servers": {"simple_weather": res.address}},
+    }
+    config = SimpleAgentConfig(
+        resources_server={"type": "resources_servers", "name": "weather"}, model_server=MODEL_REF
+    )
+    context = RuntimeContext(
+        global_config=global_config, origins={}, instance_name="agent", session_secret="s"
+    )
+    server = Wrapping(config=config, server_client=ServerClient(global_config)).bind_context(context)
+    transport = httpx.ASGITransport(app=server.build_asgi())
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+        answer = (await client.post("/run", json=ROW)).json()
+    [typed] = seen
+    assert isinstance(typed, SimpleAgentVerifyResponse) and typed.reward == 1.0
+    assert (
+        typed.model_extra is not None and typed.model_extra["ng_trajectory"]["turns"][-1]["resolved"] is False
+    )
+    assert answer["reward"] == 1.0 and answer["ng_trajectory"]["rollout_id"] == "4-1"
