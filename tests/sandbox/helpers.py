@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -10,10 +11,24 @@ from pathlib import Path
 import pytest
 
 BWRAP = shutil.which("bwrap")
-needs_bwrap = pytest.mark.skipif(
-    BWRAP is None,
-    reason="the isolated provider needs bubblewrap: `bwrap` is not installed (Debian/Ubuntu: apt-get install bubblewrap)",
-)
+
+
+def _bwrap_unusable() -> str | None:
+    """Why the isolated provider cannot run on this machine, judged by bubblewrap alone."""
+    if BWRAP is None:
+        return "the isolated provider needs bubblewrap: `bwrap` is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    probe = subprocess.run(
+        [BWRAP, "--unshare-user", "--unshare-net", "--ro-bind", "/", "/", "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return f"bubblewrap cannot create namespaces on this machine: {probe.stderr.strip()}"
+    return None
+
+
+_UNUSABLE = _bwrap_unusable()
+needs_bwrap = pytest.mark.skipif(_UNUSABLE is not None, reason=str(_UNUSABLE))
 
 
 def token() -> str:

@@ -215,6 +215,8 @@ async def test_bad_workdir_and_entrypoint_are_refused(isolated: dict) -> None:
         await AsyncSandbox(isolated, SandboxSpec(workdir="/usr/src")).start()
     with pytest.raises(Exception, match="spec.entrypoint cannot run as a lasting service"):
         await AsyncSandbox(isolated, SandboxSpec(entrypoint=["sleep", "1"])).start()
+    root = Path(isolated["isolated"]["workspace_root"])
+    assert await asyncio.to_thread(lambda: list(root.iterdir()) if root.exists() else []) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the host-user switch applies to a server running as root")

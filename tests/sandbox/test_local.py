@@ -193,3 +193,23 @@ async def test_declared_port_endpoint(local: dict) -> None:
             ValueError, match=r"port 9000 is not declared in SandboxSpec.ports \(declared: \[8123\]\)"
         ):
             await sandbox.endpoint(9000)
+
+
+async def test_entrypoint_runs_as_a_service_until_stop(local: dict) -> None:
+    mark = token()
+    sandbox = AsyncSandbox(local, SandboxSpec(entrypoint=["sh", "-c", f"echo serving; exec sleep {mark}"]))
+    await sandbox.start()
+    assert len(await appear(mark)) == 1
+    log = Path(sandbox._handle.raw.directory) / "entrypoint.log"
+    for _ in range(100):
+        if await asyncio.to_thread(log.exists) and await asyncio.to_thread(log.read_text):
+            break
+        await asyncio.sleep(0.02)
+    assert await asyncio.to_thread(log.read_text) == "serving\n"
+    await sandbox.stop()
+    assert wait_gone(mark) == []
+    broken = AsyncSandbox(local, SandboxSpec(entrypoint=["sh", "-c", "exit 0"], workdir="/proc/forbidden"))
+    with pytest.raises(OSError):
+        await broken.start()
+    root = Path(local["local"]["workspace_root"])
+    assert [p.name for p in await asyncio.to_thread(lambda: list(root.iterdir()))] == []

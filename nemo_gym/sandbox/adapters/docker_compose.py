@@ -60,6 +60,9 @@ SERVICE_FIELDS = {
 }
 HEALTH_FIELDS = {"test", "disable", "interval", "timeout", "retries", "start_period", "start_interval"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+# The background exec that carries a service lives until stop(); providers read a None timeout
+# as their default command timeout, so it gets an explicit, effectively unbounded one.
+SERVICE_LIFETIME_S = 7 * 24 * 3600.0
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -300,7 +303,7 @@ class AsyncSandboxCompose:
                 f"sh {runtime}/run.sh >{runtime}/log 2>&1 </dev/null",
                 user=plan["user"],
                 env=plan["env"] or None,
-                timeout_s=None,
+                timeout_s=SERVICE_LIFETIME_S,
             )
         )
         while (await sandbox.exec(f"test -f {runtime}/started")).return_code != 0:

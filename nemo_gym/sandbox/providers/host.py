@@ -26,6 +26,7 @@ import shlex
 import shutil
 import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class HostSandbox:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "groups"})
 
 
-class HostProvider:
+class HostProvider(ABC):
     """Shared machinery; subclasses say how a command line becomes a process (`_argv`), which
     environment it gets (`_base_env`) and how sandbox paths map to host paths."""
 
@@ -113,19 +114,21 @@ class HostProvider:
 
     # -- subclass hooks ------------------------------------------------------------------------
 
+    @abstractmethod
     def _argv(self, box: HostSandbox, command: str, cwd: str, user: str | int | None) -> list[str]:
-        raise NotImplementedError
+        """The host command line that runs `command` for this sandbox."""
 
+    @abstractmethod
     def _base_env(self) -> dict[str, str]:
-        raise NotImplementedError
+        """The environment every command starts from (the spec's env and the call's go on top)."""
 
+    @abstractmethod
     def _host_cwd(self, box: HostSandbox, cwd: str) -> str | None:
         """The host directory the launcher starts in."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _prepare(self, box: HostSandbox, spec: SandboxSpec) -> None:
-        """Create the sandbox's directories."""
-        raise NotImplementedError
+        """Create the sandbox's directories (and set `box.workdir`)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -186,15 +189,20 @@ class HostProvider:
         box = self._new_box(spec)
         self._apply_resources(box, spec.resources)
         await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
-        await self._prepare(box, spec)
-        await asyncio.to_thread(self._write_state, box)
         handle = SandboxHandle(sandbox_id=box.sandbox_id, provider_name=self.name, raw=box)
-        if spec.entrypoint:
-            await self._start_entrypoint(box, list(spec.entrypoint))
+        try:
+            await self._prepare(box, spec)
+            await asyncio.to_thread(self._write_state, box)
+            if spec.entrypoint:
+                await self._start_entrypoint(box, list(spec.entrypoint))
+        except BaseException:
+            await self.close(handle)  # nothing of a sandbox that never started is left behind
+            raise
         return handle
 
+    @abstractmethod
     def _entrypoint_log(self, box: HostSandbox) -> str:
-        raise NotImplementedError
+        """Where the spec's entrypoint writes its output (a path the command can write)."""
 
     async def _start_entrypoint(self, box: HostSandbox, entrypoint: list[str]) -> None:
         """Run the spec's entrypoint as the sandbox's background service (killed at close)."""

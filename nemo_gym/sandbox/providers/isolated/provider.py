@@ -200,7 +200,6 @@ class IsolatedProvider(HostProvider):
         await asyncio.to_thread(self._make_tree, box)
         reason = await self._probe(box)
         if reason is not None:
-            await asyncio.to_thread(shutil.rmtree, box.directory, True)
             raise SandboxProviderUnavailableError(reason)
 
     def _rootfs(self, box: HostSandbox) -> Path:
