@@ -46,6 +46,7 @@ from nemo_gym.rollouts.resume_records import (  # noqa: F401 (NeMo Gym's names, 
 from nemo_gym.rollouts.trajectory import (  # noqa: F401 (NeMo Gym's names, re-exported)
     NG_TERMINAL_KEY,
     _attach_ng_perf,
+    _attach_trajectory_record,
     _build_trajectory_record,
     _episode_record,
     _trajectory_identity,

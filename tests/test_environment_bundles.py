@@ -115,7 +115,7 @@ def test_manifest_model_rules_and_round_trip() -> None:
 def test_ng_run_with_a_bad_manifest_exits_naming_it(bundles: Path) -> None:
     path = edit_manifest(bundles, "weather", {"reward.higher_is_better": "sometimes"})
     done = subprocess.run(
-        [sys.executable, "-m", "nemo_gym.cli.run", "+config_paths=[environments/weather/config.yaml]"],
+        [sys.executable, "-m", "nemo_gym.cli.ng_run", "+config_paths=[environments/weather/config.yaml]"],
         cwd=ROOT,
         env={**hermetic_env(), "NEMO_GYM_EXTRA_ROOTS": str(bundles)},
         capture_output=True,

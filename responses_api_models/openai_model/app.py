@@ -42,6 +42,9 @@ class OpenAIModelConfig(BaseServerConfig):
         return value
 
 
+SimpleModelServerConfig = OpenAIModelConfig  # NeMo Gym's name for this server's config
+
+
 class OpenAIModel(SimpleServer):
     config: OpenAIModelConfig
     client_factory: Any = None

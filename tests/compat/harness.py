@@ -160,8 +160,8 @@ def ensure_venv() -> Path:
     """A venv that sees our .venv's packages (ours first-installed, env requirements on top)."""
     python = venv_python()
     if python.exists() and Path(sys.prefix).resolve() == VENV.resolve():
-        # Already prepared and running inside it: only the path hook is refreshed (it may have changed).
-        shutil.copy(HERE / "compat_paths.py", Path(sysconfig.get_paths()["purelib"]) / "_ng_compat_paths.py")
+        # Already prepared and running inside it: only our modules in it are refreshed (they may have changed).
+        _install_helpers(Path(sysconfig.get_paths()["purelib"]))
         return python
     if not python.exists():
         log(f"creating {VENV}")
@@ -173,9 +173,18 @@ def ensure_venv() -> Path:
     )
     ours = sysconfig.get_paths()["purelib"]
     (site / "zz_nemo_gym_main_venv.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    shutil.copy(HERE / "compat_paths.py", site / "_ng_compat_paths.py")
+    _install_helpers(site)
     (site / "zz_ng_compat_paths.pth").write_text("import _ng_compat_paths\n")
     return python
+
+
+# The own-tests stage's pytest plugin, under a name no environment's `tests` package can shadow.
+LOOKUPS_PLUGIN = "_ng_compat_lookups"
+
+
+def _install_helpers(site: Path) -> None:
+    shutil.copy(HERE / "compat_paths.py", site / "_ng_compat_paths.py")
+    shutil.copy(HERE / "lookups_plugin.py", site / f"{LOOKUPS_PLUGIN}.py")
 
 
 def _constraints() -> Path:
@@ -281,10 +290,14 @@ def requirement_lines(env_dir: Path) -> tuple[list[str], list[str]]:
 
 # Import names of NeMo Gym's own dependencies that differ from their distribution's name.
 _IMPORT_ALIASES = {"pyyaml": "yaml", "gitpython": "git", "pyjwt": "jwt", "python-multipart": "multipart"}
+# Modules of other packages that need one of NeMo Gym's dependencies (starlette's sessions need
+# itsdangerous, which NeMo Gym installs for its own session middleware).
+_NEEDS = {"starlette.middleware.sessions": "itsdangerous"}
+_IMPORT = re.compile(r"^[ \t]*(?:from|import)[ \t]+([A-Za-z_][\w.]*)", re.M)
 
 
 def framework_dependencies_used(env_dir: Path) -> list[str]:
-    """NeMo Gym's own runtime dependencies that the environment's code imports.
+    """NeMo Gym's own runtime dependencies that the environment's code or tests import.
 
     `nemo-gym` in an environment's requirements installs those too, and environments rely on it
     (swe_agents imports pydot, which only the framework declares); ours are not the same list, so
@@ -299,13 +312,10 @@ def framework_dependencies_used(env_dir: Path) -> list[str]:
             name = _norm_name(re.split(r"[\s\[<>=!~;@]", requirement, maxsplit=1)[0])
             by_import[_IMPORT_ALIASES.get(name, name.replace("-", "_"))] = requirement
     used: set[str] = set()
-    for path in env_dir.rglob("*.py"):
-        if _is_test_path(path.relative_to(env_dir)):
-            continue
-        for match in re.finditer(
-            r"^[ \t]*(?:from|import)[ \t]+([A-Za-z_]\w*)", path.read_text(errors="replace"), re.M
-        ):
-            used.add(match.group(1))
+    for path in env_dir.rglob("*.py"):  # its tests too: NeMo Gym's venv has them for the tests
+        for match in re.finditer(_IMPORT, path.read_text(errors="replace")):
+            used.add(match.group(1).split(".")[0])
+            used.update(needed for module, needed in _NEEDS.items() if match.group(1).startswith(module))
     # What our own environment already provides stands in for it (we pin our own versions).
     return [by_import[name] for name in sorted(used) if name in by_import and not _importable(name)]
 
@@ -514,7 +524,9 @@ def env_vars(env: str | None = None) -> dict[str, str]:
     wheel's environments."""
     variables = dict(os.environ)
     variables["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
-    paths = [str(PROJECT_ROOT)]
+    # The wheel's root last: its top-level packages we do not have (`benchmarks`) import from it,
+    # as they do from a NeMo Gym checkout's root.
+    paths = [str(PROJECT_ROOT), str(WHEEL_ROOT)]
     if env is not None and (overlay_dir(env) / ".ng_overlay").exists():
         paths.insert(0, str(overlay_dir(env)))
     variables["PYTHONPATH"] = os.pathsep.join(paths)
@@ -679,12 +691,17 @@ def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
     ini = CACHE / "own_tests_pytest.ini"
     ini.write_text("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     command = [str(venv_python()), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini)]
+    command += ["-p", LOOKUPS_PLUGIN]
     # No -x: the tally then counts every test, and the first failure is still the one reported.
     command += ["--rootdir", str(env_dir), "--no-header", "tests"]
+    lookups = CACHE / "lookups" / f"{env.replace('/', '.')}.txt"
+    lookups.parent.mkdir(parents=True, exist_ok=True)
+    lookups.unlink(missing_ok=True)
+    variables = {**env_vars(env), "NG_COMPAT_LOOKUPS": str(lookups)}
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            command, cwd=env_dir, env=env_vars(env), capture_output=True, text=True, timeout=timeout
+            command, cwd=env_dir, env=variables, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         return Result(env, "timeout", "tests", f"tests still running after {timeout:.0f}s", seconds=timeout)
@@ -696,14 +713,41 @@ def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
     # The first "E   " line is the first failure's error; fall back to the tally line.
     errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
     short = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    unresolved = sorted(set(lookups.read_text().split())) if lookups.exists() else []
+    detail = {
+        "tally": tally,
+        "first_failed": short[:3],
+        "error_lines": errors[:30],
+        "unresolved_hosts": unresolved,
+    }
     return Result(
         env,
         "tests_failed",
         "tests",
         (errors[0] if errors else short[0] if short else tally)[:300],
-        {"tally": tally, "first_failed": short[:3]},
+        detail,
         seconds=seconds,
     )
+
+
+def _build_verdicts() -> dict[str, str]:
+    """`env → out-of-scope verdict` of the last build stage (empty when it has not run)."""
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    return {
+        r["env"]: r["out_of_scope"]
+        for r in report.get("build", {}).get("results", [])
+        if r.get("out_of_scope")
+    }
+
+
+def classify_own_tests(result: Result, install: dict, root: Path) -> str:
+    """The scope verdict of a failed own-tests run: the first of its error lines whose own
+    evidence proves a cause outside our code (the same rules as the build stage)."""
+    for line in [result.error, *result.detail.get("error_lines", [])]:
+        verdict = scope.classify(line, result.detail, install, root / result.env)
+        if verdict:
+            return f"{verdict[0]}: {verdict[1]}"
+    return ""
 
 
 def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
@@ -712,6 +756,16 @@ def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
     log(f"running {len(envs)} environments' own tests, {JOBS} at a time")
     with ThreadPoolExecutor(JOBS) as pool:
         results = list(pool.map(own_tests_one, envs))
+    report = CACHE / "install_report.json"
+    installs = json.loads(report.read_text()) if report.exists() else {}
+    builds = _build_verdicts()
+    for result in results:
+        result.install = installs.get(result.env, {})
+        if result.status != "ok":
+            # A server whose build failed for a cause outside our code fails its tests for it too.
+            result.out_of_scope = classify_own_tests(result, result.install, root) or builds.get(
+                result.env, ""
+            )
     write_report("own_tests", results)
     return results
 

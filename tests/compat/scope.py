@@ -90,7 +90,8 @@ def _norm(text: str) -> str:
 
 
 def _exception_type(error: str) -> str:
-    return error.split(":", 1)[0].strip()
+    """`ConnectError` of `httpx.ConnectError: ...` (a module prefix, as pytest prints it, is dropped)."""
+    return error.split(":", 1)[0].strip().rsplit(".", 1)[-1]
 
 
 def _mentioned_hosts(text: str) -> list[str]:
