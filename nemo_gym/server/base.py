@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from starlette.responses import Response
 
-from nemo_gym.config import PROJECT_ROOT, ConfigError
+from nemo_gym.config import ConfigError
 from nemo_gym.config.redact import install_scrubber
 from nemo_gym.config.strict_keys import check_keys
 from nemo_gym.http.server_client import close_shared_client
@@ -43,7 +43,7 @@ from nemo_gym.server.metrics import RequestMetrics
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.server.request_path import FastHandler, RequestPath
 from nemo_gym.server.sessions import SessionCookieMiddleware, SessionSigner
-from nemo_gym.server.worker_app import SERVER_CLASS_VAR
+from nemo_gym.server.worker_app import SERVER_CLASS_VAR, server_class_reference
 
 logger = logging.getLogger("nemo_gym.server")
 _HEALTH_BODY = b'{"status":"ok"}'
@@ -290,8 +290,7 @@ class SimpleServer(BaseServer):
         if not os.environ.get(CONFIG_FILE_VAR):
             os.environ[CONFIG_FILE_VAR] = str(write_context_file(context))
             os.environ[INSTANCE_VAR] = context.instance_name
-        module = ".".join(entrypoint.resolve().relative_to(PROJECT_ROOT).with_suffix("").parts)
-        os.environ[SERVER_CLASS_VAR] = f"{module}:{type(self).__name__}"
+        os.environ[SERVER_CLASS_VAR] = server_class_reference(entrypoint, type(self).__name__)
         try:
             uvicorn.run(
                 "nemo_gym.server.worker_app:create_app",
