@@ -93,8 +93,6 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.state.nemo_gym_error_handlers_installed = True
-
     async def on_api_error(_: Request, exc: APIError) -> Response:
         return api_error_response(exc)
 
