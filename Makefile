@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m pyflakes conftest.py nemo_gym responses_api_models responses_api_agents resources_servers environment_servers examples tests
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
