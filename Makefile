@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m pyflakes conftest.py nemo_gym responses_api_models responses_api_agents resources_servers environment_servers examples tests
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
@@ -52,13 +53,14 @@ test-real-vllm: $(STAMP)
 		$(BIN)/python -m pytest -m real_vllm tests/real_vllm/test_real_vllm_families.py -v -s || status=1; \
 		exit $$status
 
-# Opt-in tier: NeMo Gym 0.7.0's own in-scope environments (downloaded into .compat_cache/, never
-# committed) built, run end to end against the simulator, and their own tests run, on our framework.
+# Opt-in tier: every server and environments/ bundle of NeMo Gym 0.7.0 (downloaded into .compat_cache/,
+# never committed) built or loaded, a set run end to end against the simulator, and their own tests
+# run, on our framework.
 # Report: .compat_cache/report.json. Not part of `make test`.
 COMPAT_CACHE := .compat_cache
 test-compat: $(STAMP)
-	$(BIN)/python -m tests.compat.harness prepare
 	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	$(BIN)/python -m tests.compat.harness prepare
 	$(BIN)/python -m pytest -m ray tests/test_ray.py tests/trainers/test_ray_trainer.py -v
 	NG_COMPAT_EXTRA_ROOTS=$(CURDIR)/$(COMPAT_CACHE)/wheel $(COMPAT_CACHE)/venv/bin/python -m pytest -m compat tests/compat -v -rA $(COMPAT_ARGS)
 

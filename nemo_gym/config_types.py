@@ -10,8 +10,36 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from omegaconf import OmegaConf  # noqa: F401  (NeMo Gym code imports OmegaConf from here)
+from omegaconf import OmegaConf
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+__all__ = [
+    "OmegaConf",  # NeMo Gym code imports OmegaConf from here
+    "ROLLOUT_PATH_PREFIX",
+    "TOKEN_CAPTURE_PATH_SEGMENT",
+    "BaseNeMoGymCLIConfig",
+    "ModelServerRef",
+    "ResourcesServerRef",
+    "AgentServerRef",
+    "EnvironmentServerRef",
+    "ServerRef",
+    "ServerRefTypeAdapter",
+    "is_server_ref",
+    "Domain",
+    "BaseServerConfig",
+    "BaseRunServerConfig",
+    "BaseRunServerInstanceConfig",
+    "DatasetType",
+    "JsonlDatasetGitlabIdentifer",
+    "DownloadJsonlDatasetGitlabConfig",
+    "JsonlDatasetHuggingFaceIdentifer",
+    "GitlabDatasetSource",
+    "HuggingFaceDatasetSource",
+    "DatasetSource",
+    "DatasetConfig",
+    "AggregateMetricsRequest",
+    "AggregateMetrics",
+]
 
 # First path segment of a rollout-prefixed request (`nemo_gym.rollout_correlation`).
 ROLLOUT_PATH_PREFIX = "ng-rollout"

@@ -42,6 +42,11 @@ from nemo_gym.rollouts.environment_routing import (
 from nemo_gym.rollouts.examples import ExpansionPlan, expand_rows
 from nemo_gym.rollouts.jsonl import read_complete_rows
 from nemo_gym.rollouts.keys import agent_ref_name
+from nemo_gym.rollouts.resume_records import (  # noqa: F401 (NeMo Gym's names, re-exported)
+    get_max_rollout_attempts,
+    migrate_invalid_judge_main_rows,
+    observed_elapsed,
+)
 from nemo_gym.rollouts.trajectory import (
     NG_AGENT_OBSERVATIONS_KEY,
     NG_DISPATCH_DRAINED_KEY,
@@ -62,6 +67,8 @@ from nemo_gym.rollouts.trajectory import (
 )
 
 DispatchLatencyTracker = DrainTracker  # NeMo Gym's name
+SharedRolloutCollectionConfig = RolloutCollectionConfig  # NeMo Gym's base of its collection configs
+_get_max_rollout_attempts = get_max_rollout_attempts  # NeMo Gym's older name
 
 
 def _head_key(head_server_config: Any) -> tuple[str, int] | None:
@@ -228,4 +235,10 @@ __all__ = [
     "RolloutCollectionConfig",
     "RolloutCollectionHelper",
     "RolloutRunError",
+    "NG_TERMINAL_KEY",
+    "SharedRolloutCollectionConfig",
+    "get_max_rollout_attempts",
+    "is_terminal_failure",
+    "migrate_invalid_judge_main_rows",
+    "observed_elapsed",
 ]

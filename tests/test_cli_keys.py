@@ -8,6 +8,15 @@ from collections.abc import Callable
 import pytest
 from pydantic import BaseModel
 
+from nemo_gym.cli import (
+    ng_aggregate_rollouts,
+    ng_list,
+    ng_materialize_prompts,
+    ng_prepare_data,
+    ng_reverify_rollouts,
+    ng_reward_profile,
+    ng_validate,
+)
 from nemo_gym.cli import ng_collect_rollouts as collect_rollouts
 from nemo_gym.cli import ng_dump_config as dump_config
 from nemo_gym.cli import ng_help as help
@@ -26,6 +35,13 @@ COMMANDS = {
     "ng_test": (test, test.NgTestKeys),
     "ng_version": (version, version.VersionKeys),
     "ng_help": (help, help.HelpKeys),
+    "ng_list": (ng_list, ng_list.ListKeys),
+    "ng_validate": (ng_validate, ng_validate.ValidateKeys),
+    "ng_aggregate_rollouts": (ng_aggregate_rollouts, ng_aggregate_rollouts.AggregateRolloutsKeys),
+    "ng_reward_profile": (ng_reward_profile, ng_reward_profile.RewardProfileKeys),
+    "ng_reverify_rollouts": (ng_reverify_rollouts, ng_reverify_rollouts.ReverifyKeys),
+    "ng_prepare_data": (ng_prepare_data, ng_prepare_data.PrepareDataKeys),
+    "ng_materialize_prompts": (ng_materialize_prompts, ng_materialize_prompts.MaterializePromptsKeys),
 }
 VLLM = "+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml]"
 

@@ -74,7 +74,20 @@ def test_missing_module_without_a_matching_skipped_requirement_stays_in_scope():
         ]
     }
     assert verdict("ModuleNotFoundError: No module named 'nemo_fabric'", install=install) is None
-    assert verdict("ModuleNotFoundError: No module named 'torch'", install=install) is None
+    assert verdict("ModuleNotFoundError: No module named 'lxml'", install=install) is None
+
+
+def test_module_of_a_requirement_skipped_as_heavy():
+    install = {"skipped": ["sentence-transformers>=3 (heavy; NG_COMPAT_HEAVY=1 installs it)"]}
+    assert verdict("ModuleNotFoundError: No module named 'sentence_transformers'", install=install) == (
+        scope.HEAVY,
+        "'sentence_transformers' comes with sentence-transformers>=3, skipped as heavy (NG_COMPAT_HEAVY=1 installs it)",
+    )
+    # torch itself is pulled in by every heavy requirement.
+    klass, reason = verdict("ModuleNotFoundError: No module named 'torch.nn'", install=install)
+    assert klass == scope.HEAVY and reason.startswith("'torch.nn' comes with sentence-transformers>=3")
+    # Without a heavy requirement skipped, a missing torch is not excused.
+    assert verdict("ModuleNotFoundError: No module named 'torch'", install={"skipped": []}) is None
 
 
 def test_missing_module_of_ours_is_never_excused():
@@ -168,3 +181,54 @@ def test_entrypoint_without_any_server_class():
     # A server class that is not ours (an import mix-up) is our problem, not the environment's.
     assert verdict(error, {"entrypoint": "search.py", "server_like_classes": ["SearchServer"]}) is None
     assert verdict(error, {"entrypoint": "search.py"}) is None
+
+
+def test_module_whose_requirement_needs_a_newer_python():
+    install = {
+        "status": "failed",
+        "requirements": ["harbor>=0.22"],
+        "error": "ERROR: Could not find a version that satisfies the requirement harbor>=0.22 (from versions: none) "
+        "(its releases on the registry need a newer Python than this one)",
+    }
+    assert verdict("ModuleNotFoundError: No module named 'harbor'", install=install) == (
+        scope.NOT_ON_REGISTRY,
+        "'harbor' comes from harbor>=0.22, which has no release for this Python",
+    )
+    # Another module of the same environment is not excused by it.
+    assert verdict("ModuleNotFoundError: No module named 'jinja2'", install=install) is None
+    # Nor is a failure pip gave for any other reason.
+    assert (
+        verdict("ModuleNotFoundError: No module named 'harbor'", install={**install, "error": "ERROR: x"})
+        is None
+    )
+
+
+def test_a_dataset_looked_for_on_the_hub():
+    error = (
+        "FileNotFoundError: Couldn't find any data file at /w/openai/gsm8k. Couldn't find 'openai/gsm8k' "
+        "on the Hugging Face Hub either: LocalEntryNotFoundError: An error happened"
+    )
+    assert verdict(error, {"unresolved_hosts": ["huggingface.co"]}) == (
+        scope.NETWORK,
+        "huggingface.co (does not resolve here)",
+    )
+    # Without the failed lookup it is not excused, and nor is any other missing file.
+    assert verdict(error) is None
+    assert (
+        verdict("FileNotFoundError: tasks directory does not exist", {"unresolved_hosts": ["huggingface.co"]})
+        is None
+    )
+
+
+def test_a_setup_script_that_downloads(tmp_path: Path):
+    script = tmp_path / "setup.sh"
+    script.write_text('curl -L -O "https://github.com/org/tool/releases/latest/download/x.sh"\n')
+    detail = {"traceback_tail": [f"    {script} [type=assertion_error, input_value=...]"]}
+    error = "ValidationError: 1 validation error for Wrapper"
+    detail["traceback_tail"].insert(0, f"  Assertion failed, Command failed: {script}")
+    assert verdict(error, detail) == (
+        scope.NETWORK,
+        "setup.sh downloads from github.com (does not resolve here)",
+    )
+    script.write_text("echo local only\n")
+    assert verdict(error, detail) is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nemo_gym.runner.ray_cluster import server_needs_ray
+from nemo_gym.ray_support import server_needs_ray
 from nemo_gym.testing.processes import ng_run
 
 ROOT = Path(__file__).resolve().parents[1]

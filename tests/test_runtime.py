@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import httpx
 import yaml
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
 
 from nemo_gym.runner.head_server import build_head_app
+from nemo_gym.server.base import BaseServerConfig, ServerApp, SimpleServer
 from nemo_gym.server.context import RuntimeContext
+from nemo_gym.server.sessions import SessionCookieMiddleware
+from nemo_gym.server_utils import SESSION_ID_KEY
 from tests.servers.echo_app import EchoConfig, EchoServer
 
 
@@ -129,3 +134,53 @@ async def test_oversized_bodies_get_413_on_plain_and_fast_routes() -> None:
 
             r = await client.post(path, content=chunks(), headers={"content-type": "application/json"})
             assert r.status_code == 413 and r.json() == {"error": expected}
+
+
+class OwnAppServer(SimpleServer):
+    """Builds its own FastAPI() instead of extending ours, as some NeMo Gym servers do."""
+
+    started: int = 0
+
+    def setup_webserver(self) -> FastAPI:
+        app = FastAPI()
+        self.setup_session_middleware(app)
+
+        @app.post("/echo")
+        async def echo(request: Request) -> dict:
+            return {"session_id": request.session[SESSION_ID_KEY], "started": self.started}
+
+        return app
+
+    async def startup(self) -> None:
+        self.started += 1
+
+
+def _routes(app: FastAPI, path: str) -> int:
+    return sum(1 for route in app.routes if getattr(route, "path", None) == path)
+
+
+def test_an_app_the_server_built_itself_gets_the_shared_behaviour_once() -> None:
+    context = RuntimeContext(global_config={}, origins={}, instance_name="own", session_secret="s")
+    server = OwnAppServer(config=BaseServerConfig()).bind_context(context)
+    asgi = server.build_asgi()
+    app = asgi.app
+    assert [m.cls for m in app.user_middleware] == [SessionCookieMiddleware]
+    assert (_routes(app, "/health"), _routes(app, "/")) == (1, 1)
+    with TestClient(asgi) as client:  # runs the lifespan: our startup hook
+        answer = client.post("/echo")
+        assert answer.json()["started"] == 1 and len(answer.json()["session_id"]) == 36
+        assert answer.headers.get_list("set-cookie")[0].startswith("OwnAppServer___own=")
+        assert len(answer.headers.get_list("set-cookie")) == 1
+        assert client.get("/health").json() == {"status": "ok"}
+        assert client.get("/nope").json() == {
+            "error": {"message": "Not Found", "type": "not_found_error", "param": None, "code": None}
+        }
+
+
+def test_the_app_setup_webserver_built_is_served_as_it_is() -> None:
+    context = RuntimeContext(global_config={}, origins={}, instance_name="echo_a", session_secret="s")
+    server = EchoServer(config=EchoConfig()).bind_context(context)
+    app = server.build_asgi().app
+    assert isinstance(app, ServerApp)
+    assert [m.cls for m in app.user_middleware] == [SessionCookieMiddleware]
+    assert (_routes(app, "/health"), _routes(app, "/")) == (1, 1)

@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -166,6 +166,32 @@ def measure(url: str, body: bytes, concurrency: int, duration: float, pid: int |
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One scenario of the load rows: where to send what, whose CPU to read, at which concurrencies."""
+
+    label: str
+    url: str
+    body: bytes
+    pid: int | None
+    levels: list[int]
+
+
+def run_loads(plan: list[Load], duration: float) -> list[dict[str, Any]]:
+    """Each scenario at each of its concurrencies, one printed JSON line per row."""
+    rows: list[dict[str, Any]] = []
+    for load in plan:
+        for concurrency in load.levels:
+            row = {
+                "scenario": load.label,
+                "concurrency": concurrency,
+                **measure(load.url, load.body, concurrency, duration, load.pid),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 STREAM_TOKEN_MS = 2.0  # the simulator's time per token in the streaming rows
 
 
@@ -179,41 +205,37 @@ def measure_streaming(levels: list[int], duration: float) -> list[dict[str, Any]
     adapter = start_adapter("bench_stream", f"http://127.0.0.1:{sim_port}/v1", {})
     chat = orjson.dumps({**orjson.loads(CHAT_BODY), "stream": True})
     responses = orjson.dumps({**orjson.loads(RESPONSES_BODY), "stream": True})
-    rows: list[dict[str, Any]] = []
+    pid = adapter.proc.pid
     try:
-        plan = [
-            (
-                "stream: chat direct to the simulator",
-                f"http://127.0.0.1:{sim_port}/v1/chat/completions",
-                chat,
-                None,
-            ),
-            (
-                "stream: chat through the adapter",
-                adapter.url + "/v1/chat/completions",
-                chat,
-                adapter.proc.pid,
-            ),
-            (
-                "stream: responses through the adapter",
-                adapter.url + "/v1/responses",
-                responses,
-                adapter.proc.pid,
-            ),
-        ]
-        for label, url, body, pid in plan:
-            for concurrency in levels:
-                row = {
-                    "scenario": label,
-                    "concurrency": concurrency,
-                    **measure(url, body, concurrency, duration, pid),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        return run_loads(
+            [
+                Load(
+                    "stream: chat direct to the simulator",
+                    f"http://127.0.0.1:{sim_port}/v1/chat/completions",
+                    chat,
+                    None,
+                    levels,
+                ),
+                Load(
+                    "stream: chat through the adapter",
+                    adapter.url + "/v1/chat/completions",
+                    chat,
+                    pid,
+                    levels,
+                ),
+                Load(
+                    "stream: responses through the adapter",
+                    adapter.url + "/v1/responses",
+                    responses,
+                    pid,
+                    levels,
+                ),
+            ],
+            duration,
+        )
     finally:
         stop_process(adapter.proc)
         stop_process(sim)
-    return rows
 
 
 def rss_mb(pid: int) -> float:
@@ -241,17 +263,54 @@ def measure_sessions(url: str, body: bytes, pid: int, sessions: int, concurrency
     }
 
 
-def main() -> None:
+DEFAULT_SCENARIOS = (
+    "direct,responses,chat,token_tokenize,token_inline,token_spliced,token_unspliced,"
+    "responses_aiohttp,token_tokenize_aiohttp,long,workers2,streaming,sessions,rollouts,token_context,"
+    "trainer_api"
+)
+# Scenario → (adapter config key, its overrides, path, body). Adapters are shared by key.
+ADAPTER_SCENARIOS: dict[str, tuple[str, dict[str, Any], str, bytes]] = {
+    "responses": ("plain", {}, "/v1/responses", RESPONSES_BODY),
+    "chat": ("plain", {}, "/v1/chat/completions", CHAT_BODY),
+    "token_tokenize": ("token", {"return_token_id_information": True}, "/v1/responses", RESPONSES_BODY),
+    "token_inline": (
+        "inline",
+        {"return_token_id_information": True, "request_prompt_and_generation_token_ids": True},
+        "/v1/responses",
+        RESPONSES_BODY,
+    ),
+    "token_spliced": ("token", {"return_token_id_information": True}, "/v1/responses", TURN2_RESPONSES_BODY),
+    "token_unspliced": (
+        "token_off",
+        {"return_token_id_information": True, "prefix_token_ids": "off"},
+        "/v1/responses",
+        TURN2_RESPONSES_BODY,
+    ),
+}
+# The same plain-HTTP scenarios through aiohttp used directly (the lean client's rival).
+for _lean in ("responses", "chat", "token_tokenize"):
+    _key, _overrides, _path, _body = ADAPTER_SCENARIOS[_lean]
+    ADAPTER_SCENARIOS[f"{_lean}_aiohttp"] = (
+        f"{_key}_aiohttp",
+        {**_overrides, "upstream_client": "aiohttp"},
+        _path,
+        _body,
+    )
+# The long-generation rows: (adapter config key, its overrides, label).
+LONG_SCENARIOS = (
+    ("plain", {}, "responses, 1,000-token generation"),
+    ("token", {"return_token_id_information": True}, "token_tokenize, 1,000-token generation"),
+    ("inline", ADAPTER_SCENARIOS["token_inline"][1], "token_inline, 1,000-token generation"),
+)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="benchmark the vLLM adapter")
     parser.add_argument("--duration", type=float, default=2.5, help="measured seconds per scenario")
     parser.add_argument("--concurrency", default="1,32,256,1024")
     parser.add_argument(
         "--scenarios",
-        default=(
-            "direct,responses,chat,token_tokenize,token_inline,token_spliced,token_unspliced,"
-            "responses_aiohttp,token_tokenize_aiohttp,long,workers2,streaming,sessions,rollouts,token_context,"
-            "trainer_api"
-        ),
+        default=DEFAULT_SCENARIOS,
         help="scenarios to run; NAME_aiohttp is NAME with `upstream_client: aiohttp` instead of the "
         "lean client (responses, chat, token_tokenize), to see what the lean client still saves",
     )
@@ -262,185 +321,131 @@ def main() -> None:
         "--rollout-concurrency", default="32,256", help="concurrencies of the end-to-end rollouts row"
     )
     parser.add_argument("--output", default=str(PROJECT_ROOT / "docs" / "benchmarks.md"))
-    args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    wanted = args.scenarios.split(",")
+    return parser.parse_args()
 
+
+class Adapters:
+    """The adapters the load rows use, started on first use (one per config key) and stopped together."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.by_key: dict[str, Adapter] = {}
+        self.started: list[Adapter] = []
+
+    def get(self, key: str, overrides: dict[str, Any]) -> Adapter:
+        if key not in self.by_key:
+            self.by_key[key] = self.start(f"bench_{key}", overrides)
+        return self.by_key[key]
+
+    def start(self, name: str, overrides: dict[str, Any], workers: int = 1) -> Adapter:
+        adapter = start_adapter(name, self.upstream, overrides, workers=workers)
+        self.started.append(adapter)
+        return adapter
+
+    def stop(self) -> None:
+        for adapter in self.started:
+            stop_process(adapter.proc)
+
+
+def load_plan(wanted: list[str], levels: list[int], adapters: Adapters) -> list[Load]:
+    """The load rows `wanted` asks for, starting the adapters they need."""
+    plan: list[Load] = []
+    upstream = adapters.upstream
+    if "direct" in wanted:
+        plan.append(
+            Load("direct upstream (loadgen ceiling)", f"{upstream}/chat/completions", CHAT_BODY, None, levels)
+        )
+    for scenario, (key, overrides, path, body) in ADAPTER_SCENARIOS.items():
+        if scenario in wanted:
+            adapter = adapters.get(key, overrides)
+            plan.append(Load(scenario, adapter.url + path, body, adapter.proc.pid, levels))
+    if "long" in wanted:
+        short_levels = [c for c in levels if c <= 32]
+        for key, overrides, label in LONG_SCENARIOS:
+            adapter = adapters.get(key, overrides)
+            plan.append(
+                Load(
+                    label, adapter.url + "/v1/responses", LONG_RESPONSES_BODY, adapter.proc.pid, short_levels
+                )
+            )
+    if "workers2" in wanted:
+        w2 = adapters.start("bench_workers2", {"routing": "hash"}, workers=2)
+        label = "responses, 2 workers (hash routing)"
+        plan.append(Load(label, w2.url + "/v1/responses", RESPONSES_BODY, w2.proc.pid, levels))
+    return plan
+
+
+@dataclass
+class Results:
+    """What a run measured, for docs/benchmarks.md."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, Any] | None = None
+    rollout_rows: list[dict[str, Any]] = field(default_factory=list)
+    context_rows: list[dict[str, Any]] = field(default_factory=list)
+    trainer_row: dict[str, Any] | None = None
+    failed: bool = False
+
+
+def bench_adapter(args: argparse.Namespace, wanted: list[str], levels: list[int], results: Results) -> None:
+    """The load rows against the canned upstream, then streaming and memory; every process stopped after."""
     up_port = free_port()
     upstream_proc = subprocess.Popen(
         [sys.executable, "-m", "nemo_gym.bench.fast_upstream", "--port", str(up_port)], cwd=PROJECT_ROOT
     )
-    upstream = f"http://127.0.0.1:{up_port}/v1"
-    adapters: list[Adapter] = []
-    rows: list[dict[str, Any]] = []
-    memory: dict[str, Any] | None = None
-    rollout_rows: list[dict[str, Any]] = []
-    context_rows: list[dict[str, Any]] = []
-    started = time.monotonic()
+    adapters = Adapters(f"http://127.0.0.1:{up_port}/v1")
     try:
         wait_healthy(f"http://127.0.0.1:{up_port}/health", proc=upstream_proc)
-        plan: list[tuple[str, str, bytes, int | None, list[int]]] = []
-        if "direct" in wanted:
-            plan.append(
-                ("direct upstream (loadgen ceiling)", f"{upstream}/chat/completions", CHAT_BODY, None, levels)
-            )
-        configs = {
-            "responses": ("plain", {}, "/v1/responses", RESPONSES_BODY),
-            "chat": ("plain", {}, "/v1/chat/completions", CHAT_BODY),
-            "token_tokenize": (
-                "token",
-                {"return_token_id_information": True},
-                "/v1/responses",
-                RESPONSES_BODY,
-            ),
-            "token_inline": (
-                "inline",
-                {"return_token_id_information": True, "request_prompt_and_generation_token_ids": True},
-                "/v1/responses",
-                RESPONSES_BODY,
-            ),
-            "token_spliced": (
-                "token",
-                {"return_token_id_information": True},
-                "/v1/responses",
-                TURN2_RESPONSES_BODY,
-            ),
-            "token_unspliced": (
-                "token_off",
-                {"return_token_id_information": True, "prefix_token_ids": "off"},
-                "/v1/responses",
-                TURN2_RESPONSES_BODY,
-            ),
-        }
-        # The same plain-HTTP scenarios through aiohttp used directly (the lean client's rival).
-        for lean in ("responses", "chat", "token_tokenize"):
-            key, overrides, path, body = configs[lean]
-            configs[f"{lean}_aiohttp"] = (
-                f"{key}_aiohttp",
-                {**overrides, "upstream_client": "aiohttp"},
-                path,
-                body,
-            )
-        started_adapters: dict[str, Adapter] = {}
-        for scenario in (
-            "responses",
-            "chat",
-            "token_tokenize",
-            "token_inline",
-            "token_spliced",
-            "token_unspliced",
-            "responses_aiohttp",
-            "chat_aiohttp",
-            "token_tokenize_aiohttp",
-        ):
-            if scenario not in wanted:
-                continue
-            key, overrides, path, body = configs[scenario]
-            if key not in started_adapters:
-                started_adapters[key] = start_adapter(f"bench_{key}", upstream, overrides)
-                adapters.append(started_adapters[key])
-            adapter = started_adapters[key]
-            plan.append((scenario, adapter.url + path, body, adapter.proc.pid, levels))
-        if "long" in wanted:
-            short_levels = [c for c in levels if c <= 32]
-            for key, overrides, label in (
-                ("plain", {}, "responses, 1,000-token generation"),
-                ("token", {"return_token_id_information": True}, "token_tokenize, 1,000-token generation"),
-                ("inline", configs["token_inline"][1], "token_inline, 1,000-token generation"),
-            ):
-                if key not in started_adapters:
-                    started_adapters[key] = start_adapter(f"bench_{key}", upstream, overrides)
-                    adapters.append(started_adapters[key])
-                adapter = started_adapters[key]
-                plan.append(
-                    (
-                        label,
-                        adapter.url + "/v1/responses",
-                        LONG_RESPONSES_BODY,
-                        adapter.proc.pid,
-                        short_levels,
-                    )
-                )
-        if "workers2" in wanted:
-            w2 = start_adapter("bench_workers2", upstream, {"routing": "hash"}, workers=2)
-            adapters.append(w2)
-            plan.append(
-                (
-                    "responses, 2 workers (hash routing)",
-                    w2.url + "/v1/responses",
-                    RESPONSES_BODY,
-                    w2.proc.pid,
-                    levels,
-                )
-            )
-
-        for scenario, url, body, pid, scenario_levels in plan:
-            for concurrency in scenario_levels:
-                row = {
-                    "scenario": scenario,
-                    "concurrency": concurrency,
-                    **measure(url, body, concurrency, args.duration, pid),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        results.rows += run_loads(load_plan(wanted, levels, adapters), args.duration)
         if "streaming" in wanted:
-            rows += measure_streaming([c for c in levels if c <= 32], args.duration)
+            results.rows += measure_streaming([c for c in levels if c <= 32], args.duration)
         if "sessions" in wanted:
-            mem = start_adapter("bench_sessions", upstream, {})
-            adapters.append(mem)
+            mem = adapters.start("bench_sessions", {})
             url = mem.url + "/v1/responses"
-            memory = {
+            results.memory = {
                 "scenario": "memory: distinct sessions",
                 **measure_sessions(url, RESPONSES_BODY, mem.proc.pid, args.sessions - 20_000),
             }
-            print(json.dumps(memory), flush=True)
+            print(json.dumps(results.memory), flush=True)
     finally:
-        for adapter in adapters:
-            stop_process(adapter.proc)
+        adapters.stop()
         stop_process(upstream_proc)
-    failed = False
-    if "token_context" in wanted:  # its own simulator and adapter, after the above are stopped
-        context_rows = token_context.bench(start_adapter)
+
+
+def bench_stacks(args: argparse.Namespace, wanted: list[str], results: Results) -> None:
+    """The rows that start stacks of their own (after the load rows' processes are stopped)."""
+    if "token_context" in wanted:
+        results.context_rows = token_context.bench(start_adapter)
     if "rollouts" in wanted:
-        # Its own ng_run stack (simulator, adapter, environment, agent), after the above are stopped.
         try:
-            rollout_rows = e2e.bench([int(c) for c in args.rollout_concurrency.split(",")])
+            results.rollout_rows = e2e.bench([int(c) for c in args.rollout_concurrency.split(",")])
         except Exception as exc:  # keep the rows above: write them, then fail
             print(f"error: end-to-end rollouts: {exc}", file=sys.stderr, flush=True)
-            failed = True
-    trainer_row: dict[str, Any] | None = None
+            results.failed = True
     if "trainer_api" in wanted:
         try:
-            trainer_row = trainer_api.run_subprocess()
-            print(json.dumps(trainer_row), flush=True)
+            results.trainer_row = trainer_api.run_subprocess()
+            print(json.dumps(results.trainer_row), flush=True)
         except Exception as exc:
             print(f"error: trainer API rollouts: {exc}", file=sys.stderr, flush=True)
-            failed = True
-    write_markdown(
-        Path(args.output),
-        rows,
-        time.monotonic() - started,
-        args.duration,
-        memory,
-        rollout_rows,
-        context_rows,
-        trainer_row,
-    )
+            results.failed = True
+
+
+def main() -> None:
+    args = parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    wanted = args.scenarios.split(",")
+    started = time.monotonic()
+    results = Results()
+    bench_adapter(args, wanted, levels, results)
+    bench_stacks(args, wanted, results)
+    write_markdown(Path(args.output), results, time.monotonic() - started, args.duration)
     print(f"wrote {args.output} ({time.monotonic() - started:.0f}s)")
-    if failed:
+    if results.failed:
         raise SystemExit(1)
 
 
-def write_markdown(
-    path: Path,
-    rows: list[dict[str, Any]],
-    elapsed: float,
-    duration: float,
-    memory: dict[str, Any] | None,
-    rollout_rows: list[dict[str, Any]] | None = None,
-    context_rows: list[dict[str, Any]] | None = None,
-    trainer_row: dict[str, Any] | None = None,
-) -> None:
+def write_markdown(path: Path, results: Results, elapsed: float, duration: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     versions = ", ".join(f"{p} {version(p)}" for p in ("fastapi", "uvicorn", "httpx", "aiohttp", "orjson"))
     lines = [
@@ -457,6 +462,7 @@ def write_markdown(
         "| scenario | concurrency | req/s | p50 ms | p99 ms | first byte p50 ms | errors | adapter CPU ms/req |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    rows, memory = results.rows, results.memory
     if not rows:  # a subset without the load rows (--scenarios)
         lines = lines[:3]
     for r in rows:
@@ -473,12 +479,12 @@ def write_markdown(
             f"({memory['rps']:.0f} req/s, {memory['errors']} errors): RSS {memory['rss_after_20k_mb']} MB after the first 20,000, "
             f"{memory['rss_after_all_mb']} MB at the end, growth {memory['rss_growth_mb']} MB (session table bounded by max_sessions).",
         ]
-    if rollout_rows:
-        lines += ["", *e2e.markdown_section(rollout_rows, e2e.WARMUP, e2e.ROLLOUTS, e2e.DURATION)]
-    if context_rows:
-        lines += ["", *token_context.markdown_section(context_rows)]
-    if trainer_row:
-        lines += ["", *trainer_api.markdown_section(trainer_row)]
+    if results.rollout_rows:
+        lines += ["", *e2e.markdown_section(results.rollout_rows, e2e.WARMUP, e2e.ROLLOUTS, e2e.DURATION)]
+    if results.context_rows:
+        lines += ["", *token_context.markdown_section(results.context_rows)]
+    if results.trainer_row:
+        lines += ["", *trainer_api.markdown_section(results.trainer_row)]
     lines += ["", f"Whole run: {elapsed:.0f}s.", ""]
     path.write_text("\n".join(lines))
 

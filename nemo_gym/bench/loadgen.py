@@ -108,6 +108,89 @@ class _Connection(asyncio.Protocol):
         return self.waiter
 
 
+class _Tally:
+    """What the workers did: requests sent, and those that started and ended in the measured window."""
+
+    __slots__ = (
+        "errors",
+        "first_bytes",
+        "last_end",
+        "latencies",
+        "measure_from",
+        "requests",
+        "sent",
+        "stop_at",
+    )
+
+    def __init__(self, measure_from: float, stop_at: float) -> None:
+        self.measure_from = measure_from
+        self.stop_at = stop_at
+        self.sent = 0
+        self.requests = 0
+        self.errors = 0
+        self.last_end = 0.0
+        self.latencies: list[float] = []
+        self.first_bytes: list[float] = []
+
+    def record(self, t0: float, t1: float, ok: bool, first_byte: float) -> None:
+        if t0 >= self.measure_from and t1 <= self.stop_at:
+            self.last_end = t1
+            self.requests += 1
+            self.latencies.append((t1 - t0) * 1000)
+            if first_byte:
+                self.first_bytes.append((first_byte - t0) * 1000)
+            if not ok:
+                self.errors += 1
+
+    def result(self, duration: float) -> LoadResult:
+        # A run cut short by max_requests measured less than `duration`.
+        measured = min(duration, max(self.last_end - self.measure_from, 1e-9))
+        return LoadResult(self.requests, self.errors, measured, self.latencies, self.first_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    head: bytes  # request line and headers up to the cookie
+    tail: bytes  # content-length, blank line and body
+
+    @classmethod
+    def of(cls, url: str, body: bytes) -> _Target:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n".encode()
+        return cls(host, port, head, b"content-length: %d\r\n\r\n%b" % (len(body), body))
+
+
+async def _worker(target: _Target, tally: _Tally, max_requests: int, sticky: bool) -> None:
+    """One connection posting back to back until the window ends; keeps the first session cookie."""
+    loop = asyncio.get_running_loop()
+    conn: _Connection | None = None
+    request = target.head + target.tail
+    have_cookie = False
+    try:
+        while time.perf_counter() < tally.stop_at and tally.sent < max_requests:
+            tally.sent += 1
+            t0 = time.perf_counter()
+            ok = False
+            try:
+                if conn is None or conn.closed:
+                    _, conn = await loop.create_connection(_Connection, target.host, target.port)
+                ok = await conn.send(request) == 200
+                if sticky and not have_cookie and conn.set_cookie:
+                    have_cookie = True
+                    cookie = b"cookie: " + conn.set_cookie.split(b";", 1)[0] + b"\r\n"
+                    request = target.head + cookie + target.tail
+            except OSError:
+                conn = None
+            tally.record(t0, time.perf_counter(), ok, conn.first_byte if conn is not None else 0.0)
+    finally:
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+
+
 async def run_load(
     url: str,
     body: bytes,
@@ -122,58 +205,12 @@ async def run_load(
     measured window counts. Bounded by time and by `max_requests`. `on_window("start"|"end")`
     is called at the window's edges (to read the adapter's CPU time over exactly that span).
     `sticky=False` sends no cookie, so every request is a new session."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    head = f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n".encode()
-    tail = b"content-length: %d\r\n\r\n%b" % (len(body), body)
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    first_bytes: list[float] = []
-    counters = {"requests": 0, "errors": 0, "sent": 0}
-    last_end = [0.0]
+    target = _Target.of(url, body)
     start = time.perf_counter()
-    measure_from = start + warmup
-    stop_at = measure_from + duration
-
+    tally = _Tally(start + warmup, start + warmup + duration)
     if on_window is not None:
+        loop = asyncio.get_running_loop()
         loop.call_later(warmup, on_window, "start")
         loop.call_later(warmup + duration, on_window, "end")
-
-    async def worker() -> None:
-        conn: _Connection | None = None
-        request = head + tail
-        have_cookie = False
-        try:
-            while True:
-                if time.perf_counter() >= stop_at or counters["sent"] >= max_requests:
-                    return
-                counters["sent"] += 1
-                t0 = time.perf_counter()
-                ok = False
-                try:
-                    if conn is None or conn.closed:
-                        _, conn = await loop.create_connection(_Connection, host, port)
-                    ok = await conn.send(request) == 200
-                    if sticky and not have_cookie and conn.set_cookie:
-                        have_cookie = True
-                        request = head + b"cookie: " + conn.set_cookie.split(b";", 1)[0] + b"\r\n" + tail
-                except OSError:
-                    conn = None
-                t1 = time.perf_counter()
-                if t0 >= measure_from and t1 <= stop_at:
-                    last_end[0] = t1
-                    counters["requests"] += 1
-                    latencies.append((t1 - t0) * 1000)
-                    if conn is not None and conn.first_byte:
-                        first_bytes.append((conn.first_byte - t0) * 1000)
-                    if not ok:
-                        counters["errors"] += 1
-        finally:
-            if conn is not None and conn.transport is not None:
-                conn.transport.close()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    # A run cut short by max_requests measured less than `duration`.
-    measured = min(duration, max(last_end[0] - measure_from, 1e-9))
-    return LoadResult(counters["requests"], counters["errors"], measured, latencies, first_bytes)
+    await asyncio.gather(*(_worker(target, tally, max_requests, sticky) for _ in range(concurrency)))
+    return tally.result(duration)

@@ -208,6 +208,90 @@ def load_rows() -> list[bytes]:
     return [line.encode() for line in WEATHER_ROWS.read_text().splitlines() if line.strip()]
 
 
+class _RolloutWindow:
+    """Warm-up, then a window of at most `rollouts` rollouts or `duration` s: which rollouts count.
+
+    A rollout counts when it starts and ends inside the window."""
+
+    def __init__(self, warmup: int, rollouts: int, duration: float, on_window: Callable[[str], None]) -> None:
+        self.warmup, self.rollouts, self.duration = warmup, rollouts, duration
+        self.on_window = on_window
+        self.phase = "warmup"
+        self.done = 0
+        self.counted = 0
+        self.errors = 0
+        self.reward = 0.0
+        self.latencies: list[float] = []
+        self.start = self.end = 0.0
+        self.first_error: str | None = None
+        self.stop = asyncio.Event()
+
+    def open(self) -> None:
+        self.phase = "window"
+        self.start = time.perf_counter()
+        self.on_window("start")
+        asyncio.get_running_loop().call_later(self.duration, self.close)
+
+    def close(self) -> None:
+        if self.phase != "window":
+            return
+        self.phase = "closed"
+        self.end = time.perf_counter()
+        self.on_window("end")
+        self.stop.set()
+
+    def record(self, phase0: str, t0: float, reward: Any) -> None:
+        """A rollout that started in `phase0` at `t0` ended now; `reward` None when it failed."""
+        t1 = time.perf_counter()
+        self.done += 1
+        if phase0 == "window" and self.phase == "window":
+            self.counted += 1
+            self.latencies.append((t1 - t0) * 1000)
+            if isinstance(reward, (int, float)):
+                self.reward += reward
+            else:
+                self.errors += 1
+            if self.counted >= self.rollouts:
+                self.close()
+        elif self.phase == "warmup" and self.done >= self.warmup:
+            self.open()
+
+    def failed(self, what: str) -> None:
+        if self.first_error is None:
+            self.first_error = what
+
+    def result(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def pct(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+        return {
+            "rollouts": self.counted,
+            "seconds": self.end - self.start,
+            "errors": self.errors,
+            "mean_reward": self.reward / max(1, self.counted - self.errors),
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "first_error": self.first_error,
+        }
+
+
+async def _one_rollout(session: aiohttp.ClientSession, url: str, body: bytes, window: _RolloutWindow) -> Any:
+    """POST one row to /run: its reward, or None (the first failure is kept)."""
+    try:
+        async with session.post(
+            url + "/run", data=body, headers={"content-type": "application/json"}
+        ) as resp:
+            payload = await resp.read()
+            if resp.status == 200:
+                return json.loads(payload).get("reward")
+            window.failed(f"HTTP {resp.status}: {payload[:300]!r}")
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        window.failed(repr(exc))
+    return None
+
+
 async def drive(
     url: str,
     rows: list[bytes],
@@ -219,28 +303,8 @@ async def drive(
 ) -> dict[str, Any]:
     """`concurrency` workers POST rows to `url` until `warmup` + `rollouts` have completed or the
     window has lasted `duration` s. Only rollouts that start and end inside the window count."""
-    state = {"done": 0, "phase": "warmup", "errors": 0, "counted": 0, "reward": 0.0}
-    latencies: list[float] = []
-    window: dict[str, float] = {}
+    window = _RolloutWindow(warmup, rollouts, duration, on_window)
     row_cycle = itertools.cycle(rows)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    first_error: list[str] = []
-
-    def open_window() -> None:
-        state["phase"] = "window"
-        window["start"] = time.perf_counter()
-        on_window("start")
-        loop.call_later(duration, close_window)
-
-    def close_window() -> None:
-        if state["phase"] != "window":
-            return
-        state["phase"] = "closed"
-        window["end"] = time.perf_counter()
-        on_window("end")
-        stop.set()
-
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(
@@ -248,59 +312,17 @@ async def drive(
     ) as session:
 
         async def worker() -> None:
-            while not stop.is_set():
-                body = next(row_cycle)
-                t0 = time.perf_counter()
-                phase0 = state["phase"]
-                ok, reward = False, None
-                try:
-                    async with session.post(
-                        url + "/run", data=body, headers={"content-type": "application/json"}
-                    ) as resp:
-                        payload = await resp.read()
-                        ok = resp.status == 200
-                        if ok:
-                            reward = json.loads(payload).get("reward")
-                        elif not first_error:
-                            first_error.append(f"HTTP {resp.status}: {payload[:300]!r}")
-                except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                    if not first_error:
-                        first_error.append(repr(exc))
-                t1 = time.perf_counter()
-                state["done"] += 1
-                if phase0 == "window" and state["phase"] == "window":
-                    state["counted"] += 1
-                    latencies.append((t1 - t0) * 1000)
-                    if not ok or not isinstance(reward, (int, float)):
-                        state["errors"] += 1
-                    else:
-                        state["reward"] += reward
-                    if state["counted"] >= rollouts:
-                        close_window()
-                elif state["phase"] == "warmup" and state["done"] >= warmup:
-                    open_window()
+            while not window.stop.is_set():
+                t0, phase0 = time.perf_counter(), window.phase
+                reward = await _one_rollout(session, url, next(row_cycle), window)
+                window.record(phase0, t0, reward)
 
         if warmup <= 0:
-            open_window()
+            window.open()
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
         # The in-flight tail finishes after the window (not counted) so no server sees an abort.
         await asyncio.wait_for(asyncio.gather(*workers), timeout=duration + 600)
-    counted = state["counted"]
-    seconds = window["end"] - window["start"]
-    ordered = sorted(latencies)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-    return {
-        "rollouts": counted,
-        "seconds": seconds,
-        "errors": state["errors"],
-        "mean_reward": state["reward"] / max(1, counted - state["errors"]),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "first_error": first_error[0] if first_error else None,
-    }
+    return window.result()
 
 
 def measure(stack: Stack, concurrency: int, warmup: int, rollouts: int, duration: float) -> dict[str, Any]:

@@ -62,6 +62,9 @@ def settings_from(cfg: dict[str, Any]) -> RolloutCollectionConfig:
     return keys
 
 
+KEYS = CollectRolloutsKeys  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     from omegaconf import OmegaConf
 
@@ -121,7 +124,7 @@ def collect_and_report(settings: RolloutCollectionConfig, client: ServerClient) 
 
 
 def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=CollectRolloutsKeys)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

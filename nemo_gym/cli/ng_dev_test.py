@@ -17,6 +17,9 @@ class DevTestConfig(CommandKeys):
     """ng_dev_test takes no keys of its own; dash arguments go to pytest."""
 
 
+KEYS = DevTestConfig  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     from nemo_gym.cli.keys import check_command_line
 
@@ -27,7 +30,7 @@ def main(args: list[str]) -> int:
 
 def dev_test() -> None:
     """NeMo Gym's `nemo_gym.cli.ng_dev_test`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=DevTestConfig)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 cli = dev_test

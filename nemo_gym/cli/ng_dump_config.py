@@ -18,6 +18,9 @@ class DumpConfigKeys(RunKeys):
     """ng_dump_config takes ng_run's command line unchanged, so the two can be run with one set of args."""
 
 
+KEYS = DumpConfigKeys  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     check_command_line(COMMAND, DumpConfigKeys, args)
     loaded = load_config(args)
@@ -28,7 +31,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=DumpConfigKeys)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ class E2ECollectConfig(RolloutCollectionConfig, RunConfig):
     """ng_run's keys and ng_collect_rollouts' keys together."""
 
 
+KEYS = E2ECollectConfig  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     check_command_line(COMMAND, E2ECollectConfig, args)
     helper = RunHelper()
@@ -41,7 +44,7 @@ def main(args: list[str]) -> int:
 
 def e2e_rollout_collection() -> None:
     """NeMo Gym's `nemo_gym.cli.e2e_rollout_collection`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=E2ECollectConfig)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 cli = e2e_rollout_collection

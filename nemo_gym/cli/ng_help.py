@@ -14,8 +14,15 @@ COMMANDS = (
     "ng_run",
     "ng_collect_rollouts",
     "ng_e2e_collect_rollouts",
+    "ng_aggregate_rollouts",
+    "ng_reward_profile",
+    "ng_reverify_rollouts",
     "ng_status",
     "ng_dump_config",
+    "ng_validate",
+    "ng_list",
+    "ng_prepare_data",
+    "ng_materialize_prompts",
     "ng_test",
     "ng_test_all",
     "ng_dev_test",
@@ -36,7 +43,11 @@ def listing() -> str:
     for name in COMMANDS:
         summary = importlib.import_module(f"nemo_gym.cli.{name}").SUMMARY
         lines.append(f"  {name:<{width}}  {summary}")
+    lines += ["", "The same commands as NeMo Gym 0.7.0 spells them: `gym <group> <action>` (`gym --help`)."]
     return "\n".join(lines)
+
+
+KEYS = HelpKeys  # the command's keys (`gym` renders --help from them)
 
 
 def main(args: list[str]) -> int:
@@ -46,7 +57,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=HelpKeys)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,9 @@ def scaffold(folder: Path) -> list[Path]:
     return written
 
 
+KEYS = InitResourcesServerConfig  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     overrides = check_command_line(COMMAND, InitResourcesServerConfig, args, config_names=False)
     keys = validate_keys(InitResourcesServerConfig, overrides)
@@ -234,7 +237,7 @@ def main(args: list[str]) -> int:
 
 def init_resources_server() -> None:
     """NeMo Gym's `nemo_gym.cli.init_resources_server`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=InitResourcesServerConfig)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 cli = init_resources_server

@@ -29,6 +29,9 @@ class PipListConfig(CommandKeys):
     outdated: bool = Field(False, description="List only outdated packages (asks the package index).")
 
 
+KEYS = PipListConfig  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     overrides = check_command_line(COMMAND, PipListConfig, args, config_names=False)
     keys = validate_keys(PipListConfig, overrides)
@@ -43,7 +46,7 @@ def main(args: list[str]) -> int:
 
 def pip_list() -> None:
     """NeMo Gym's `nemo_gym.cli.ng_pip_list`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=PipListConfig)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 cli = pip_list

@@ -52,6 +52,9 @@ def serve(helper: RunHelper, start: Callable[[RunHelper], None]) -> int:
     return exit_code
 
 
+KEYS = RunKeys  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     check_command_line(COMMAND, RunKeys, args)
     return serve(RunHelper(), lambda helper: helper.start(args=args))
@@ -66,7 +69,7 @@ def run(global_config_dict_parser_config: Any = None) -> None:
 
 
 def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=RunKeys)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

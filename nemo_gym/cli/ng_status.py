@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 import httpx
+from pydantic import Field
 
 from nemo_gym.cli.common import format_table, run_cli
-from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line
+from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
 from nemo_gym.config import load_config
 
 COMMAND = "ng_status"
@@ -18,9 +20,15 @@ SUMMARY = "list the running server instances and their health (and their upstrea
 class StatusKeys(ConfigCommandKeys):
     """ng_status needs only the head server's address."""
 
+    json_format: bool = Field(False, alias="json", description="Print one JSON object instead of tables.")
+
+
+KEYS = StatusKeys  # the command's keys (`gym` renders --help from them)
+
 
 def main(args: list[str]) -> int:
-    check_command_line(COMMAND, StatusKeys, args)
+    overrides = check_command_line(COMMAND, StatusKeys, args)
+    as_json = bool(validate_keys(StatusKeys, overrides).json_format)  # type: ignore[attr-defined]
     head = load_config(args).config.head_server
     base = f"http://{head.host}:{head.port}"
     try:
@@ -50,14 +58,37 @@ def main(args: list[str]) -> int:
                 ]
             )
         upstream_rows = _upstream_rows(client, instances)
+    down = [r for r in upstream_rows if r[2] != "healthy"]
+    if as_json:
+        print(json.dumps(_as_json(instances, rows, upstream_rows)))
+        return 0 if unhealthy == 0 and not down else 1
     print(format_table(["name", "implementation", "url", "pid", "health"], rows))
     print(f"{len(rows) - unhealthy}/{len(rows)} healthy")
-    down = [r for r in upstream_rows if r[2] != "healthy"]
     if upstream_rows:
         print()
         print(format_table(["model server", "upstream", "health", "detail"], upstream_rows))
         print(f"{len(upstream_rows) - len(down)}/{len(upstream_rows)} upstreams healthy")
     return 0 if unhealthy == 0 and not down else 1
+
+
+def _as_json(
+    instances: list[dict[str, Any]], rows: list[list[str]], upstream_rows: list[list[str]]
+) -> dict[str, Any]:
+    servers = [
+        {
+            "name": inst["name"],
+            "server_type": inst.get("server_type"),
+            "implementation": inst["implementation"],
+            "url": inst["url"],
+            "pid": inst["pid"],
+            "healthy": row[4] == "healthy",
+        }
+        for inst, row in zip(instances, rows, strict=True)
+    ]
+    upstreams = [
+        {"model_server": r[0], "url": r[1], "status": r[2], "error": r[3] or None} for r in upstream_rows
+    ]
+    return {"servers": servers, "upstreams": upstreams}
 
 
 def _upstream_rows(client: httpx.Client, instances: list[dict[str, Any]]) -> list[list[str]]:
@@ -81,7 +112,7 @@ def _upstream_rows(client: httpx.Client, instances: list[dict[str, Any]]) -> lis
 
 
 def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=StatusKeys)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ class NgTestKeys(CommandKeys):
 TestConfig = NgTestKeys  # type: ignore[misc]
 
 
+KEYS = NgTestKeys  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     plain = [a for a in args if not a.startswith("-")]
     overrides = check_command_line(COMMAND, NgTestKeys, plain, config_names=False)
@@ -48,7 +51,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=NgTestKeys)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 def test() -> None:

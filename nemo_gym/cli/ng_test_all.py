@@ -43,6 +43,9 @@ def implementations(root: Path = PROJECT_ROOT) -> list[Path]:
     return found
 
 
+KEYS = TestAllConfig  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     overrides = check_command_line(COMMAND, TestAllConfig, args, config_names=False)
     keys = validate_keys(TestAllConfig, overrides)
@@ -72,7 +75,7 @@ def main(args: list[str]) -> int:
 
 def test_all() -> None:
     """NeMo Gym's `nemo_gym.cli.ng_test_all`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=TestAllConfig)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 cli = test_all

@@ -89,6 +89,9 @@ def render(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+KEYS = VersionKeys  # the command's keys (`gym` renders --help from them)
+
+
 def main(args: list[str]) -> int:
     overrides = check_command_line(COMMAND, VersionKeys, args, config_names=False)
     keys = validate_keys(VersionKeys, overrides)
@@ -98,7 +101,7 @@ def main(args: list[str]) -> int:
 
 
 def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=VersionKeys)
+    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

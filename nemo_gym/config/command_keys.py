@@ -11,15 +11,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.config.errors import ConfigError
-
-
-class HeadServerKeys(BaseModel):
-    """Where the head server listens; every command that talks to a running ng_run needs it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field("127.0.0.1", description="Head server host.")
-    port: int = Field(11000, description="Head server port.")
+from nemo_gym.config.global_keys import GLOBAL_KEY_NAMES, HeadServerKeys
 
 
 class CommandKeys(BaseModel):
@@ -77,8 +69,6 @@ def check_top_level_keys(
     trainer's or a user's own keys pass; a near miss of a real key would otherwise run silently
     with that key's default.
     """
-    from nemo_gym.config.global_keys import GLOBAL_KEY_NAMES
-
     known = set(command_keys) | GLOBAL_KEY_NAMES
     allowed = set(allowed) | known
     for name in names:

@@ -15,12 +15,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from nemo_gym.config.command_keys import HeadServerKeys
 from nemo_gym.config.errors import ConfigError
 
 NO_EFFECT = (
     "Accepted for NeMo Gym configs; no effect here: every server runs in the caller's Python environment."
 )
+
+
+class HeadServerKeys(BaseModel):
+    """Where the head server listens; every command that talks to a running ng_run needs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Head server host.")
+    port: int = Field(11000, description="Head server port.")
 
 
 class GlobalKeys(BaseModel):

@@ -29,6 +29,7 @@ from omegaconf.errors import (
 )
 
 from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.inheritance import apply_composition
 from nemo_gym.config.overrides import parse_overrides
 from nemo_gym.paths import component_package_roots, extra_roots
 
@@ -248,6 +249,7 @@ def load_config(
         _merge(merged, env_data, _display(env_path), origins)
     _merge(merged, initial_data, INITIAL_SOURCE, origins)
     _merge(merged, cli, COMMAND_LINE, origins)
+    merged = apply_composition(merged, origins)
 
     merged.setdefault("head_server", dict(DEFAULT_HEAD_SERVER))
     for key, value in DEFAULT_HEAD_SERVER.items():

@@ -321,7 +321,9 @@ class ServerClient:
         *,
         global_config_dict: Mapping[str, Any] | DictConfig | None = None,
         head_server_config: Any = None,
+        **fields: Any,
     ) -> None:
+        self._set_declared_fields(fields)
         config = global_config if global_config is not None else global_config_dict
         if config is None:
             config = {}
@@ -334,6 +336,21 @@ class ServerClient:
         self._config_dict: DictConfig | None = None
         if session is None and any(key in self.global_config for key in _POOL_KEYS):
             configure_pool(PoolSettings.from_config(self.global_config))
+
+    def _set_declared_fields(self, fields: dict[str, Any]) -> None:
+        """Keyword values for attributes a subclass declares: NeMo Gym's client is a pydantic
+        model, and environments' tests subclass it with fields of their own (`calls: list`)."""
+        declared = {name for klass in type(self).__mro__ for name in getattr(klass, "__annotations__", {})}
+        unknown = sorted(set(fields) - declared)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    @classmethod
+    def model_construct(cls, **values: Any) -> ServerClient:
+        """pydantic's constructor name, which NeMo Gym's tests build a client with."""
+        return cls(**values)
 
     @property
     def global_config_dict(self) -> DictConfig:

@@ -37,9 +37,10 @@ from nemo_gym.config.loader import INITIAL_SOURCE, SEARCH, LoadedConfig
 from nemo_gym.config.redact import SecretScrubber, secret_values
 from nemo_gym.exceptions import NemoGymError
 from nemo_gym.http.server_client import close_shared_client_now
+from nemo_gym.ray_support import RAY_ADDRESS_KEY, server_needs_ray
 from nemo_gym.runner.head_server import HeadServerThread, build_head_app
 from nemo_gym.runner.processes import ChildProcess, stop_all
-from nemo_gym.runner.ray_cluster import RAY_ADDRESS_KEY, RayCluster, server_needs_ray
+from nemo_gym.runner.ray_cluster import RayCluster
 from nemo_gym.runner.upstream_check import UpstreamProblem, check_upstreams
 from nemo_gym.server.context import write_runtime_file
 

@@ -9,10 +9,8 @@ logging, and startup from `ng_run` or by hand.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import logging
-import os
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -25,36 +23,28 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from starlette.responses import Response
 
-from nemo_gym.config import PROJECT_ROOT, ConfigError
+from nemo_gym.config import ConfigError
 from nemo_gym.config.redact import install_scrubber
 from nemo_gym.config.strict_keys import check_keys
 from nemo_gym.http.server_client import close_shared_client
-from nemo_gym.runner.ray_cluster import connect_server, server_needs_ray
-from nemo_gym.server.context import (
-    CONFIG_FILE_VAR,
-    INSTANCE_VAR,
-    RuntimeContext,
-    load_runtime_context,
-    write_context_file,
-)
+from nemo_gym.ray_support import connect_server, server_needs_ray
+from nemo_gym.server import worker_app
+from nemo_gym.server.context import RuntimeContext, load_runtime_context
 from nemo_gym.server.errors import install_error_handlers
+from nemo_gym.server.gc_tuning import tune_gc
 from nemo_gym.server.http_protocol import http_protocol_option
 from nemo_gym.server.metrics import RequestMetrics
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.server.request_path import FastHandler, RequestPath
 from nemo_gym.server.sessions import SessionCookieMiddleware, SessionSigner
-from nemo_gym.server.worker_app import SERVER_CLASS_VAR
+from nemo_gym.server.worker_app import server_class_reference
 
 logger = logging.getLogger("nemo_gym.server")
 _HEALTH_BODY = b'{"status":"ok"}'
 
 
-def tune_gc(thresholds: tuple[int, int, int] | None) -> None:
-    """Freeze everything loaded at startup out of the GC's sight, and collect less often."""
-    gc.collect()
-    gc.freeze()
-    if thresholds is not None:
-        gc.set_threshold(*thresholds)
+class ServerApp(FastAPI):
+    """The app `SimpleServer.setup_webserver()` builds, the shared behaviour already installed on it."""
 
 
 class BaseServerConfig(BaseModel):
@@ -183,16 +173,12 @@ class SimpleServer(BaseServer):
 
     def setup_session_middleware(self, app: FastAPI) -> None:
         """`request.session[SESSION_ID_KEY]` on every request, kept in a signed cookie."""
-        if getattr(app.state, "nemo_gym_session_middleware_installed", False):
-            return
-        app.state.nemo_gym_session_middleware_installed = True
-        app.add_middleware(SessionCookieMiddleware, signer=self._signer())
+        # NeMo Gym servers that build their own FastAPI() call this themselves; the app's own
+        # middleware list says whether it is already there.
+        if not any(m.cls is SessionCookieMiddleware for m in app.user_middleware):
+            app.add_middleware(SessionCookieMiddleware, signer=self._signer())
 
     def setup_liveness(self, app: FastAPI) -> None:
-        if getattr(app.state, "nemo_gym_liveness_installed", False):
-            return
-        app.state.nemo_gym_liveness_installed = True
-
         async def health(request: Request) -> Response:
             if request.query_params:
                 return await self.detailed_health(request)
@@ -203,9 +189,6 @@ class SimpleServer(BaseServer):
 
     def _install_lifespan(self, app: FastAPI) -> None:
         """Our startup/shutdown hooks around whatever lifespan the app already has."""
-        if getattr(app.state, "nemo_gym_lifespan_installed", False):
-            return
-        app.state.nemo_gym_lifespan_installed = True
         inner = app.router.lifespan_context
 
         @asynccontextmanager
@@ -220,23 +203,24 @@ class SimpleServer(BaseServer):
 
         app.router.lifespan_context = lifespan
 
-    def setup_webserver(self) -> FastAPI:
-        """The FastAPI app with the shared behaviour installed; subclasses add their routes."""
-        app = FastAPI(title=f"{type(self).__name__} ({self.instance_name})")
+    def _install_shared(self, app: FastAPI) -> None:
+        """What every server's app behaves the same on."""
         install_error_handlers(app)
         self.setup_session_middleware(app)
         self.setup_liveness(app)
         self._install_lifespan(app)
+
+    def setup_webserver(self) -> FastAPI:
+        """The FastAPI app with the shared behaviour installed; subclasses add their routes."""
+        app = ServerApp(title=f"{type(self).__name__} ({self.instance_name})")
+        self._install_shared(app)
         return app
 
     def build_asgi(self) -> Any:
-        """What uvicorn serves: `setup_webserver()`'s app, completed, behind the hot routes."""
+        """What uvicorn serves: `setup_webserver()`'s app behind the hot routes."""
         app = self.setup_webserver()
-        if not getattr(app.state, "nemo_gym_error_handlers_installed", False):
-            install_error_handlers(app)
-        self.setup_session_middleware(app)
-        self.setup_liveness(app)
-        self._install_lifespan(app)
+        if not isinstance(app, ServerApp):  # a subclass built its own FastAPI(), as NeMo Gym servers may
+            self._install_shared(app)
         metrics = RequestMetrics(self.instance_name, self.metrics_collectors())
         return RequestPath(app, self._signer(), self.fast_routes(), self.config.max_body_bytes, metrics)
 
@@ -287,20 +271,12 @@ class SimpleServer(BaseServer):
 
     def serve_workers(self, context: RuntimeContext, entrypoint: Path) -> None:
         """`workers: N`: uvicorn's supervisor with N processes sharing the listening socket."""
-        if not os.environ.get(CONFIG_FILE_VAR):
-            os.environ[CONFIG_FILE_VAR] = str(write_context_file(context))
-            os.environ[INSTANCE_VAR] = context.instance_name
-        module = ".".join(entrypoint.resolve().relative_to(PROJECT_ROOT).with_suffix("").parts)
-        os.environ[SERVER_CLASS_VAR] = f"{module}:{type(self).__name__}"
-        try:
-            uvicorn.run(
-                "nemo_gym.server.worker_app:create_app",
-                factory=True,
-                workers=self.config.process_count,
-                **self._uvicorn_options(),
-            )
-        except KeyboardInterrupt:
-            pass
+        worker_app.serve_workers(
+            context,
+            server_class_reference(entrypoint, type(self).__name__),
+            self.config.process_count,
+            self._uvicorn_options(),
+        )
 
     def _uvicorn_options(self) -> dict[str, Any]:
         return {

@@ -87,8 +87,6 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.state.nemo_gym_error_handlers_installed = True
-
     async def on_nemo_gym_error(request: Request, exc: NemoGymError) -> Response:
         error = api_error_for(exc)
         if isinstance(error, InternalError):

@@ -74,14 +74,17 @@ def simulator(*args: str, port: int | None = None) -> Iterator[tuple[str, subpro
 
 
 @contextmanager
-def ng_run(*args: str, head_port: int | None = None, timeout: float = 60.0) -> Iterator[NgRun]:
-    """`ng_run` as a subprocess, waited on until 'All N servers ready'. Output goes to a file
-    (a pipe nobody reads would fill up and stall the servers' logging)."""
+def ng_run(
+    *args: str, head_port: int | None = None, timeout: float = 60.0, module: str = "nemo_gym.cli.ng_run"
+) -> Iterator[NgRun]:
+    """`ng_run` (or another module that runs it, such as `gym env start`) as a subprocess, waited on
+    until 'All N servers ready'. Output goes to a file (a pipe nobody reads would fill up and stall
+    the servers' logging)."""
     head_port = head_port or free_port()
     env = dict(os.environ, NEMO_GYM_ENV_YAML="none", PYTHONUNBUFFERED="1")
     log = tempfile.NamedTemporaryFile(prefix="ng_run_", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nemo_gym.cli.ng_run", *args, f"+head_server.port={head_port}"],
+        [sys.executable, "-m", module, *args, f"+head_server.port={head_port}"],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=str(PROJECT_ROOT),

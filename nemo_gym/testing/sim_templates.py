@@ -224,15 +224,16 @@ class ChatML(Template):
             text = _text(message.get("content"))
             if message.get("reasoning"):
                 text = f"<think>{message['reasoning']}</think>{text}"
-            for call in _calls(message):
-                text += (
-                    f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {_arguments(call["arguments"])}}}'
-                    "\n</tool_call>"
-                )
+            text += "".join(_hermes_call(call) for call in _calls(message))
             out.append(f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n")
         if add_generation_prompt:
             out.append("<|im_start|>assistant\n")
         return "".join(out)
+
+
+def _hermes_call(call: dict[str, Any]) -> str:
+    """A history tool call as ChatML and Qwen3 render it (arguments re-serialized, not as generated)."""
+    return f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {_arguments(call["arguments"])}}}\n</tool_call>'
 
 
 class Qwen3(Template):
@@ -240,65 +241,81 @@ class Qwen3(Template):
     special = QWEN3_SPECIAL
 
     def _render(self, messages, tools, add_generation_prompt, kwargs):  # type: ignore[no-untyped-def]
-        out = []
-        first_system = bool(messages) and messages[0].get("role") == "system"
-        if tools:
-            out.append("<|im_start|>system\n")
-            if first_system:
-                out.append(_text(messages[0].get("content")) + "\n\n")
-            out.append("# Tools\n\n<tools>")
-            for tool in tools:
-                out.append("\n" + json.dumps(tool, ensure_ascii=False))
-            out.append("\n</tools><|im_end|>\n")
-        elif first_system:
-            out.append(f"<|im_start|>system\n{_text(messages[0].get('content'))}<|im_end|>\n")
-        last_query = len(messages) - 1
-        for index in range(len(messages) - 1, -1, -1):
-            m = messages[index]
-            text = _text(m.get("content"))
-            if m.get("role") == "user" and not (
-                text.startswith("<tool_response>") and text.endswith("</tool_response>")
-            ):
-                last_query = index
-                break
+        out = [self._system(messages, tools)]
+        last_query = self._last_query(messages)
         for index, m in enumerate(messages):
             role = m.get("role")
-            last = index == len(messages) - 1
             if role == "user" or (role == "system" and index > 0):
                 out.append(f"<|im_start|>{role}\n{_text(m.get('content'))}<|im_end|>\n")
             elif role == "assistant":
-                content = _text(m.get("content"))
-                reasoning = m.get("reasoning")
-                if not isinstance(reasoning, str):
-                    reasoning = ""
-                    if "</think>" in content:
-                        reasoning = (
-                            content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
-                        )
-                        content = content.split("</think>")[-1].lstrip("\n")
-                if index > last_query and (last or reasoning):
-                    head = f"<|im_start|>assistant\n<think>\n{reasoning.strip(chr(10))}\n</think>\n\n"
-                    out.append(head + content.lstrip("\n"))
-                else:
-                    out.append("<|im_start|>assistant\n" + content)
-                for n, call in enumerate(_calls(m)):
-                    if (n == 0 and content) or n > 0:
-                        out.append("\n")
-                    out.append(
-                        f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {_arguments(call["arguments"])}}}'
-                        "\n</tool_call>"
-                    )
-                out.append("<|im_end|>\n")
+                out.append(self._assistant(m, index > last_query, index == len(messages) - 1))
             elif role == "tool":
-                if index == 0 or messages[index - 1].get("role") != "tool":
-                    out.append("<|im_start|>user")
-                out.append(f"\n<tool_response>\n{_text(m.get('content'))}\n</tool_response>")
-                if last or messages[index + 1].get("role") != "tool":
-                    out.append("<|im_end|>\n")
+                out.append(self._tool_response(messages, index))
         if add_generation_prompt:
             out.append("<|im_start|>assistant\n")
             if kwargs.get("enable_thinking") is False:
                 out.append("<think>\n\n</think>\n\n")
+        return "".join(out)
+
+    @staticmethod
+    def _system(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        """The system turn: the first message's system prompt, then the tools."""
+        first_system = bool(messages) and messages[0].get("role") == "system"
+        if not tools:
+            return (
+                f"<|im_start|>system\n{_text(messages[0].get('content'))}<|im_end|>\n" if first_system else ""
+            )
+        out = ["<|im_start|>system\n"]
+        if first_system:
+            out.append(_text(messages[0].get("content")) + "\n\n")
+        out.append("# Tools\n\n<tools>")
+        out += ["\n" + json.dumps(tool, ensure_ascii=False) for tool in tools]
+        out.append("\n</tools><|im_end|>\n")
+        return "".join(out)
+
+    @staticmethod
+    def _last_query(messages: list[dict[str, Any]]) -> int:
+        """The index of the latest user message that is not a wrapped tool response."""
+        for index in range(len(messages) - 1, -1, -1):
+            text = _text(messages[index].get("content"))
+            wrapped = text.startswith("<tool_response>") and text.endswith("</tool_response>")
+            if messages[index].get("role") == "user" and not wrapped:
+                return index
+        return len(messages) - 1
+
+    @staticmethod
+    def _assistant(m: dict[str, Any], after_last_query: bool, last: bool) -> str:
+        """An assistant turn: its reasoning kept only after the latest user message."""
+        content = _text(m.get("content"))
+        reasoning = m.get("reasoning")
+        if not isinstance(reasoning, str):
+            reasoning = ""
+            if "</think>" in content:
+                reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
+                content = content.split("</think>")[-1].lstrip("\n")
+        if after_last_query and (last or reasoning):
+            out = [
+                f"<|im_start|>assistant\n<think>\n{reasoning.strip(chr(10))}\n</think>\n\n"
+                + content.lstrip("\n")
+            ]
+        else:
+            out = ["<|im_start|>assistant\n" + content]
+        for n, call in enumerate(_calls(m)):
+            if (n == 0 and content) or n > 0:
+                out.append("\n")
+            out.append(_hermes_call(call))
+        out.append("<|im_end|>\n")
+        return "".join(out)
+
+    @staticmethod
+    def _tool_response(messages: list[dict[str, Any]], index: int) -> str:
+        """Consecutive tool results share one user turn."""
+        out = []
+        if index == 0 or messages[index - 1].get("role") != "tool":
+            out.append("<|im_start|>user")
+        out.append(f"\n<tool_response>\n{_text(messages[index].get('content'))}\n</tool_response>")
+        if index == len(messages) - 1 or messages[index + 1].get("role") != "tool":
+            out.append("<|im_end|>\n")
         return "".join(out)
 
     def generation(self, reasoning, content, calls, kwargs):  # type: ignore[no-untyped-def]
@@ -317,48 +334,24 @@ class Mistral(Template):
         loop = messages
         if messages and messages[0].get("role") == "system":
             system, loop = _text(messages[0].get("content")), messages[1:]
+        _check_alternation(loop)
         users = [i for i, m in enumerate(loop) if m.get("role") == "user"]
-        turn = 0
-        for m in loop:
-            if m.get("role") == "tool" or m.get("tool_calls"):
-                continue
-            if (m.get("role") == "user") != (turn % 2 == 0):
-                raise TemplateError(ALTERNATION_ERROR)
-            turn += 1
         out = ["<s>"]
         for index, m in enumerate(loop):
             role = m.get("role")
             if role == "user":
                 if tools and users and index == users[-1]:
-                    specs = []
-                    for tool in tools:
-                        fn = tool.get("function", tool)
-                        items = ", ".join(
-                            f'"{k}": "{v}"' if isinstance(v, str) else f'"{k}": {json.dumps(v)}'
-                            for k, v in fn.items()
-                            if k != "return"
-                        )
-                        specs.append('{"type": "function", "function": {' + items + "}}")
-                    out.append("[AVAILABLE_TOOLS][" + ", ".join(specs) + "][/AVAILABLE_TOOLS]")
+                    out.append(_mistral_tools(tools))
+                text = _text(m.get("content"))
                 if index == len(loop) - 1 and system is not None:
-                    out.append(f"[INST]{system}\n\n{_text(m.get('content'))}[/INST]")
-                else:
-                    out.append(f"[INST]{_text(m.get('content'))}[/INST]")
+                    text = f"{system}\n\n{text}"
+                out.append(f"[INST]{text}[/INST]")
             elif m.get("tool_calls"):
-                parts = []
-                for call in _calls(m):
-                    if not isinstance(call["id"], str) or len(call["id"]) != 9:
-                        raise TemplateError(CALL_ID_ERROR)
-                    parsed = json.loads(_arguments(call["arguments"]))
-                    fn = json.dumps({"name": call["name"], "arguments": parsed}, ensure_ascii=False)
-                    parts.append(fn[:-1] + f', "id": "{call["id"]}"}}')
-                out.append("[TOOL_CALLS][" + ", ".join(parts) + "]</s>")
+                out.append("[TOOL_CALLS][" + ", ".join(_mistral_call(call) for call in _calls(m)) + "]</s>")
             elif role == "assistant":
                 out.append(_text(m.get("content")) + "</s>")
             elif role == "tool":
-                call_id = m.get("tool_call_id")
-                if not isinstance(call_id, str) or len(call_id) != 9:
-                    raise TemplateError(CALL_ID_ERROR)
+                call_id = _mistral_call_id(m.get("tool_call_id"))
                 out.append(
                     f'[TOOL_RESULTS]{{"content": {_text(m.get("content"))}, "call_id": "{call_id}"}}[/TOOL_RESULTS]'
                 )
@@ -382,6 +375,43 @@ class Mistral(Template):
 
     def call_id(self) -> str:
         return "".join(random.choices(string.ascii_letters + string.digits, k=9))
+
+
+def _check_alternation(messages: list[dict[str, Any]]) -> None:
+    """Mistral's template: user and assistant turns alternate (tool traffic aside)."""
+    turn = 0
+    for m in messages:
+        if m.get("role") == "tool" or m.get("tool_calls"):
+            continue
+        if (m.get("role") == "user") != (turn % 2 == 0):
+            raise TemplateError(ALTERNATION_ERROR)
+        turn += 1
+
+
+def _mistral_tools(tools: list[dict[str, Any]]) -> str:
+    specs = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        items = ", ".join(
+            f'"{k}": "{v}"' if isinstance(v, str) else f'"{k}": {json.dumps(v)}'
+            for k, v in fn.items()
+            if k != "return"
+        )
+        specs.append('{"type": "function", "function": {' + items + "}}")
+    return "[AVAILABLE_TOOLS][" + ", ".join(specs) + "][/AVAILABLE_TOOLS]"
+
+
+def _mistral_call_id(call_id: Any) -> str:
+    if not isinstance(call_id, str) or len(call_id) != 9:
+        raise TemplateError(CALL_ID_ERROR)
+    return call_id
+
+
+def _mistral_call(call: dict[str, Any]) -> str:
+    call_id = _mistral_call_id(call["id"])
+    parsed = json.loads(_arguments(call["arguments"]))
+    fn = json.dumps({"name": call["name"], "arguments": parsed}, ensure_ascii=False)
+    return fn[:-1] + f', "id": "{call_id}"}}'
 
 
 class R1(Template):

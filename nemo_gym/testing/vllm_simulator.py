@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,41 @@ def _error(status: int, message: str, etype: str, param: str | None) -> web.Resp
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+class Refused(Exception):
+    """A request vLLM refuses, with its status and error body."""
+
+    def __init__(
+        self, status: int, message: str, etype: str = "BadRequestError", param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.etype, self.param = status, message, etype, param
+
+    def response(self) -> web.Response:
+        return _error(self.status, self.message, self.etype, self.param)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOptions:
+    """The token data a request asks for, streamed or not."""
+
+    inline: bool  # return_token_ids: generated ids on the choice, prompt ids on the answer
+    logprobs: bool
+    as_ids: bool  # return_tokens_as_token_ids
+    top_n: int
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> TokenOptions:
+        return cls(
+            inline=bool(data.get("return_token_ids")),
+            logprobs=bool(data.get("logprobs")),
+            as_ids=bool(data.get("return_tokens_as_token_ids")),
+            top_n=int(data.get("top_logprobs") or 0),
+        )
+
+    def logprob_entry(self, tid: int, piece: str) -> dict[str, Any]:
+        return _logprob_entry(tid, piece, self.as_ids, self.top_n)
+
+
 def scripted_reply(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
 ) -> tuple[str, str | None, list[dict[str, Any]]]:
@@ -198,6 +234,18 @@ def schema_example(schema: Any, root: Any = None, depth: int = 0) -> Any:
         return schema["enum"][0]
     if "default" in schema:
         return schema["default"]
+    combined = _combined_example(schema, root, depth)
+    if combined is not _NO_EXAMPLE:
+        return combined
+    kind = _schema_type(schema)
+    return _EXAMPLE_BY_TYPE.get(kind, _string_example)(schema, root, depth)
+
+
+_NO_EXAMPLE = object()
+
+
+def _combined_example(schema: dict[str, Any], root: Any, depth: int) -> Any:
+    """anyOf / oneOf: the first option that is not null; allOf: its parts' objects merged."""
     for key in ("anyOf", "oneOf"):
         options = [o for o in schema.get(key) or [] if isinstance(o, dict) and o.get("type") != "null"]
         if options:
@@ -209,33 +257,52 @@ def schema_example(schema: Any, root: Any = None, depth: int = 0) -> Any:
             if isinstance(value, dict):
                 merged |= value
         return merged
+    return _NO_EXAMPLE
+
+
+def _schema_type(schema: dict[str, Any]) -> str:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind is None:
         kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
-    if kind == "object":
-        props = schema.get("properties") or {}
-        return {
-            name: schema_example(props.get(name, {}), root, depth + 1)
-            for name in schema.get("required") or []
-        }
-    if kind == "array":
-        count = max(1, int(schema.get("minItems") or 0))
-        return [schema_example(schema.get("items") or {}, root, depth + 1) for _ in range(count)]
-    if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        value = 1 if low is None else low + (1 if "minimum" not in schema else 0)
-        high = schema.get("maximum")
-        if high is not None and value > high:
-            value = high
-        return int(value) if kind == "integer" else float(value)
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
+    return kind
+
+
+def _object_example(schema: dict[str, Any], root: Any, depth: int) -> dict[str, Any]:
+    props = schema.get("properties") or {}
+    return {
+        name: schema_example(props.get(name, {}), root, depth + 1) for name in schema.get("required") or []
+    }
+
+
+def _array_example(schema: dict[str, Any], root: Any, depth: int) -> list[Any]:
+    count = max(1, int(schema.get("minItems") or 0))
+    return [schema_example(schema.get("items") or {}, root, depth + 1) for _ in range(count)]
+
+
+def _number_example(schema: dict[str, Any], root: Any, depth: int) -> int | float:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    value = 1 if low is None else low + (1 if "minimum" not in schema else 0)
+    high = schema.get("maximum")
+    if high is not None and value > high:
+        value = high
+    return int(value) if _schema_type(schema) == "integer" else float(value)
+
+
+def _string_example(schema: dict[str, Any], root: Any, depth: int) -> str:
     text = _FORMATS.get(schema.get("format", ""), "example")
     return text.ljust(int(schema.get("minLength") or 0), "x")
+
+
+_EXAMPLE_BY_TYPE: dict[str, Callable[[dict[str, Any], Any, int], Any]] = {
+    "object": _object_example,
+    "array": _array_example,
+    "integer": _number_example,
+    "number": _number_example,
+    "boolean": lambda schema, root, depth: True,
+    "null": lambda schema, root, depth: None,
+}
 
 
 def _judge_equal(prompt: str) -> bool:
@@ -418,101 +485,156 @@ class Simulator:
         data = await self._body(request)
         if isinstance(data, web.Response):
             return data
+        try:
+            generation = self._generate(data)
+        except Refused as refusal:
+            return refusal.response()
+        if data.get("stream"):
+            return await self._stream(request, data, generation)
+        cfg = self.config
+        delay = cfg.latency_ms / 1000 + cfg.per_token_ms * len(generation.tokens) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+        body = self._completion(data, generation)
+        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self._headers())
+
+    # ---- validate → generate → render, shared by both answers ---------------------------------
+    def _generate(self, data: dict[str, Any]) -> Generation:
+        """The scripted turn for a request vLLM would accept, cut at its token limit; refuses as vLLM would."""
+        messages = self._messages(data)
+        prompt_ids, given = self._prompt(data, messages)
+        limit = self._token_limit(data, len(prompt_ids), given)
+        tools = data.get("tools") if data.get("tool_choice") != "none" else None
+        content, reasoning, calls = scripted_reply(messages, tools)
+        template = self.template
+        calls = [{"id": template.call_id(), **call} for call in calls]
+        kwargs = data.get("chat_template_kwargs") or {}
+        tokens = generated_tokens(template, template.generation(reasoning, content, calls, kwargs))
+        if len(tokens) > limit:
+            return Generation(prompt_ids, tokens[:limit], [], "length")
+        return Generation(prompt_ids, tokens, calls, "tool_calls" if calls else "stop")
+
+    def _messages(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         messages = data.get("messages")
         if not isinstance(messages, list):
             loc = "body.messages"
             kind = "missing" if messages is None else "list_type"
-            return _error(
+            raise Refused(
                 400,
                 f"1 validation error:\n  {{'type': '{kind}', 'loc': '{loc}', 'msg': 'Input should be a valid list'}}",
                 "Bad Request",
                 loc,
             )
         if data.get("model") not in (None, self.config.model):
-            return _error(
+            raise Refused(
                 404,
                 f"The model `{data.get('model')}` does not exist. Valid aliases: {self.config.model}.",
                 "NotFoundError",
                 "model",
             )
+        return chat_messages(messages)
+
+    def _prompt(self, data: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[list[int], bool]:
+        """(prompt ids, whether they were given as ids rather than rendered from the messages)."""
         cfg = self.config
-        template = self.template
-        tools = data.get("tools")
-        kwargs = data.get("chat_template_kwargs") or {}
-        messages = chat_messages(messages)
         supplied = (data.get("kv_transfer_params") or {}).get("prompt_token_ids")
-        given = cfg.honour_prompt_token_ids and isinstance(supplied, list)
-        if given:
-            prompt_ids = supplied  # vLLM >= 0.32: the given ids are the prompt; no rendering
-        else:
-            try:
-                text = template.render(messages, tools, kwargs=kwargs)
-            except TemplateError as exc:
-                return _error(400, str(exc), "BadRequestError", None)
-            if len(text) > cfg.max_model_len * _MAX_CHARS_PER_TOKEN:
-                bound = cfg.max_model_len * _MAX_CHARS_PER_TOKEN
-                return _error(
-                    400,
-                    f"This model's maximum context length is {cfg.max_model_len} tokens. However, your prompt contains {len(text)} characters (more than {bound} characters, which is the upper bound for {cfg.max_model_len} input tokens). Please reduce the length of the input prompt. (parameter=input_text, value={len(text)})",
-                    "BadRequestError",
-                    "input_text",
-                )
-            prompt_ids, _ = template.tokenize(text)
-        n_prompt = len(prompt_ids)
+        if cfg.honour_prompt_token_ids and isinstance(supplied, list):
+            return supplied, True  # vLLM >= 0.32: the given ids are the prompt; no rendering
+        try:
+            text = self.template.render(
+                messages, data.get("tools"), kwargs=data.get("chat_template_kwargs") or {}
+            )
+        except TemplateError as exc:
+            raise Refused(400, str(exc)) from None
+        bound = cfg.max_model_len * _MAX_CHARS_PER_TOKEN
+        if len(text) > bound:
+            raise Refused(
+                400,
+                f"This model's maximum context length is {cfg.max_model_len} tokens. However, your prompt contains {len(text)} characters (more than {bound} characters, which is the upper bound for {cfg.max_model_len} input tokens). Please reduce the length of the input prompt. (parameter=input_text, value={len(text)})",
+                param="input_text",
+            )
+        return self.template.tokenize(text)[0], False
+
+    def _token_limit(self, data: dict[str, Any], n_prompt: int, given: bool) -> int:
+        """How many tokens may be generated, or vLLM's refusal of the request's lengths."""
+        max_len = self.config.max_model_len
         max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
-        if max_tokens is not None and max_tokens > cfg.max_model_len:
-            return _error(
+        if max_tokens is not None and max_tokens > max_len:
+            raise Refused(
                 400,
-                f"max_tokens={max_tokens} cannot be greater than max_model_len={cfg.max_model_len}. Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
-                "BadRequestError",
-                "max_tokens",
+                f"max_tokens={max_tokens} cannot be greater than max_model_len={max_len}. Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
+                param="max_tokens",
             )
-        if n_prompt > cfg.max_model_len:
-            if given:  # vLLM checks a prompt given as ids in get_max_tokens, with its own wording
-                return _error(
-                    400,
-                    f"Input length ({n_prompt}) exceeds model's maximum context length ({cfg.max_model_len}).",
-                    "BadRequestError",
-                    None,
-                )
-            return _error(
+        if (
+            n_prompt > max_len and given
+        ):  # vLLM checks a prompt given as ids in get_max_tokens, with its own wording
+            raise Refused(
+                400, f"Input length ({n_prompt}) exceeds model's maximum context length ({max_len})."
+            )
+        if n_prompt > max_len:
+            raise Refused(
                 400,
-                f"This model's maximum context length is {cfg.max_model_len} tokens. However, your prompt contains at least {n_prompt} input tokens, which exceeds this limit even without any output tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={n_prompt})",
-                "BadRequestError",
-                "input_tokens",
+                f"This model's maximum context length is {max_len} tokens. However, your prompt contains at least {n_prompt} input tokens, which exceeds this limit even without any output tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={n_prompt})",
+                param="input_tokens",
             )
-        room = cfg.max_model_len - n_prompt
+        room = max_len - n_prompt
         if room == 0:  # vLLM caps max_tokens at the room left, then refuses 0 (whatever was asked)
-            return _error(
+            raise Refused(
                 400,
                 "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)",
-                "BadRequestError",
-                "max_tokens",
+                param="max_tokens",
             )
-        limit = room if max_tokens is None else min(max_tokens, room)
+        return room if max_tokens is None else min(max_tokens, room)
 
-        content, reasoning, calls = scripted_reply(
-            messages, tools if data.get("tool_choice") != "none" else None
-        )
-        calls = [{"id": template.call_id(), **call} for call in calls]
-        tokens = generated_tokens(template, template.generation(reasoning, content, calls, kwargs))
-        finish = "tool_calls" if calls else "stop"
-        if len(tokens) > limit:
-            tokens = tokens[:limit]
-            finish, calls = "length", []
-        gen_ids = [t.id for t in tokens]
-        gen_pieces = [t.piece for t in tokens]
-        reasoning_text, content_text = answer_texts(tokens, cfg.reasoning_parser, bool(calls))
+    def _completion(self, data: dict[str, Any], generation: Generation) -> dict[str, Any]:
+        """The non-streamed chat.completion body."""
+        cfg = self.config
+        options = TokenOptions.of(data)
+        gen_ids = [t.id for t in generation.tokens]
+        n_prompt = len(generation.prompt_ids)
+        logprobs = None
+        if options.logprobs:
+            logprobs = {"content": [options.logprob_entry(t.id, t.piece) for t in generation.tokens]}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": cfg.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": self._message(generation),
+                    "logprobs": logprobs,
+                    "finish_reason": generation.finish,
+                    "stop_reason": None,
+                    "token_ids": gen_ids if options.inline else None,
+                    "routed_experts": None,
+                }
+            ],
+            "service_tier": None,
+            "system_fingerprint": self.fingerprint,
+            "usage": {
+                "prompt_tokens": n_prompt,
+                "total_tokens": n_prompt + len(gen_ids),
+                "completion_tokens": len(gen_ids),
+                "prompt_tokens_details": None,
+                "completion_tokens_details": {"reasoning_tokens": 0} if cfg.reasoning_parser else None,
+            },
+            "prompt_logprobs": None,
+            "prompt_token_ids": generation.prompt_ids if options.inline else None,
+            "prompt_text": None,
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
+        }
 
-        if data.get("stream"):
-            return await self._stream(request, data, prompt_ids, tokens, calls, finish)
-        delay = cfg.latency_ms / 1000 + cfg.per_token_ms * len(gen_ids) / 1000
-        if delay > 0:
-            await asyncio.sleep(delay)
-
+    def _message(self, generation: Generation) -> dict[str, Any]:
+        parser = self.config.reasoning_parser
+        calls = generation.calls
+        reasoning_text, content_text = answer_texts(generation.tokens, parser, bool(calls))
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": content_text if (content_text or not cfg.reasoning_parser or calls) else None,
+            "content": content_text if (content_text or not parser or calls) else None,
             "refusal": None,
             "annotations": None,
             "audio": None,
@@ -527,67 +649,14 @@ class Simulator:
                 }
                 for call in calls
             ]
-        message["reasoning"] = reasoning_text if cfg.reasoning_parser else None
-        logprobs = None
-        if data.get("logprobs"):
-            as_ids = bool(data.get("return_tokens_as_token_ids"))
-            top_n = int(data.get("top_logprobs") or 0)
-            entries = [
-                _logprob_entry(tid, piece, as_ids, top_n)
-                for tid, piece in zip(gen_ids, gen_pieces, strict=True)
-            ]
-            logprobs = {"content": entries}
-        inline = bool(data.get("return_token_ids"))
-        body = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": cfg.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": logprobs,
-                    "finish_reason": finish,
-                    "stop_reason": None,
-                    "token_ids": gen_ids if inline else None,
-                    "routed_experts": None,
-                }
-            ],
-            "service_tier": None,
-            "system_fingerprint": self.fingerprint,
-            "usage": {
-                "prompt_tokens": n_prompt,
-                "total_tokens": n_prompt + len(gen_ids),
-                "completion_tokens": len(gen_ids),
-                "prompt_tokens_details": None,
-                "completion_tokens_details": {"reasoning_tokens": 0} if cfg.reasoning_parser else None,
-            },
-            "prompt_logprobs": None,
-            "prompt_token_ids": prompt_ids if inline else None,
-            "prompt_text": None,
-            "kv_transfer_params": None,
-            "ec_transfer_params": None,
-            "metrics": None,
-        }
-        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self._headers())
+        message["reasoning"] = reasoning_text if parser else None
+        return message
 
     async def _stream(
-        self,
-        request: web.Request,
-        data: dict[str, Any],
-        prompt_ids: list[int],
-        generated: list[GenToken],
-        calls: list[dict[str, Any]],
-        finish: str,
+        self, request: web.Request, data: dict[str, Any], generation: Generation
     ) -> web.StreamResponse:
         cfg = self.config
-        tokens = stream_tokens(generated, calls, cfg.reasoning_parser)
-        gen_ids = [t.id for t in generated]
-        inline = bool(data.get("return_token_ids"))
-        as_ids = bool(data.get("return_tokens_as_token_ids"))
-        top_n = int(data.get("top_logprobs") or 0)
-        want_logprobs = bool(data.get("logprobs"))
+        options = TokenOptions.of(data)
         usage = bool((data.get("stream_options") or {}).get("include_usage"))
         fault = request.get("sim_stream_fault")
         head = {
@@ -600,44 +669,24 @@ class Simulator:
             status=200, headers={"content-type": "text/event-stream; charset=utf-8", **self._headers()}
         )
         await response.prepare(request)
+        first_delta = {"role": "assistant", "content": ""}
         first = {
             **head,
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-            ],
-            "prompt_token_ids": prompt_ids if inline else None,
+            "choices": [{"index": 0, "delta": first_delta, "logprobs": None, "finish_reason": None}],
+            "prompt_token_ids": generation.prompt_ids if options.inline else None,
             "prompt_text": None,
         }
         pending = [_sse(first)]
+        tokens = stream_tokens(generation.tokens, generation.calls, cfg.reasoning_parser)
         delay = (cfg.latency_ms + cfg.per_token_ms) / 1000
         for position, (tid, piece, delta) in enumerate(tokens):
             if delay > 0:
                 await asyncio.sleep(delay)
             delay = cfg.per_token_ms / 1000
-            last = position == len(tokens) - 1
-            if delta is None:
-                if not inline and not last:
-                    continue
-                delta = {}
-            choice: dict[str, Any] = {
-                "index": 0,
-                "delta": delta,
-                "logprobs": {"content": [_logprob_entry(tid, piece, as_ids, top_n)]}
-                if want_logprobs
-                else None,
-                "finish_reason": finish if last else None,
-            }
-            if last:
-                choice["stop_reason"] = None
-            choice["token_ids"] = [tid] if inline else None
-            chunk: dict[str, Any] = {**head, "choices": [choice]}
-            if last and not usage:
-                chunk["system_fingerprint"] = self.fingerprint
+            finish = generation.finish if position == len(tokens) - 1 else None
+            chunk = self._token_chunk(head, options, (tid, piece, delta), finish, usage)
+            if chunk is None:
+                continue
             pending.append(_sse(chunk))
             await response.write(b"".join(pending))
             pending = []
@@ -646,20 +695,51 @@ class Simulator:
         if fault:
             return await self._stream_fault(request, response, fault)
         if usage:
-            counts: dict[str, Any] = {
-                "prompt_tokens": len(prompt_ids),
-                "total_tokens": len(prompt_ids) + len(gen_ids),
-                "completion_tokens": len(gen_ids),
-            }
-            if cfg.reasoning_parser:
-                counts["completion_tokens_details"] = {"reasoning_tokens": 0}
-            pending.append(
-                _sse({**head, "choices": [], "usage": counts, "system_fingerprint": self.fingerprint})
-            )
+            pending.append(_sse(self._usage_chunk(head, generation)))
         pending.append(b"data: [DONE]\n\n")
         await response.write(b"".join(pending))
         await response.write_eof()
         return response
+
+    def _token_chunk(
+        self,
+        head: dict[str, Any],
+        options: TokenOptions,
+        token: tuple[int, str, dict[str, Any] | None],
+        finish: str | None,
+        usage: bool,
+    ) -> dict[str, Any] | None:
+        """One generated token's chunk (`finish` on the last); None for a token vLLM sends no chunk for."""
+        tid, piece, delta = token
+        last = finish is not None
+        if delta is None:
+            if not options.inline and not last:
+                return None
+            delta = {}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": {"content": [options.logprob_entry(tid, piece)]} if options.logprobs else None,
+            "finish_reason": finish,
+        }
+        if last:
+            choice["stop_reason"] = None
+        choice["token_ids"] = [tid] if options.inline else None
+        chunk: dict[str, Any] = {**head, "choices": [choice]}
+        if last and not usage:
+            chunk["system_fingerprint"] = self.fingerprint
+        return chunk
+
+    def _usage_chunk(self, head: dict[str, Any], generation: Generation) -> dict[str, Any]:
+        n_prompt, n_gen = len(generation.prompt_ids), len(generation.tokens)
+        counts: dict[str, Any] = {
+            "prompt_tokens": n_prompt,
+            "total_tokens": n_prompt + n_gen,
+            "completion_tokens": n_gen,
+        }
+        if self.config.reasoning_parser:
+            counts["completion_tokens_details"] = {"reasoning_tokens": 0}
+        return {**head, "choices": [], "usage": counts, "system_fingerprint": self.fingerprint}
 
     async def _stream_fault(
         self, request: web.Request, response: web.StreamResponse, mode: str
@@ -702,6 +782,17 @@ class GenToken:
     piece: str
     kind: str
     call: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One request's scripted turn: the prompt ids, the generated tokens (cut at the limit), the
+    tool calls parsed from them and why the turn ended."""
+
+    prompt_ids: list[int]
+    tokens: list[GenToken]
+    calls: list[dict[str, Any]]
+    finish: str
 
 
 _CALL_KINDS = (CALL_HEAD, CALL_ARGS, MARKUP)

@@ -41,6 +41,9 @@ class OpenAIModelConfig(BaseServerConfig):
         return value
 
 
+SimpleModelServerConfig = OpenAIModelConfig  # NeMo Gym's name for this server's config
+
+
 class OpenAIModel(PooledModelServer):
     config: OpenAIModelConfig
 

@@ -8,8 +8,7 @@ from fastapi import Request
 from pydantic import PrivateAttr
 from starlette.responses import Response
 
-# NeMo Gym agents import these two from this module.
-from nemo_gym.responses_converter import VLLMConverter, split_responses_input_output_items  # noqa: F401
+from nemo_gym.responses_converter import VLLMConverter, split_responses_input_output_items
 from nemo_gym.server.json_io import json_response, parse_json_object
 from nemo_gym.server.request_path import FastHandler
 from nemo_gym.upstream.model_server import PooledModelServer
@@ -17,6 +16,9 @@ from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.metrics import AdapterCollector
 from responses_api_models.vllm_model.serving import VLLMServing
 from responses_api_models.vllm_model.streaming import StreamingServing
+
+# NeMo Gym agents import VLLMConverter and split_responses_input_output_items from this module.
+__all__ = ["VLLMConverter", "VLLMModel", "VLLMModelConfig", "split_responses_input_output_items"]
 
 
 class VLLMModel(PooledModelServer):

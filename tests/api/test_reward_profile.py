@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
@@ -11,13 +12,13 @@ from nemo_gym.global_config import ROLLOUT_INDEX_KEY_NAME as R
 from nemo_gym.global_config import TASK_INDEX_KEY_NAME as T
 from nemo_gym.reward_profile import (
     AggregateMetricsMixin,
-    _student_t_ppf,
     add_avg_sample_std_dev,
     compute_aggregate_metrics,
     compute_pass_majority_metrics,
     compute_subset_metrics,
     highest_k_metrics,
 )
+from nemo_gym.rewards.stats import summarize, t_quantile
 
 approx = pytest.approx
 
@@ -124,9 +125,9 @@ def test_subset_metrics():
 
 
 def test_student_t_quantiles():
-    assert _student_t_ppf(0.975, 1) == approx(12.706204736, rel=1e-6)
-    assert _student_t_ppf(0.975, 10) == approx(2.228138852, rel=1e-6)
-    assert _student_t_ppf(0.975, 1000) == approx(1.962339, rel=1e-5)
+    assert t_quantile(0.975, 1) == approx(12.706204736, rel=1e-6)
+    assert t_quantile(0.975, 10) == approx(2.228138852, rel=1e-6)
+    assert t_quantile(0.975, 1000) == approx(1.962339, rel=1e-5)
 
 
 def _vr(task, repeat, reward, **extra):
@@ -242,3 +243,54 @@ def test_perf_summary():
     assert perf["mean_tokens_per_turn"] == approx(3.5)
     assert perf["total_latency_p50_ms"] == approx(200.0)
     assert perf["total_latency_p90_ms"] == approx(280.0)
+
+
+def test_without_scipy_the_confidence_intervals_are_left_out(monkeypatch, caplog):
+    from nemo_gym.rewards import stats
+
+    stats._t_quantile_function.cache_clear()
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # `from scipy.stats import t` fails
+    try:
+        responses = [_vr(0, 0, 1.0), _vr(0, 1, 0.0), _vr(1, 0, 1.0), _vr(1, 1, True)]
+        agent = compute_aggregate_metrics(responses).agent_metrics
+        repeats = compute_aggregate_metrics(responses).repeat_level_metrics
+    finally:
+        stats._t_quantile_function.cache_clear()
+    assert agent["se_across_repeats/mean/reward"] == approx(0.25)
+    assert not any(k.startswith("ci_") for k in agent)
+    assert repeats[1]["sem/reward"] == approx(0.5) and "ci_low_95/reward" not in repeats[1]
+    assert [r.message for r in caplog.records] == [
+        "scipy is not installed: confidence intervals are left out (pip install 'nemo-gym[stats]')"
+    ]
+
+
+def test_percentiles_and_spread_of_one_column():
+    s = summarize([3, 1, 2, 10])
+    assert (s.n, s.mean, s.median, s.minimum, s.maximum) == (4, 4.0, 2.5, 1, 10)
+    assert s.std == approx(math.sqrt(50 / 3)) and s.sem == approx(math.sqrt(50 / 3) / 2)
+    # numpy's linear method: position (n - 1) * p / 100 in the sorted values [1, 2, 3, 10]
+    assert (s.percentile(25), s.percentile(50), s.percentile(90)) == approx((1.75, 2.5, 7.9))
+    assert s.confidence_interval() == approx((4.0 - 3.182446305 * s.sem, 4.0 + 3.182446305 * s.sem))
+    one = summarize([7])
+    assert (one.std, one.sem, one.percentile(75), one.confidence_interval()) == (0.0, 0.0, 7.0, None)
+    assert summarize([2.0, 2.0]).confidence_interval() == (2.0, 2.0)
+
+
+def test_nemo_gym_names_stay_importable_from_reward_profile():
+    import nemo_gym.reward_profile as facade
+
+    for name in (
+        "AggregateMetricsMixin",
+        "RewardProfiler",
+        "compute_aggregate_metrics",
+        "compute_pass_majority_metrics",
+        "compute_subset_metrics",
+        "highest_k_metrics",
+        "add_avg_sample_std_dev",
+        "compute_perf_summary",
+        "is_repeat_aggregatable_metric",
+        "ACROSS_REPEATS_MARKER",
+        "PASS_MAJORITY_STAT_SUFFIXES",
+        "MASK_SAMPLE_FIELD",
+    ):
+        assert name in facade.__all__ and getattr(facade, name) is not None

@@ -1,7 +1,7 @@
 """Stage (a) for one environment, in its own process: import the entrypoint its config names
 (usually app.py), build its FastAPI app from that config, and check its routes.
 
-    python build_one.py <resources_servers|responses_api_agents> <name> <wheel_root>
+    python build_one.py <resources_servers|responses_api_agents|environment_servers> <name> <wheel_root>
 
 Run by harness.build_one with the compat venv's python, cwd = the environment's directory
 (as ng_run starts servers). Prints one line `NG_COMPAT_RESULT {json}`: status ok /
@@ -57,7 +57,7 @@ def placeholder(var: str) -> Any:
         return "EMPTY"
     if var.endswith("model_name") or var.endswith("_model"):
         return "sim-model"
-    if var.endswith(("_dir", "_path", "_fpath", "_file")):
+    if var.endswith(("_dir", "_path", "_fpath", "_file", "_image")):
         # A file the user would point at: an empty one (a directory for *_dir).
         import tempfile
 
@@ -110,11 +110,16 @@ def _instances_of(path: Path, kind: str, name: str) -> list[str]:
 
 
 def config_candidates(kind: str, name: str, env_dir: Path, wheel_root: Path) -> list[tuple[Path, str]]:
-    """(config file, instance) pairs that instantiate this environment: its own configs/*.yaml
-    first (the one named after it first), then other environments' configs that use it
-    (an agent's own config may be a template that environments fill in)."""
-    own = sorted((env_dir / "configs").glob("*.yaml"), key=lambda p: (p.stem != name, p.name))
-    others = sorted(p for p in wheel_root.glob("*/*/configs/*.yaml") if env_dir not in p.parents)
+    """(config file, instance) pairs that instantiate this environment: its own configs (the one
+    named after it first; sub-folders' too), then other servers', bundles' and benchmarks' configs
+    that use it (an agent's own config may be a template that environments fill in)."""
+    own = sorted(env_dir.glob("**/configs/*.yaml"), key=lambda p: (p.stem != name, len(p.parts), p.name))
+    elsewhere = [
+        *wheel_root.glob("*/*/configs/*.yaml"),
+        *wheel_root.glob("environments/*/config*.yaml"),
+        *wheel_root.glob("benchmarks/**/*.yaml"),
+    ]
+    others = sorted(p for p in elsewhere if env_dir not in p.parents)
     return [(path, inst) for path in own + others for inst in _instances_of(path, kind, name)]
 
 
@@ -143,7 +148,40 @@ def load_block(path: Path, instance: str, kind: str, name: str, env_dir: Path) -
         DETAIL["config_loader_error"] = error_line(exc)
         cfg = OmegaConf.merge(OmegaConf.create(extras), OmegaConf.create(raw))
         full = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    return full[instance][kind][name], full
+    block = full[instance][kind][name]
+    _fill_mandatory(block)
+    return block, full
+
+
+def _fill_mandatory(node: Any, key: str = "") -> None:
+    """`???` values the user must set (a URL, a key, a path) get the placeholder a user would
+    supply; other `???` (a peer's name) stay, as before."""
+    if isinstance(node, dict):
+        for child_key, value in node.items():
+            if value == "???":
+                stand_in = placeholder(str(child_key))
+                if stand_in != "placeholder":
+                    node[child_key] = stand_in
+                    DETAIL.setdefault("placeholder_values", []).append(f"{key}{child_key}")
+            else:
+                _fill_mandatory(value, f"{key}{child_key}.")
+
+
+# A config naming `sandbox_provider: NAME` expects the user to add a provider config defining
+# NAME to config_paths; the build adds our local provider's, as the sandbox README suggests.
+LOCAL_SANDBOX_CONFIG = "nemo_gym/sandbox/providers/local/configs/local.yaml"
+
+
+def supply_sandbox_provider(block: dict, full: dict) -> None:
+    import yaml
+
+    from nemo_gym.config import PROJECT_ROOT
+
+    name = block.get("sandbox_provider")
+    if isinstance(name, str) and name not in full:
+        provider = yaml.safe_load((PROJECT_ROOT / LOCAL_SANDBOX_CONFIG).read_text())["sandbox"]
+        full[name] = provider
+        DETAIL["sandbox_provider"] = f"{name}: {LOCAL_SANDBOX_CONFIG}"
 
 
 class _Peer(BaseHTTPRequestHandler):
@@ -236,6 +274,8 @@ def main() -> None:
     STAGE = "core_import"
     if kind == "resources_servers":
         from nemo_gym.base_resources_server import SimpleResourcesServer as Base
+    elif kind == "environment_servers":
+        from nemo_gym.base_environment_server import BaseEnvironmentServer as Base
     else:
         from nemo_gym.base_responses_api_agent import SimpleResponsesAPIAgent as Base
     from nemo_gym.server_utils import ServerClient
@@ -257,7 +297,7 @@ def main() -> None:
     # `python app.py` (how ng_run starts a server) puts the app's own directory first on sys.path;
     # environments rely on it for sibling modules (`from utils import …`).
     sys.path[0] = str(env_dir)
-    module_name = ".".join([kind, name, *Path(entrypoint).with_suffix("").parts])
+    module_name = ".".join([kind, *name.split("/"), *Path(entrypoint).with_suffix("").parts])
     module = importlib.import_module(module_name)
     DETAIL["module_file"] = getattr(module, "__file__", None)
     if DETAIL["module_file"] and not str(DETAIL["module_file"]).startswith(str(wheel_root)):
@@ -324,6 +364,9 @@ def main() -> None:
 
     STAGE = "construct"
     block.update(host="127.0.0.1", port=port)
+    supply_sandbox_provider(block, full)
+    # ng_run always runs a policy model, and servers may read its block from the global config.
+    full.setdefault("policy_model", {"responses_api_models": {"vllm_model": {"entrypoint": "app.py"}}})
     point_peers_at_stub(full, instance)
     full.setdefault("head_server", {"host": "127.0.0.1", "port": free_port()})
     try:

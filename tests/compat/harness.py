@@ -1,4 +1,4 @@
-"""The compatibility tier's machinery: fetch NeMo Gym's wheel, pick its in-scope environments,
+"""The compatibility tier's machinery: fetch NeMo Gym's wheel, take every server and bundle it ships,
 prepare a venv for them, and build / run / test each one in its own subprocess.
 
 Nothing from the wheel is copied into our tree: it is downloaded into `.compat_cache/` (ignored
@@ -6,6 +6,7 @@ by git) and imported from there. Run it all with `make test-compat`, or pieces b
 
     .venv/bin/python -m tests.compat.harness prepare                 # wheel, venv, requirements
     .compat_cache/venv/bin/python -m tests.compat.harness build [kind/name ...]      # stage (a)
+    .compat_cache/venv/bin/python -m tests.compat.harness bundles [environments/name ...]  # stage (a')
     .compat_cache/venv/bin/python -m tests.compat.harness e2e [name ...]              # stage (b)
     .compat_cache/venv/bin/python -m tests.compat.harness own_tests [kind/name ...]  # stage (c)
 """
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nemo_gym.config import PROJECT_ROOT
-from tests.compat import scope
+from tests.compat import bundles, e2e, scope
 
 WHEEL_VERSION = os.environ.get("NG_COMPAT_VERSION", "0.7.0")
 CACHE = Path(os.environ.get("NG_COMPAT_CACHE", PROJECT_ROOT / ".compat_cache"))
@@ -37,22 +38,13 @@ VENV = CACHE / "venv"
 REPORT = CACHE / "report.json"
 HERE = Path(__file__).resolve().parent
 JOBS = int(os.environ.get("NG_COMPAT_JOBS", "2"))
-ENV_KINDS = ("resources_servers", "responses_api_agents")
-
-# The parts of NeMo Gym's core an environment may import and still be "in scope".
-SUPPORTED_MODULES = frozenset(
-    {
-        "base_resources_server",
-        "openai_utils",
-        "config_types",
-        "server_utils",
-        "reward_profile",
-        "judge",
-        "global_config",
-        "base_responses_api_agent",
-        "rollout_correlation",
-    }
-)
+# Every server NeMo Gym ships is counted: the denominator is all of these folders.
+SERVER_KINDS = ("resources_servers", "responses_api_agents", "environment_servers")
+KIND_LABELS = {
+    "resources_servers": "resources servers",
+    "responses_api_agents": "agents",
+    "environment_servers": "environment servers",
+}
 # Requirements that are too heavy for this tier unless NG_COMPAT_HEAVY=1: torch and the
 # packages that always pull it in.
 HEAVY = (
@@ -141,14 +133,20 @@ def core_modules_used(env_dir: Path, tests: bool = False) -> set[str]:
     return used
 
 
-def in_scope(root: Path) -> list[str]:
-    """`kind/name` of every environment whose non-test code imports only the supported modules."""
-    found = []
-    for kind in ENV_KINDS:
-        for env_dir in sorted(p for p in (root / kind).iterdir() if p.is_dir()):
-            if core_modules_used(env_dir) <= SUPPORTED_MODULES:
-                found.append(f"{kind}/{env_dir.name}")
-    return found
+def servers(root: Path) -> list[str]:
+    """`kind/name` of every server folder the wheel ships (the tier's denominator)."""
+    return [
+        f"{kind}/{path.name}"
+        for kind in SERVER_KINDS
+        if (root / kind).is_dir()
+        for path in sorted((root / kind).iterdir())
+        if path.is_dir() and not path.name.startswith(("_", "."))
+    ]
+
+
+def ours_too(env: str) -> bool:
+    """Whether this checkout ships a server of the same `kind/name` (which imports would find first)."""
+    return (PROJECT_ROOT / env / "app.py").is_file()
 
 
 # ---------------------------------------------------------------------------- the compat venv
@@ -162,7 +160,9 @@ def ensure_venv() -> Path:
     """A venv that sees our .venv's packages (ours first-installed, env requirements on top)."""
     python = venv_python()
     if python.exists() and Path(sys.prefix).resolve() == VENV.resolve():
-        return python  # already prepared; we are running inside it
+        # Already prepared and running inside it: only our modules in it are refreshed (they may have changed).
+        _install_helpers(Path(sysconfig.get_paths()["purelib"]))
+        return python
     if not python.exists():
         log(f"creating {VENV}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
@@ -173,9 +173,18 @@ def ensure_venv() -> Path:
     )
     ours = sysconfig.get_paths()["purelib"]
     (site / "zz_nemo_gym_main_venv.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    shutil.copy(HERE / "compat_paths.py", site / "_ng_compat_paths.py")
+    _install_helpers(site)
     (site / "zz_ng_compat_paths.pth").write_text("import _ng_compat_paths\n")
     return python
+
+
+# The own-tests stage's pytest plugin, under a name no environment's `tests` package can shadow.
+LOOKUPS_PLUGIN = "_ng_compat_lookups"
+
+
+def _install_helpers(site: Path) -> None:
+    shutil.copy(HERE / "compat_paths.py", site / "_ng_compat_paths.py")
+    shutil.copy(HERE / "lookups_plugin.py", site / f"{LOOKUPS_PLUGIN}.py")
 
 
 def _constraints() -> Path:
@@ -256,8 +265,12 @@ def requirement_lines(env_dir: Path) -> tuple[list[str], list[str]]:
         if not line or line.startswith("#"):
             continue
         name = re.split(r"[\s\[<>=!~;@]", line, maxsplit=1)[0].lower().replace("_", "-")
-        if "nemo-gym" in line.replace("_", "-"):
+        spec_name = re.split(r"[\s\[<>=!~;@]", line.removeprefix("-e").strip(), maxsplit=1)[0]
+        if _norm_name(spec_name) == "nemo-gym":
             skipped.append(f"{line} (the framework itself)")
+            for requirement in framework_dependencies_used(env_dir):
+                if requirement not in keep:
+                    keep.append(requirement)
         elif line.startswith(("-e", ".")):
             local, why = _local_requirement(line, env_dir)
             if local:
@@ -275,9 +288,50 @@ def requirement_lines(env_dir: Path) -> tuple[list[str], list[str]]:
     return keep, skipped
 
 
+# Import names of NeMo Gym's own dependencies that differ from their distribution's name.
+_IMPORT_ALIASES = {"pyyaml": "yaml", "gitpython": "git", "pyjwt": "jwt", "python-multipart": "multipart"}
+# Modules of other packages that need one of NeMo Gym's dependencies (starlette's sessions need
+# itsdangerous, which NeMo Gym installs for its own session middleware).
+_NEEDS = {"starlette.middleware.sessions": "itsdangerous"}
+_IMPORT = re.compile(r"^[ \t]*(?:from|import)[ \t]+([A-Za-z_][\w.]*)", re.M)
+
+
+def framework_dependencies_used(env_dir: Path) -> list[str]:
+    """NeMo Gym's own runtime dependencies that the environment's code or tests import.
+
+    `nemo-gym` in an environment's requirements installs those too, and environments rely on it
+    (swe_agents imports pydot, which only the framework declares); ours are not the same list, so
+    the ones it uses are installed for it."""
+    metadata = next(WHEEL_ROOT.glob("nemo_gym-*.dist-info/METADATA"), None)
+    if metadata is None:
+        return []
+    by_import: dict[str, str] = {}
+    for line in metadata.read_text().splitlines():
+        if line.startswith("Requires-Dist: ") and ";" not in line:
+            requirement = line.removeprefix("Requires-Dist: ").strip()
+            name = _norm_name(re.split(r"[\s\[<>=!~;@]", requirement, maxsplit=1)[0])
+            by_import[_IMPORT_ALIASES.get(name, name.replace("-", "_"))] = requirement
+    used: set[str] = set()
+    for path in env_dir.rglob("*.py"):  # its tests too: NeMo Gym's venv has them for the tests
+        for match in re.finditer(_IMPORT, path.read_text(errors="replace")):
+            used.add(match.group(1).split(".")[0])
+            used.update(needed for module, needed in _NEEDS.items() if match.group(1).startswith(module))
+    # What our own environment already provides stands in for it (we pin our own versions).
+    return [by_import[name] for name in sorted(used) if name in by_import and not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @dataclass
 class Install:
-    status: str  # none | ok | cached | failed
+    status: str  # none | ok | cached | overlay | failed
     requirements: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     error: str = ""
@@ -290,6 +344,8 @@ def install_requirements(env_dir: Path, timeout: float = 600) -> Install:
     digest = hashlib.sha256("\n".join(keep).encode()).hexdigest()[:16]
     stamp = CACHE / "installed" / f"{env_dir.parent.name}.{env_dir.name}.{digest}"
     if stamp.exists():
+        if stamp.read_text() == OWN_OVERLAY:
+            return Install("overlay", keep, skipped, "conflicts with our pins, installed apart (cached)")
         return Install("cached", keep, skipped)
     failed_stamp = Path(f"{stamp}.failed")
     if failed_stamp.exists() and os.environ.get("NG_COMPAT_RETRY") != "1":
@@ -303,16 +359,65 @@ def install_requirements(env_dir: Path, timeout: float = 600) -> Install:
     except subprocess.TimeoutExpired:
         return Install("failed", keep, skipped, f"pip install timed out after {timeout:.0f}s")
     if result.returncode != 0:
-        lines = [ln for ln in result.stderr.splitlines() if ln.strip().startswith("ERROR")] or [
-            ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")
-        ]
-        error = (lines[0] if lines else "pip failed").strip()[:300]
+        error = _pip_error(result.stderr)
+        if _conflicts_with_our_pins(result.stderr) and _own_overlay(env_dir, keep, timeout):
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(OWN_OVERLAY)
+            return Install("overlay", keep, skipped, f"conflicts with our pins, installed apart: {error}")
         failed_stamp.parent.mkdir(parents=True, exist_ok=True)
         failed_stamp.write_text(error)
         return Install("failed", keep, skipped, error)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.touch()
     return Install("ok", keep, skipped)
+
+
+# An environment whose requirements conflict with the versions we pin gets them in a directory of
+# its own, first on its PYTHONPATH: NeMo Gym gives every server its own venv, and this is that venv.
+OWN_OVERLAY = "own"
+
+
+PYTHON_TOO_OLD = "(its releases on the registry need a newer Python than this one)"
+
+
+def _pip_error(stderr: str) -> str:
+    """pip's telling error line; when releases were skipped for their Python version, it says so."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip().startswith("ERROR")] or [
+        ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")
+    ]
+    telling = [ln for ln in lines if "Ignored the following versions" not in ln] or lines
+    error = (telling[0] if telling else "pip failed").strip()[:300]
+    if "require a different python version" in stderr:
+        error = f"{error} {PYTHON_TOO_OLD}"
+    return error
+
+
+def _conflicts_with_our_pins(stderr: str) -> bool:
+    """pip refused because of a version we pin (not a missing package or a Python too old)."""
+    if "require a different python version" in stderr or "from versions: none" in stderr:
+        return False
+    pinned = {line.split("==")[0] for line in _constraints().read_text().split()}
+    mentioned = {
+        m.lower().replace("_", "-") for m in re.findall(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?[<>=!~]", stderr)
+    }
+    return "conflicting dependencies" in stderr or bool(pinned & mentioned)
+
+
+def _own_overlay(env_dir: Path, keep: list[str], timeout: float) -> bool:
+    target = overlay_dir(f"{env_dir.parent.name}/{env_dir.name}")
+    shutil.rmtree(target, ignore_errors=True)
+    command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    command += ["--target", str(target), *keep]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    if result.returncode != 0:
+        log(f"own overlay for {env_dir.name} failed: {_pip_error(result.stderr)}")
+        shutil.rmtree(target, ignore_errors=True)
+        return False
+    (target / ".ng_overlay").write_text(OWN_OVERLAY)
+    return True
 
 
 OVERLAYS = CACHE / "overlays"
@@ -357,21 +462,38 @@ def _is_namespace_package(name: str) -> bool:
     )
 
 
-def install_overlays(envs: list[str]) -> dict[str, list[str]]:
-    """One shared venv cannot hold two distributions that install the same import name
-    (NeMo Gym gives each server its own venv): an environment that requires one of them gets
-    it again, alone, in an overlay directory put first on its PYTHONPATH."""
-    names = _import_names_by_distribution()
+def clashing_distributions() -> list[str]:
+    """Distributions of this interpreter that install an import name another one installs too."""
     owners: dict[str, set[str]] = {}
-    for dist, tops in names.items():
+    for dist, tops in _import_names_by_distribution().items():
         for top in tops:
             owners.setdefault(top, set()).add(dist)
-    clashing = {
+    return sorted(
         dist
         for top, dists in owners.items()
         if len(dists) > 1 and not _is_namespace_package(top)  # namespace portions do merge
         for dist in dists
-    }
+    )
+
+
+def _clashing_distributions() -> list[str]:
+    """`clashing_distributions` of the compat venv (prepare runs outside it)."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return clashing_distributions()
+    code = (
+        "import json; from tests.compat import harness; print(json.dumps(harness.clashing_distributions()))"
+    )
+    output = subprocess.run(
+        [str(venv_python()), "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def install_overlays(envs: list[str]) -> dict[str, list[str]]:
+    """One shared venv cannot hold two distributions that install the same import name
+    (NeMo Gym gives each server its own venv): an environment that requires one of them gets
+    it again, alone, in an overlay directory put first on its PYTHONPATH."""
+    clashing = set(_clashing_distributions())
     made: dict[str, list[str]] = {}
     for env in envs:
         keep, _ = requirement_lines(WHEEL_ROOT / env)
@@ -380,8 +502,8 @@ def install_overlays(envs: list[str]) -> dict[str, list[str]]:
         ]
         target = overlay_dir(env)
         stamp = target / ".ng_overlay"
-        if not lines:
-            continue
+        if not lines or (stamp.exists() and stamp.read_text() == OWN_OVERLAY):
+            continue  # nothing clashes, or all its requirements are in a directory of its own already
         made[env] = lines
         if stamp.exists() and stamp.read_text() == "\n".join(lines):
             continue
@@ -402,10 +524,21 @@ def env_vars(env: str | None = None) -> dict[str, str]:
     wheel's environments."""
     variables = dict(os.environ)
     variables["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
-    paths = [str(PROJECT_ROOT)]
+    # The wheel's root last: its top-level packages we do not have (`benchmarks`) import from it,
+    # as they do from a NeMo Gym checkout's root.
+    paths = [str(PROJECT_ROOT), str(WHEEL_ROOT)]
     if env is not None and (overlay_dir(env) / ".ng_overlay").exists():
         paths.insert(0, str(overlay_dir(env)))
     variables["PYTHONPATH"] = os.pathsep.join(paths)
+    # Where we ship a server of the same name (simple_agent, legacy_agent, ...), its build and own
+    # tests import the wheel's copy: that copy is what "runs unchanged" is about.
+    if env is not None and ours_too(env):
+        variables["NG_COMPAT_WHEEL_PACKAGES"] = env.replace("/", ".")
+    else:
+        variables.pop("NG_COMPAT_WHEEL_PACKAGES", None)
+    # Files environments name relative to the checkout (prompts, data) are found in the wheel, as a
+    # user's NeMo Gym checkout would be named in NEMO_GYM_EXTRA_ROOTS.
+    variables["NEMO_GYM_EXTRA_ROOTS"] = str(WHEEL_ROOT)
     variables["NEMO_GYM_ENV_YAML"] = "none"
     variables["PYTHONUNBUFFERED"] = "1"
     # Ray's default temp dir remembers the last cluster of the machine; a test's plain
@@ -435,13 +568,41 @@ class Result:
 BUILD_TIMEOUT = float(os.environ.get("NG_COMPAT_BUILD_TIMEOUT", "90"))
 
 
+def sub_implementations(env: str) -> list[str]:
+    """`kind/name/sub` of the implementations a folder without an app.py of its own holds
+    (conversational_tool_use: one per generation stage); empty for an ordinary server."""
+    folder = WHEEL_ROOT / env
+    if (folder / "app.py").is_file():
+        return []
+    return [f"{env}/{sub.name}" for sub in sorted(folder.iterdir()) if (sub / "app.py").is_file()]
+
+
 def build_one(env: str, timeout: float = BUILD_TIMEOUT) -> Result:
     """Build one environment in its own process, bounded: build_one.py reports where it is stuck
-    a little before `timeout`, and the process is killed at `timeout` regardless."""
-    kind, name = env.split("/")
+    a little before `timeout`, and the process is killed at `timeout` regardless. A folder of
+    several implementations builds when every one of them does."""
+    subs = sub_implementations(env)
+    if subs:
+        results = [_build_process(sub, timeout) for sub in subs]
+        failed = next((r for r in results if r.status != "ok"), None)
+        detail = {"implementations": {r.env: r.status for r in results}}
+        if failed is None:
+            return Result(env, "ok", "done", "", detail, seconds=sum(r.seconds for r in results))
+        return Result(
+            env,
+            failed.status,
+            failed.stage,
+            f"{failed.env}: {failed.error}"[:300],
+            {**failed.detail, **detail},
+        )
+    return _build_process(env, timeout)
+
+
+def _build_process(env: str, timeout: float) -> Result:
+    kind, name = env.split("/", 1)
     started = time.monotonic()
     command = [str(venv_python()), str(HERE / "build_one.py"), kind, name, str(WHEEL_ROOT)]
-    variables = env_vars(env)
+    variables = env_vars("/".join(env.split("/")[:2]))
     variables["NG_COMPAT_BUILD_WATCHDOG"] = str(max(timeout - 10, timeout * 0.8))
     try:
         proc = subprocess.run(
@@ -471,9 +632,9 @@ def build_one(env: str, timeout: float = BUILD_TIMEOUT) -> Result:
 
 
 def run_build_stage(envs: list[str] | None = None) -> list[Result]:
-    """Build every in-scope environment's app (requirements come from `prepare`)."""
+    """Build every server's app (requirements come from `prepare`)."""
     root = ensure_wheel()
-    envs = envs or in_scope(root)
+    envs = envs or servers(root)
     ensure_venv()
     report = CACHE / "install_report.json"
     installs = json.loads(report.read_text()) if report.exists() else {}
@@ -489,6 +650,20 @@ def run_build_stage(envs: list[str] | None = None) -> list[Result]:
     return results
 
 
+def run_bundles_stage(names: list[str] | None = None) -> list[Result]:
+    """Load every `environments/` bundle config as ng_run would (stage a')."""
+    root = ensure_wheel()
+    configs = bundles.bundle_configs(root)
+    results = []
+    for name, config in configs.items():
+        if names and name not in names:
+            continue
+        name, status, error, detail, seconds = bundles.timed(root, name, config)
+        results.append(Result(name, status, "bundle", error, detail, seconds=seconds))
+    write_report("bundles", results)
+    return results
+
+
 def in_scope_rate(results: list[Result]) -> tuple[int, int]:
     """(built, in scope): the bar is computed over environments whose failures are ours to fix."""
     counted = [r for r in results if not r.out_of_scope]
@@ -497,170 +672,15 @@ def in_scope_rate(results: list[Result]) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- stage (b): end to end
 
-# (environment, config file, agent instance, extra overrides): diverse envs driven by the simulator.
-E2E = [
-    ("example_multi_step", "example_multi_step.yaml", "example_multi_step_simple_agent", ()),
-    (
-        "example_session_state_mgmt",
-        "example_session_state_mgmt.yaml",
-        "example_session_state_mgmt_simple_agent",
-        (),
-    ),
-    ("example_tool_call_multireward", None, None, ()),
-    ("mcqa", "mcqa.yaml", "mcqa_simple_agent", ()),
-    ("structured_outputs", "structured_outputs_json.yaml", "structured_outputs_simple_agent", ()),
-    ("workplace_assistant", "workplace_assistant.yaml", "workplace_assistant_simple_agent", ()),
-    ("calendar", "calendar.yaml", "calendar_simple_agent", ()),
-    ("xlam_fc", "xlam_fc.yaml", "xlam_fc_simple_agent", ()),
-    ("code_gen", "code_gen.yaml", "code_gen_simple_agent", ()),
-    (
-        "math_with_judge",
-        "math_with_judge.yaml",
-        "math_with_judge_simple_agent",
-        ("+math_with_judge.resources_servers.math_with_judge.should_use_judge=true",),
-    ),
-    ("string_match", None, None, ()),
-    ("gpqa_diamond", None, None, ()),
-    ("equivalence_rule", None, None, ()),
-    ("single_step_tool_use_with_argument_comparison", None, None, ()),
-]
-
-
-def e2e_plan(name: str, yaml_name: str | None, agent: str | None) -> tuple[Path, str, list[str]]:
-    """(config file, agent instance, overrides pointing wheel-only implementations at the wheel).
-
-    Agent blocks naming `simple_agent` need nothing: a relative entrypoint resolves to
-    <our project>/responses_api_agents/simple_agent/app.py, i.e. OUR simple agent. Resources
-    servers only exist in the wheel, so their entrypoints are overridden with absolute paths.
-    """
-    import yaml
-
-    env_dir = WHEEL_ROOT / "resources_servers" / name
-    configs = sorted((env_dir / "configs").glob("*.yaml"), key=lambda p: (p.stem != name, p.name))
-    path = env_dir / "configs" / yaml_name if yaml_name else configs[0]
-    data = yaml.safe_load(path.read_text()) or {}
-    overrides = []
-    agents = []
-    for inst, block in data.items():
-        if not isinstance(block, dict):
-            continue
-        for kind in ("resources_servers", "responses_api_agents", "responses_api_models"):
-            for impl, body in (block.get(kind) or {}).items():
-                if kind == "responses_api_agents":
-                    agents.append(inst)
-                if (PROJECT_ROOT / kind / impl / "app.py").exists():
-                    continue  # ours (e.g. simple_agent, vllm_model)
-                entry = (body or {}).get("entrypoint", "app.py")
-                overrides.append(f"+{inst}.{kind}.{impl}.entrypoint={WHEEL_ROOT / kind / impl / entry}")
-    return path, agent or agents[0], overrides
-
-
-class E2EError(RuntimeError):
-    """ng_run did not come up; the message's first line is the most telling line of its log."""
-
-
-def _telling_line(log_text: str) -> str:
-    """The first real error in an ng_run log (not the KeyboardInterrupts of the shutdown)."""
-    lines = log_text.splitlines()
-    for pattern in (
-        r"config error|ConfigError",
-        r"^\[[^\]]+\] \w+(Error|Exception)\b",
-        r"Error|error:|failed",
-    ):
-        for line in lines:
-            if re.search(pattern, line) and "KeyboardInterrupt" not in line:
-                return line.strip()[:300]
-    return (lines[-1].strip() if lines else "ng_run exited without output")[:300]
-
-
-def run_e2e(
-    name: str, yaml_name: str | None, agent: str | None, extra: tuple[str, ...], out_dir: Path
-) -> dict:
-    """simulator → ng_run(vllm_model + the env's own config) → ng_collect_rollouts on data/example.jsonl.
-
-    ng_run's log is kept at CACHE/e2e/<name>.ng_run.log."""
-    from nemo_gym.config import free_port
-    from nemo_gym.testing.processes import collect_rollouts_command, hermetic_env, simulator, stop_process
-
-    config, agent, overrides = e2e_plan(name, yaml_name, agent)
-    data = WHEEL_ROOT / "resources_servers" / name / "data" / "example.jsonl"
-    n_rows = sum(1 for line in data.read_text().splitlines() if line.strip())
-    out = out_dir / f"{name}.jsonl"
-    configs = f"+config_paths=[responses_api_models/vllm_model/configs/vllm_model.yaml,{config}]"
-    log_path = CACHE / "e2e" / f"{name}.ng_run.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with simulator() as (sim_url, _):
-        head_port = free_port()
-        args = [
-            configs,
-            f"+policy_base_url={sim_url}",
-            "+policy_api_key=EMPTY",
-            "+policy_model_name=sim-model",
-        ]
-        args += [*overrides, *extra, f"+head_server.port={head_port}"]
-        env = dict(
-            os.environ, NEMO_GYM_ENV_YAML="none", PYTHONUNBUFFERED="1", NG_COMPAT_EXTRA_ROOTS=str(WHEEL_ROOT)
-        )
-        with log_path.open("w") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "nemo_gym.cli.ng_run", *args],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                env=env,
-            )
-            try:
-                deadline = time.monotonic() + 150
-                while "servers ready" not in log_path.read_text(errors="replace"):
-                    if proc.poll() is not None:
-                        text = log_path.read_text(errors="replace")
-                        raise E2EError(
-                            f"ng_run exited {proc.returncode}: {_telling_line(text)}\n{text[-4000:]}"
-                        )
-                    if time.monotonic() > deadline:
-                        text = log_path.read_text(errors="replace")
-                        raise E2EError(f"ng_run not ready after 150s: {_telling_line(text)}\n{text[-4000:]}")
-                    time.sleep(0.1)
-                command = collect_rollouts_command(
-                    head_port,
-                    f"+agent_name={agent}",
-                    f"+input_jsonl_fpath={data}",
-                    f"+output_jsonl_fpath={out}",
-                )
-                result = subprocess.run(
-                    command, cwd=PROJECT_ROOT, env=hermetic_env(), capture_output=True, text=True, timeout=600
-                )
-            finally:
-                stop_process(proc)
-    log_tail = log_path.read_text(errors="replace")[-3000:]
-    rows = [json.loads(ln) for ln in out.read_text().splitlines()] if out.exists() else []
-    failures_path = out.with_name(f"{name}_failures.jsonl")
-    failures = (
-        [json.loads(ln) for ln in failures_path.read_text().splitlines()] if failures_path.exists() else []
-    )
-    return {
-        "returncode": result.returncode,
-        "stderr": result.stderr[-3000:],
-        "n_input": n_rows,
-        "rows": rows,
-        "failures": failures,
-        "ng_run_log_tail": log_tail,
-        "ng_run_log": str(log_path),
-    }
+# The cases, and how one runs and is judged: tests/compat/e2e.py.
 
 
 # ---------------------------------------------------------------------------- stage (c): own tests
 
 
-def own_tests_in_scope(root: Path) -> list[str]:
-    """In-scope envs whose tests/ import only the supported core modules."""
-    found = []
-    for env in in_scope(root):
-        tests = root / env / "tests"
-        if tests.is_dir() and any(tests.glob("test_*.py")):
-            if core_modules_used(root / env, tests=True) <= SUPPORTED_MODULES:
-                found.append(env)
-    return found
+def servers_with_tests(root: Path) -> list[str]:
+    """Servers that ship their own tests (tests/test_*.py)."""
+    return [env for env in servers(root) if any((root / env / "tests").glob("test_*.py"))]
 
 
 OWN_TESTS_TIMEOUT = float(os.environ.get("NG_COMPAT_TESTS_TIMEOUT", "180"))
@@ -671,12 +691,17 @@ def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
     ini = CACHE / "own_tests_pytest.ini"
     ini.write_text("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     command = [str(venv_python()), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini)]
+    command += ["-p", LOOKUPS_PLUGIN]
     # No -x: the tally then counts every test, and the first failure is still the one reported.
     command += ["--rootdir", str(env_dir), "--no-header", "tests"]
+    lookups = CACHE / "lookups" / f"{env.replace('/', '.')}.txt"
+    lookups.parent.mkdir(parents=True, exist_ok=True)
+    lookups.unlink(missing_ok=True)
+    variables = {**env_vars(env), "NG_COMPAT_LOOKUPS": str(lookups)}
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            command, cwd=env_dir, env=env_vars(env), capture_output=True, text=True, timeout=timeout
+            command, cwd=env_dir, env=variables, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         return Result(env, "timeout", "tests", f"tests still running after {timeout:.0f}s", seconds=timeout)
@@ -688,83 +713,86 @@ def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
     # The first "E   " line is the first failure's error; fall back to the tally line.
     errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
     short = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    unresolved = sorted(set(lookups.read_text().split())) if lookups.exists() else []
+    detail = {
+        "tally": tally,
+        "first_failed": short[:3],
+        "error_lines": errors[:30],
+        "unresolved_hosts": unresolved,
+    }
     return Result(
         env,
         "tests_failed",
         "tests",
         (errors[0] if errors else short[0] if short else tally)[:300],
-        {"tally": tally, "first_failed": short[:3]},
+        detail,
         seconds=seconds,
     )
 
 
+def _build_verdicts() -> dict[str, str]:
+    """`env → out-of-scope verdict` of the last build stage (empty when it has not run)."""
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    return {
+        r["env"]: r["out_of_scope"]
+        for r in report.get("build", {}).get("results", [])
+        if r.get("out_of_scope")
+    }
+
+
+def classify_own_tests(result: Result, install: dict, root: Path) -> str:
+    """The scope verdict of a failed own-tests run: the first of its error lines whose own
+    evidence proves a cause outside our code (the same rules as the build stage)."""
+    for line in [result.error, *result.detail.get("error_lines", [])]:
+        verdict = scope.classify(line, result.detail, install, root / result.env)
+        if verdict:
+            return f"{verdict[0]}: {verdict[1]}"
+    return ""
+
+
 def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
     root = ensure_wheel()
-    envs = envs or own_tests_in_scope(root)
+    envs = envs or servers_with_tests(root)
     log(f"running {len(envs)} environments' own tests, {JOBS} at a time")
     with ThreadPoolExecutor(JOBS) as pool:
         results = list(pool.map(own_tests_one, envs))
+    report = CACHE / "install_report.json"
+    installs = json.loads(report.read_text()) if report.exists() else {}
+    builds = _build_verdicts()
+    for result in results:
+        result.install = installs.get(result.env, {})
+        if result.status != "ok":
+            # A server whose build failed for a cause outside our code fails its tests for it too.
+            result.out_of_scope = classify_own_tests(result, result.install, root) or builds.get(
+                result.env, ""
+            )
     write_report("own_tests", results)
     return results
 
 
-def e2e_verdict(name: str, outcome: dict) -> dict:
-    """One stage-(b) record: every example row written, with a numeric reward, nothing in failures."""
-    rows = outcome["rows"]
-    numeric = [
-        isinstance(r.get("reward"), int | float) and not isinstance(r.get("reward"), bool) for r in rows
-    ]
-    errors = [str(f.get("error", ""))[:300] for f in outcome["failures"]]
-    if errors:
-        error = f"{len(errors)} row(s) failed: {first_line(errors[0])}"
-    elif outcome["returncode"] != 0:
-        tail = [ln for ln in outcome["stderr"].splitlines() if ln.strip() and "rollouts:" not in ln]
-        error = f"ng_collect_rollouts exit {outcome['returncode']}: {tail[-1] if tail else ''}"[:300]
-    elif len(rows) != outcome["n_input"]:
-        error = f"{len(rows)} of {outcome['n_input']} rows written"
-    elif not all(numeric):
-        error = f"non-numeric reward: {rows[numeric.index(False)].get('reward')!r}"
-    else:
-        error = ""
-    return {
-        "env": name,
-        "status": "ok" if not error else "failed",
-        "error": error,
-        "returncode": outcome["returncode"],
-        "n_input": outcome["n_input"],
-        "n_rows": len(rows),
-        "failures": errors[:3],
-        "rewards": [r.get("reward") for r in rows][:10],
-        "stderr_tail": outcome["stderr"][-500:],
-    }
-
-
-def run_e2e_stage(names: list[str] | None = None) -> list[Result]:
+def run_e2e_stage(ids: list[str] | None = None) -> list[Result]:
     import tempfile
 
     ensure_wheel()
     os.environ["NG_COMPAT_EXTRA_ROOTS"] = str(WHEEL_ROOT)
     results = []
-    for name, yaml_name, agent, extra in E2E:
-        if names and name not in names:
+    for case in e2e.CASES:
+        if ids and case.id not in ids:
             continue
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                record = e2e_verdict(name, run_e2e(name, yaml_name, agent, extra, Path(tmp)))
+                record = e2e.verdict(case, e2e.run(WHEEL_ROOT, CACHE, case, Path(tmp)))
             except Exception as exc:  # ng_run did not start, a timeout, …
-                record = {
-                    "env": name,
-                    "status": "failed",
-                    "error": first_line(f"{type(exc).__name__}: {exc}"),
-                }
+                record = {"env": case.id, "proves": list(case.proves), "status": "failed"}
+                record["error"] = first_line(f"{type(exc).__name__}: {exc}")
                 record["detail"] = str(exc)[-4000:]
-                record["ng_run_log"] = str(CACHE / "e2e" / f"{name}.ng_run.log")
+                record["ng_run_log"] = str(CACHE / "e2e" / f"{case.id}.ng_run.log")
         append_e2e_record(record)
-        log(f"e2e {name}: {record['status']} {record.get('error', '')}")
+        log(f"e2e {case.id}: {record['status']} {record.get('error', '')}")
         results.append(
             Result(
-                f"resources_servers/{name}",
+                case.id,
                 record["status"],
                 "e2e",
                 record.get("error", ""),
@@ -779,12 +807,12 @@ def prepare() -> None:
     root = ensure_wheel()
     ensure_venv()
     installs = {}
-    for env in in_scope(root):
+    for env in servers(root):
         inst = install_requirements(root / env)
         if inst.status in ("ok", "failed"):
             log(f"install {env}: {inst.status} {inst.error}")
         installs[env] = asdict(inst)
-    for env, lines in install_overlays(in_scope(root)).items():
+    for env, lines in install_overlays(servers(root)).items():
         installs[env]["overlay"] = lines
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "install_report.json").write_text(json.dumps(installs, indent=1))
@@ -830,9 +858,26 @@ def append_e2e_record(record: dict) -> None:
     REPORT.write_text(json.dumps(report, indent=1))
 
 
+def _kind_line(label: str, results: list[Result]) -> str:
+    ok = sum(r.status == "ok" for r in results)
+    line = f"  {label}: {ok}/{len(results)} raw"
+    excluded = sum(bool(r.out_of_scope) for r in results)
+    if excluded:
+        built, counted = in_scope_rate(results)
+        line += f", {built}/{counted} = {100 * built / max(counted, 1):.1f}% in scope ({excluded} excluded)"
+    return line
+
+
 def summary(results: list[Result], title: str) -> str:
     ok = sum(r.status == "ok" for r in results)
     lines = [f"{title}: {ok}/{len(results)} passed (raw)"]
+    for kind in SERVER_KINDS:
+        of_kind = [r for r in results if r.env.split("/")[0] == kind]
+        if of_kind:
+            lines.append(_kind_line(KIND_LABELS[kind], of_kind))
+    others = [r for r in results if r.env.split("/")[0] not in SERVER_KINDS]
+    if others:
+        lines.append(_kind_line("environments/ bundles", others))
     excluded = [r for r in results if r.out_of_scope]
     if excluded:
         built, counted = in_scope_rate(results)
@@ -845,14 +890,32 @@ def summary(results: list[Result], title: str) -> str:
             lines.append(f"  out of scope, {klass} ({count}):")
             for r in sorted(excluded, key=lambda r: r.env):
                 if r.out_of_scope.split(": ", 1)[0] == klass:
-                    lines.append(f"    {r.env.split('/')[1]}: {r.out_of_scope.split(': ', 1)[1]}")
+                    lines.append(f"    {r.env}: {r.out_of_scope.split(': ', 1)[1]}")
     failed = [r for r in results if r.status != "ok" and not r.out_of_scope]
     causes = Counter(_cause(r) for r in failed)
     if causes:
         lines.append("failures in scope, by first error line:")
         for cause, count in causes.most_common():
-            members = sorted(r.env.split("/")[1] for r in failed if _cause(r) == cause)
+            members = sorted(r.env for r in failed if _cause(r) == cause)
             lines.append(f"  {count:3d} × [{cause}]  {', '.join(members)}")
+    return "\n".join(lines)
+
+
+def e2e_summary(results: list[Result]) -> str:
+    """Cases passed, and what the passing ones ran end to end, per kind."""
+    proves = {case.id: case.proves for case in e2e.CASES}
+    passed = [r for r in results if r.status == "ok"]
+    lines = [
+        f"e2e: {len(passed)}/{len(results)} environments ran end to end (every row with a numeric reward)"
+    ]
+    shown = {**KIND_LABELS, "environments": "environments/ bundles"}
+    for kind, label in shown.items():
+        names = sorted({p for r in passed for p in proves.get(r.env, ()) if p.split("/")[0] == kind})
+        if names:
+            lines.append(f"  {label} ({len(names)}): {', '.join(n.split('/', 1)[1] for n in names)}")
+    for r in results:
+        if r.status != "ok":
+            lines.append(f"  failed: {r.env}: {r.error}")
     return "\n".join(lines)
 
 
@@ -866,16 +929,18 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "prepare":
         prepare()
         return 0
-    if not argv or argv[0] not in ("build", "own_tests", "e2e"):
+    if not argv or argv[0] not in ("build", "bundles", "own_tests", "e2e"):
         print(__doc__)
         return 2
     if argv[0] == "build":
         results = run_build_stage(argv[1:] or None)
+    elif argv[0] == "bundles":
+        results = run_bundles_stage(argv[1:] or None)
     elif argv[0] == "e2e":
         results = run_e2e_stage(argv[1:] or None)
     else:
         results = run_own_tests_stage(argv[1:] or None)
-    print(summary(results, argv[0]))
+    print(e2e_summary(results) if argv[0] == "e2e" else summary(results, argv[0]))
     built, counted = in_scope_rate(results)
     return 0 if built >= 0.9 * counted else 1
 

@@ -2,8 +2,9 @@
 
 An environment that fails to build counts against us unless its own failure shows a cause no
 framework could fix on this machine: it is a base class with no app, it needs a host this
-machine cannot reach, a requirement that is not on its registry, a tool that is not installed,
-or a requirement that no longer imports as published. Everything else stays in scope, so a
+machine cannot reach, a requirement that is not on its registry, a heavy requirement the tier
+does not install (torch and what always pulls it in, unless NG_COMPAT_HEAVY=1), a tool that is not
+installed, or a requirement that no longer imports as published. Everything else stays in scope, so a
 bug of ours can never be explained away: the verdict needs the proof in the error line, the
 traceback tail or the name lookups that failed (which build_one.py records).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 ABSTRACT = "abstract (no app to build)"
 NETWORK = "needs network"
 NOT_ON_REGISTRY = "requirement not on its registry"
+HEAVY = "heavy requirement not installed"
 TOOL = "needs a tool not installed here"
 BROKEN_REQUIREMENT = "requirement does not import as published"
 
@@ -57,6 +59,7 @@ _ABSTRACT = re.compile(r"Can't instantiate abstract class (\w+) with abstract me
 _NPM_INSTALL = re.compile(r"'(?:[^']*/)?npm', 'install'(?:, '-g')?, '([^']+)'")
 _TOOL = re.compile(r"\b([\w.-]+) is required\b.*\bnot found on PATH")
 _FRAME = re.compile(r'File "([^"]+)", line \d+')
+_SCRIPT = re.compile(r"(/[^\s'\"]+\.sh)\b")
 
 
 @cache
@@ -87,7 +90,8 @@ def _norm(text: str) -> str:
 
 
 def _exception_type(error: str) -> str:
-    return error.split(":", 1)[0].strip()
+    """`ConnectError` of `httpx.ConnectError: ...` (a module prefix, as pytest prints it, is dropped)."""
+    return error.split(":", 1)[0].strip().rsplit(".", 1)[-1]
 
 
 def _mentioned_hosts(text: str) -> list[str]:
@@ -97,6 +101,46 @@ def _mentioned_hosts(text: str) -> list[str]:
             if host not in found:
                 found.append(host)
     return found
+
+
+_HEAVY_MARK = "(heavy; "
+# Every heavy requirement pulls these in; a missing one is the skipped requirement's doing.
+_TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+
+
+def _heavy_requirement(module: str, skipped: list[str]) -> str | None:
+    """The requirement skipped as heavy that provides `module`, if one plainly does."""
+    heavy = [line.split(_HEAVY_MARK, 1)[0].strip() for line in skipped if _HEAVY_MARK in line]
+    if not heavy:
+        return None
+    top = module.split(".")[0]
+    key = _norm(top)
+    for spec in heavy:
+        name = _norm(re.split(r"[\s\[<>=!~;@]", spec, maxsplit=1)[0])
+        if name and (key in name or name in key):
+            return spec
+    return heavy[0] if top in _TORCH_FAMILY else None
+
+
+_PYTHON_TOO_OLD = "need a newer Python than this one"
+_UNSATISFIED = re.compile(r"satisfies the requirement ([^\s(]+)")
+
+
+def _needs_newer_python(module: str, install: dict) -> str | None:
+    """The requirement pip could not install because its releases need a newer Python, if it
+    plainly provides `module` (the install failed, so nothing of its list is in the venv)."""
+    error = str(install.get("error") or "")
+    if install.get("status") != "failed" or _PYTHON_TOO_OLD not in error:
+        return None
+    key = _norm(module.split(".")[0])
+    named = _UNSATISFIED.search(error)
+    candidates = [named.group(1)] if named else []
+    candidates += [str(r) for r in install.get("requirements") or []]
+    for spec in candidates:
+        name = _norm(re.split(r"[\s\[<>=!~;@]", spec, maxsplit=1)[0])
+        if name and (key in name or name in key):
+            return spec
+    return None
 
 
 def _missing_module_requirement(module: str, skipped: list[str]) -> str | None:
@@ -144,6 +188,18 @@ def classify(
         spec = _missing_module_requirement(missing.group(1), install.get("skipped") or [])
         if spec:
             return NOT_ON_REGISTRY, f"'{missing.group(1)}' comes from {spec}, which is not on PyPI"
+        newer = _needs_newer_python(missing.group(1), install)
+        if newer:
+            return (
+                NOT_ON_REGISTRY,
+                f"'{missing.group(1)}' comes from {newer}, which has no release for this Python",
+            )
+        heavy = _heavy_requirement(missing.group(1), install.get("skipped") or [])
+        if heavy:
+            return (
+                HEAVY,
+                f"'{missing.group(1)}' comes with {heavy}, skipped as heavy (NG_COMPAT_HEAVY=1 installs it)",
+            )
 
     npm = _NPM_INSTALL.search(error)
     if npm and kind_of_error == "CalledProcessError" and npm_has(npm.group(1)) is False:
@@ -158,6 +214,22 @@ def classify(
         if frames and "site-packages" in frames[-1] and f"/{_OUR_PACKAGES[0]}/" not in frames[-1]:
             package = frames[-1].split("site-packages/", 1)[1].split("/", 1)[0]
             return BROKEN_REQUIREMENT, f"{package} raises on import: {error.split(':', 1)[1].strip()[:160]}"
+
+    text = f"{error}\n{tail}"
+    script = _SCRIPT.search(text) if ("Command failed" in text or "assertion_error" in text) else None
+    if script and Path(script.group(1)).is_file():
+        # A setup script the server runs failed: what it downloads from is the evidence.
+        source = Path(script.group(1)).read_text(errors="replace")
+        hosts = [h for h in _mentioned_hosts(source) if not resolves(h)]
+        if hosts:
+            name = Path(script.group(1)).name
+            return NETWORK, f"{name} downloads from {', '.join(hosts[:3])} (does not resolve here)"
+
+    if kind_of_error == "FileNotFoundError" and "on the Hugging Face Hub" in error:
+        # `datasets` looked for a dataset locally, then on the Hub: the lookup that failed is the cause.
+        hub = [h for h in detail.get("unresolved_hosts") or [] if h.endswith("huggingface.co")]
+        if hub:
+            return NETWORK, f"{hub[0]} (does not resolve here)"
 
     if kind_of_error in NETWORK_ERRORS:
         unresolved = list(detail.get("unresolved_hosts") or [])

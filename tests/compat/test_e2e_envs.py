@@ -1,5 +1,6 @@
-"""(b) Environments end to end: simulator → ng_run (our vllm_model + simple_agent, the env's
-own resources server and config) → ng_collect_rollouts on the env's data/example.jsonl."""
+"""(b) Environments end to end: simulator → ng_run (our vllm_model, the wheel's config: a resources
+server's with its agent, a NeMo Gym agent's, or an `environments/` bundle) → ng_collect_rollouts on
+the case's example rows. The cases: tests/compat/e2e.py."""
 
 from __future__ import annotations
 
@@ -8,23 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat import harness
+from tests.compat import e2e, harness
 
 pytestmark = [pytest.mark.compat, pytest.mark.e2e]
 
 
-@pytest.mark.parametrize(
-    ("name", "yaml_name", "agent", "extra"), harness.E2E, ids=[e[0] for e in harness.E2E]
-)
-def test_environment_end_to_end(
-    wheel_root: Path, tmp_path: Path, name: str, yaml_name: str | None, agent: str | None, extra: tuple
-) -> None:
+@pytest.mark.parametrize("case", e2e.CASES, ids=[c.id for c in e2e.CASES])
+def test_environment_end_to_end(wheel_root: Path, tmp_path: Path, case: e2e.Case) -> None:
     try:
-        outcome = harness.run_e2e(name, yaml_name, agent, extra, tmp_path)
-    except harness.E2EError as exc:
-        harness.append_e2e_record({"env": name, "status": "failed", "error": harness.first_line(str(exc))})
+        outcome = e2e.run(wheel_root, harness.CACHE, case, tmp_path)
+    except e2e.E2EError as exc:
+        record = {"env": case.id, "proves": list(case.proves), "status": "failed"}
+        harness.append_e2e_record({**record, "error": e2e.first_line(str(exc))})
         pytest.fail(str(exc), pytrace=False)
-    record = harness.e2e_verdict(name, outcome)
+    record = e2e.verdict(case, outcome)
     harness.append_e2e_record(record)
     assert record["status"] == "ok", (
         json.dumps(record, indent=1) + "\nng_run log tail:\n" + outcome["ng_run_log_tail"]

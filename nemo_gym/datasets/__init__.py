@@ -1,0 +1,1 @@
+"""Dataset preparation: the datasets configs declare, checked and collated (`gym dataset collate`)."""
