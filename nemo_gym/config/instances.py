@@ -19,6 +19,7 @@ SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agen
 DEFAULT_HOST = "127.0.0.1"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 PORT_PROBES = 200
+LISTEN_BACKLOG = 4096  # as the servers ask uvicorn for
 
 
 def advertised_host(host: str | None, default_host: str | None = None) -> str:
@@ -193,24 +194,30 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def _bindable(host: str, port: int) -> bool:
+def listen_socket(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A listening TCP socket on (host, port), bound as uvicorn binds (SO_REUSEADDR); port 0
+    picks a free one. Raises OSError when the port is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
-def port_in_range(host: str, low: int, high: int, taken: Iterable[int]) -> int:
-    """A port in [low, high] that is free on `host` now and not among `taken`."""
+def _listen_in_range(host: str, low: int, high: int, taken: Iterable[int]) -> socket.socket:
     excluded = set(taken)
     candidates = [p for p in range(low, high + 1) if p not in excluded]
     random.shuffle(candidates)
     for port in candidates[:PORT_PROBES]:
-        if _bindable(host, port):
-            return port
+        try:
+            return listen_socket(host, port)
+        except OSError:
+            continue
     raise ConfigError(
         f"no free port on {host} in [{low}, {high}] (tried {min(len(candidates), PORT_PROBES)}); "
         "widen port_range_low/port_range_high",
@@ -218,27 +225,70 @@ def port_in_range(host: str, low: int, high: int, taken: Iterable[int]) -> int:
     )
 
 
+def port_in_range(host: str, low: int, high: int, taken: Iterable[int]) -> int:
+    """A port in [low, high] that is free on `host` now and not among `taken`."""
+    with _listen_in_range(host, low, high, taken) as sock:
+        return int(sock.getsockname()[1])
+
+
 def assign_ports(
     loaded: LoadedConfig,
     instances: list[ServerInstance],
     port_range: tuple[int, int] | None = None,
     disallowed: Iterable[int] = (),
+    listeners: dict[str, socket.socket] | None = None,
 ) -> list[ServerInstance]:
     """Give every instance without a port a free one (within `port_range` when given), and write
-    host/port into the config."""
+    host/port into the config.
+
+    With `listeners`, each instance's port is bound and listening by the time it is chosen, and
+    the socket is left there under the instance's name for the process that will serve it: a
+    port merely probed free can be taken by anyone before the server binds it.
+    """
     taken = {int(loaded.config.head_server.port), *disallowed}
     taken.update(inst.port for inst in instances if inst.port)
     result = []
-    for inst in instances:
-        port = inst.port
-        while port is None or (port in taken and port != inst.port):
-            if port_range is not None:
-                port = port_in_range(inst.host, port_range[0], port_range[1], taken)
-            else:
-                port = free_port(inst.host)
-        taken.add(port)
-        impl = loaded.config[inst.name][inst.server_type][inst.impl_name]
-        impl.host = inst.host
-        impl.port = port
-        result.append(replace(inst, port=port))
+    try:
+        for inst in instances:
+            port = _choose_port(inst, port_range, taken, listeners)
+            taken.add(port)
+            impl = loaded.config[inst.name][inst.server_type][inst.impl_name]
+            impl.host = inst.host
+            impl.port = port
+            result.append(replace(inst, port=port))
+    except BaseException:
+        for sock in (listeners or {}).values():
+            sock.close()
+        raise
     return result
+
+
+def _choose_port(
+    inst: ServerInstance,
+    port_range: tuple[int, int] | None,
+    taken: set[int],
+    listeners: dict[str, socket.socket] | None,
+) -> int:
+    port = inst.port
+    if port is not None and listeners is not None:
+        try:
+            listeners[inst.name] = listen_socket(inst.host, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"server '{inst.name}' cannot listen on {inst.host}:{port}: {exc.strerror or exc}",
+                key=f"{inst.name}.{inst.server_type}.{inst.impl_name}.port",
+            ) from None
+        return port
+    if port is not None:
+        return port
+    while port is None or port in taken:
+        if port_range is not None:
+            sock = _listen_in_range(inst.host, port_range[0], port_range[1], taken)
+        else:
+            sock = listen_socket(inst.host, 0)
+        port = int(sock.getsockname()[1])
+        if listeners is not None and port not in taken:
+            listeners[inst.name] = sock
+        else:
+            sock.close()
+    return port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from typing import TextIO
 
 from nemo_gym.config import PROJECT_ROOT, ServerInstance
 from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR
+from nemo_gym.server.listen_socket import LISTEN_FD_VAR
 from nemo_gym.server.parent_watch import PARENT_PID_VAR
 
 
@@ -25,8 +27,11 @@ class ChildProcess:
         log_dir: Path | None = None,
         out: TextIO | None = None,
         extra_env: dict[str, str] | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.instance = instance
+        # The bound socket the child will serve on; it is the child's once the child exists.
+        self.listener = listener
         self.extra_env = dict(extra_env or {})
         self.config_file = config_file
         self.log_dir = log_dir
@@ -55,6 +60,10 @@ class ChildProcess:
         env[PARENT_PID_VAR] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        pass_fds: tuple[int, ...] = ()
+        if self.listener is not None:
+            pass_fds = (self.listener.fileno(),)
+            env[LISTEN_FD_VAR] = str(pass_fds[0])
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.log_path = self.log_dir / f"{self.instance.name}.log"
@@ -67,10 +76,18 @@ class ChildProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
+        self.release_listener()
         self.status = "starting"
         self._pump = threading.Thread(target=self._pump_output, name=f"log-{self.name}", daemon=True)
         self._pump.start()
+
+    def release_listener(self) -> None:
+        """Close this process's copy of the listening socket (the child, if any, keeps its own)."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
 
     def _pump_output(self) -> None:
         assert self.proc and self.proc.stdout

@@ -17,11 +17,12 @@ import atexit
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -85,6 +86,8 @@ class StartedRun:
     keys: RunConfig
     global_keys: GlobalKeys
     instances: list[ServerInstance]
+    # Each server's bound listening socket, by instance name (none in a dry run).
+    listeners: dict[str, socket.socket] = field(default_factory=dict)
 
 
 def _parser_inputs(parser_config: Any, args: list[str] | None) -> tuple[list[str], Any, Any]:
@@ -122,12 +125,24 @@ def resolve_run(parser_config: Any = None, args: list[str] | None = None) -> Sta
     port_range = None
     if global_keys.port_range_low is not None and global_keys.port_range_high is not None:
         port_range = (global_keys.port_range_low, global_keys.port_range_high)
-    instances = assign_ports(loaded, discover_instances(loaded), port_range, global_keys.disallowed_ports)
-    if not instances:
-        raise ConfigError('no server instances found; pass "+config_paths=[...]"', key="config_paths")
-    _give_agents_the_verification_keys(loaded, instances, global_keys)
-    plain = OmegaConf.to_container(loaded.config, resolve=True)  # type: ignore[assignment]
-    return StartedRun(loaded, plain, keys, global_keys, instances)
+    listeners: dict[str, socket.socket] = {}
+    instances = assign_ports(
+        loaded,
+        discover_instances(loaded),
+        port_range,
+        global_keys.disallowed_ports,
+        None if global_keys.dry_run else listeners,
+    )
+    try:
+        if not instances:
+            raise ConfigError('no server instances found; pass "+config_paths=[...]"', key="config_paths")
+        _give_agents_the_verification_keys(loaded, instances, global_keys)
+        plain = OmegaConf.to_container(loaded.config, resolve=True)  # type: ignore[assignment]
+    except BaseException:
+        for sock in listeners.values():
+            sock.close()
+        raise
+    return StartedRun(loaded, plain, keys, global_keys, instances, listeners)
 
 
 def _give_agents_the_verification_keys(
@@ -251,7 +266,13 @@ class RunHelper:
         log_dir = keys.log_dir or gkeys.nemo_gym_log_dir
         env = {"HF_TOKEN": gkeys.hf_token} if gkeys.hf_token else {}
         self._children = [
-            ChildProcess(inst, self._config_file, log_dir=Path(log_dir) if log_dir else None, extra_env=env)
+            ChildProcess(
+                inst,
+                self._config_file,
+                log_dir=Path(log_dir) if log_dir else None,
+                extra_env=env,
+                listener=run.listeners.pop(inst.name, None),
+            )
             for inst in run.instances
         ]
         head_cfg = run.plain["head_server"]
@@ -426,6 +447,11 @@ class RunHelper:
         if grace is None:
             grace = self._run.keys.shutdown_grace if self._run else 10.0
         stop_all([c for c in self._children if c.proc is not None], grace=grace)
+        for child in self._children:
+            child.release_listener()
+        if self._run is not None:
+            for sock in self._run.listeners.values():
+                sock.close()
         if self._spawner is not None:
             self._spawner.shutdown(wait=True)
             self._spawner = None

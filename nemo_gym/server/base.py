@@ -33,6 +33,7 @@ from nemo_gym.server.context import RuntimeContext, load_runtime_context
 from nemo_gym.server.errors import install_error_handlers
 from nemo_gym.server.gc_tuning import tune_gc
 from nemo_gym.server.http_protocol import http_protocol_option
+from nemo_gym.server.listen_socket import inherited_listener
 from nemo_gym.server.metrics import RequestMetrics
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.server.request_path import FastHandler, RequestPath
@@ -276,6 +277,7 @@ class SimpleServer(BaseServer):
             server_class_reference(entrypoint, type(self).__name__),
             self.config.process_count,
             self._uvicorn_options(),
+            inherited_listener(self.config.port),
         )
 
     def _uvicorn_options(self) -> dict[str, Any]:
@@ -296,8 +298,9 @@ class SimpleServer(BaseServer):
     def serve(self, app: Any) -> None:
         config = uvicorn.Config(app, **self._uvicorn_options())
         server = uvicorn.Server(config)
+        listener = inherited_listener(self.config.port)
         tune_gc(self.config.gc_thresholds)
         try:
-            server.run()
+            server.run(sockets=[listener] if listener is not None else None)
         except KeyboardInterrupt:  # uvicorn re-raises SIGINT after a clean shutdown
             pass

@@ -13,11 +13,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from nemo_gym.server.context import (
     CONFIG_FILE_VAR,
@@ -59,7 +61,11 @@ def load_server_class(reference: str) -> Any:
 
 
 def serve_workers(
-    context: RuntimeContext, server_class: str, process_count: int, uvicorn_options: dict[str, Any]
+    context: RuntimeContext,
+    server_class: str,
+    process_count: int,
+    uvicorn_options: dict[str, Any],
+    listener: socket.socket | None = None,
 ) -> None:
     """Serve with `process_count` processes sharing the listening socket; `server_class` is what
     `server_class_reference` made, loadable in a fresh process."""
@@ -67,8 +73,10 @@ def serve_workers(
         os.environ[CONFIG_FILE_VAR] = str(write_context_file(context))
         os.environ[INSTANCE_VAR] = context.instance_name
     os.environ[SERVER_CLASS_VAR] = server_class
+    config = uvicorn.Config(f"{__name__}:create_app", factory=True, workers=process_count, **uvicorn_options)
     try:
-        uvicorn.run(f"{__name__}:create_app", factory=True, workers=process_count, **uvicorn_options)
+        # What uvicorn.run does for workers, with the socket handed down when there is one.
+        Multiprocess(config, sockets=[listener if listener is not None else config.bind_socket()]).run()
     except KeyboardInterrupt:
         pass
 

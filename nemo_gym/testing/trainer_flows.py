@@ -34,8 +34,9 @@ AGENT = "simple_weather_simple_agent"
 
 
 def port_window(size: int = 300) -> tuple[int, int]:
-    """A random window of ports for one test's servers (NeMo RL gives Gym a range)."""
-    low = random.randrange(30000, 45000)
+    """A random window of ports for one test's servers (NeMo RL gives Gym a range), below Linux's
+    default ephemeral range so that client connections do not draw from it."""
+    low = random.randrange(20000, 32768 - size)
     return low, low + size - 1
 
 
