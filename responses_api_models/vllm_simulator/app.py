@@ -15,6 +15,7 @@ from aiohttp import web
 from nemo_gym.config import ConfigError
 from nemo_gym.config.strict_keys import DESCRIPTIVE_KEYS
 from nemo_gym.server.context import load_runtime_context
+from nemo_gym.server.listen_socket import inherited_listener
 from nemo_gym.server.parent_watch import die_with_parent
 from nemo_gym.testing.vllm_simulator import Faults, SimConfig, Simulator
 
@@ -43,13 +44,12 @@ def main() -> None:
     config = SimConfig(**{k: v for k, v in impl.items() if k in _KEYS and v is not None}, faults=Faults())
     if not impl.get("instance_id"):
         config.instance_id = context.instance_name
-    web.run_app(
-        Simulator(config).app(),
-        host=impl.get("host", "127.0.0.1"),
-        port=int(impl["port"]),
-        access_log=None,
-        print=None,
+    port = int(impl["port"])
+    listener = inherited_listener(port)  # the socket ng_run bound for this instance, if it started us
+    where: dict = (
+        {"sock": listener} if listener is not None else {"host": impl.get("host", "127.0.0.1"), "port": port}
     )
+    web.run_app(Simulator(config).app(), access_log=None, print=None, **where)
 
 
 if __name__ == "__main__":
