@@ -285,54 +285,62 @@ def _tool_calls_and_reasoning(response: dict[str, Any]) -> tuple[list[dict[str, 
     reasoning: list[str] = []
     output = response.get("output")
     if isinstance(output, list):
-        for item in (i for i in output if isinstance(i, dict)):
-            if item.get("type") == "function_call":
-                calls.append(
-                    {
-                        "call_id": item.get("call_id") or item.get("id"),
-                        "name": item.get("name"),
-                        "arguments": _arguments(item.get("arguments")),
-                    }
-                )
-            elif item.get("type") == "reasoning":
-                reasoning.extend(
-                    s["text"]
-                    for s in item.get("summary") or []
-                    if isinstance(s, dict) and isinstance(s.get("text"), str) and s["text"]
-                )
+        _from_responses_output(output, calls, reasoning)
     elif isinstance(response.get("choices"), list):
-        for choice in response["choices"]:
-            message = choice.get("message") if isinstance(choice, dict) else None
-            if not isinstance(message, Mapping):
-                continue
-            for call in message.get("tool_calls") or []:
-                if isinstance(call, dict):
-                    function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
-                    calls.append(
-                        {
-                            "call_id": call.get("id"),
-                            "name": function.get("name"),
-                            "arguments": _arguments(function.get("arguments")),
-                        }
-                    )
-            text = message.get("reasoning_content") or message.get("reasoning")
-            if isinstance(text, str) and text:
-                reasoning.append(text)
+        _from_chat_choices(response["choices"], calls, reasoning)
     elif isinstance(response.get("content"), list):
-        for block in (b for b in response["content"] if isinstance(b, dict)):
-            if block.get("type") == "tool_use":
+        _from_anthropic_content(response["content"], calls, reasoning)
+    return calls, "\n".join(reasoning) or None
+
+
+def _from_responses_output(output: list[Any], calls: list[dict[str, Any]], reasoning: list[str]) -> None:
+    for item in (i for i in output if isinstance(i, dict)):
+        if item.get("type") == "function_call":
+            calls.append(
+                {
+                    "call_id": item.get("call_id") or item.get("id"),
+                    "name": item.get("name"),
+                    "arguments": _arguments(item.get("arguments")),
+                }
+            )
+        elif item.get("type") == "reasoning":
+            reasoning.extend(
+                s["text"]
+                for s in item.get("summary") or []
+                if isinstance(s, dict) and isinstance(s.get("text"), str) and s["text"]
+            )
+
+
+def _from_chat_choices(choices: list[Any], calls: list[dict[str, Any]], reasoning: list[str]) -> None:
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, Mapping):
+            continue
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict):
+                function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
                 calls.append(
                     {
-                        "call_id": block.get("id"),
-                        "name": block.get("name"),
-                        "arguments": block.get("input") or {},
+                        "call_id": call.get("id"),
+                        "name": function.get("name"),
+                        "arguments": _arguments(function.get("arguments")),
                     }
                 )
-            elif block.get("type") in ("thinking", "redacted_thinking") and isinstance(
-                block.get("thinking"), str
-            ):
-                reasoning.append(block["thinking"])
-    return calls, "\n".join(reasoning) or None
+        text = message.get("reasoning_content") or message.get("reasoning")
+        if isinstance(text, str) and text:
+            reasoning.append(text)
+
+
+def _from_anthropic_content(content: list[Any], calls: list[dict[str, Any]], reasoning: list[str]) -> None:
+    for block in (b for b in content if isinstance(b, dict)):
+        if block.get("type") == "tool_use":
+            calls.append(
+                {"call_id": block.get("id"), "name": block.get("name"), "arguments": block.get("input") or {}}
+            )
+        elif block.get("type") in ("thinking", "redacted_thinking") and isinstance(
+            block.get("thinking"), str
+        ):
+            reasoning.append(block["thinking"])
 
 
 class ModelCallRecord(BaseModel):
@@ -664,6 +672,30 @@ def _with_claude_code_compactions(
         return bundle
 
 
+def _read_capture(
+    rollout_id: str, capture_dirs: list[Path]
+) -> tuple[list[ModelCallRecord], list[ObservationGap]]:
+    """The rollout's captured calls, and what kept any from being read, as gaps."""
+    store = _store_with(rollout_id, capture_dirs)
+    if store is None:
+        return [], [ObservationGap(code="model_call_capture_no_records")]
+    gaps: list[ObservationGap] = []
+    try:
+        calls, unreadable = read_available_model_call_records(store, rollout_id)
+    except Exception:
+        logger.warning("could not read the model-call capture of rollout %s", rollout_id, exc_info=True)
+        return [], [ObservationGap(code="model_call_capture_unreadable")]
+    if unreadable:
+        gaps.append(
+            ObservationGap(code="model_call_capture_records_unreadable", detail=f"count={unreadable}")
+        )
+    if store.is_incomplete(rollout_id):
+        gaps.append(ObservationGap(code="model_call_capture_incomplete"))
+    elif not calls and not unreadable:
+        gaps.append(ObservationGap(code="model_call_capture_no_records"))
+    return calls, gaps
+
+
 def merge_model_call_capture_into_record(
     record: dict[str, Any], capture_dirs: list[Path], *, include_payloads: bool = False
 ) -> dict[str, Any]:
@@ -679,26 +711,7 @@ def merge_model_call_capture_into_record(
     rollout_id = maybe_rollout_id_from_run_body(record)
     if rollout_id is None:
         return record
-    gaps: list[ObservationGap] = []
-    calls: list[ModelCallRecord] = []
-    store = _store_with(rollout_id, capture_dirs)
-    if store is None:
-        gaps.append(ObservationGap(code="model_call_capture_no_records"))
-    else:
-        try:
-            calls, unreadable = read_available_model_call_records(store, rollout_id)
-        except Exception:
-            logger.warning("could not read the model-call capture of rollout %s", rollout_id, exc_info=True)
-            gaps.append(ObservationGap(code="model_call_capture_unreadable"))
-        else:
-            if unreadable:
-                gaps.append(
-                    ObservationGap(code="model_call_capture_records_unreadable", detail=f"count={unreadable}")
-                )
-            if store.is_incomplete(rollout_id):
-                gaps.append(ObservationGap(code="model_call_capture_incomplete"))
-            elif not calls and not unreadable:
-                gaps.append(ObservationGap(code="model_call_capture_no_records"))
+    calls, gaps = _read_capture(rollout_id, capture_dirs)
     observations = record.get("ng_agent_observations")
     if observations is not None:
         try:

@@ -328,7 +328,27 @@ def join_model_call_observations(
     captured = list(calls)
     index = _CallIndex(captured)
 
-    # Calls the model server attributed to an invocation (client session id) join that invocation.
+    _attach_session_calls(invocations, captured, index)
+    gaps = _carried_gaps(bundle)
+    owner: dict[int, str] = {}
+    for invocation in invocations:
+        invocation.model_calls = _resolve_invocation_calls(invocation, index, owner, gaps)
+    for compaction in compactions:
+        compaction.model_calls = _resolve_compaction_calls(compaction, index, owner, gaps)
+        for field_name in ("before_model_call", "after_model_call"):
+            _resolve_compaction_bound(compaction, field_name, index, owner, gaps)
+    for call in captured:
+        if id(call) not in owner:
+            label = f"{call.model_call_id or call.response_id or 'unknown'}:call_index={call.call_index}"
+            gaps.append(ObservationGap(code="model_call_ownership_unavailable", detail=f"capture:{label}"))
+    result.gaps = list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values())
+    return result
+
+
+def _attach_session_calls(
+    invocations: list[AgentInvocation], captured: list[ModelCallRecord], index: _CallIndex
+) -> None:
+    """Calls the model server attributed to an invocation (client session id) join that invocation."""
     by_id = {invocation.invocation_id: invocation for invocation in invocations}
     for call in captured:
         invocation = by_id.get(call.client_session_id or "")
@@ -338,7 +358,10 @@ def join_model_call_observations(
             continue
         invocation.model_calls.append(_canonical(call))
 
-    gaps = [
+
+def _carried_gaps(bundle: AgentObservationBundle) -> list[ObservationGap]:
+    """The bundle's gaps without those an earlier join wrote (so that joining twice is idempotent)."""
+    return [
         gap
         for gap in bundle.gaps
         if gap.code not in _JOIN_GAP_CODES
@@ -348,104 +371,83 @@ def join_model_call_observations(
             and (gap.detail or "").startswith("capture:")
         )
     ]
-    owner: dict[int, str] = {}
-    for invocation in invocations:
-        resolved: list[ModelCallRef] = []
-        for ref in invocation.model_calls:
-            candidates = index.find(ref)
-            if len(candidates) != 1:
-                gaps.append(
-                    ObservationGap(
-                        code=_unresolved_code(candidates),
-                        invocation_id=invocation.invocation_id,
-                        detail=ref.model_call_id or ref.response_id,
-                    )
-                )
-                resolved.append(ref)
-                continue
-            call = candidates[0]
-            if id(call) in owner:
-                gaps.append(
-                    ObservationGap(
-                        code="model_call_reference_conflict",
-                        invocation_id=invocation.invocation_id,
-                        detail=call.model_call_id or call.response_id,
-                    )
-                )
-                resolved.append(ref)
-                continue
-            owner[id(call)] = invocation.invocation_id
-            resolved.append(_canonical(call))
-        invocation.model_calls = resolved
 
-    for compaction in compactions:
-        resolved = []
-        for ref in compaction.model_calls:
-            candidates = index.find(ref)
-            label = ref.model_call_id or ref.response_id
-            if len(candidates) != 1:
-                gaps.append(
-                    ObservationGap(
-                        code=_unresolved_code(candidates),
-                        invocation_id=compaction.invocation_id,
-                        detail=f"model_calls:{label}",
-                    )
-                )
-                resolved.append(ref)
-                continue
-            call = candidates[0]
-            call_owner = owner.get(id(call))
-            if call_owner != compaction.invocation_id:
-                gaps.append(
-                    ObservationGap(
-                        code="model_call_reference_conflict"
-                        if call_owner is not None
-                        else "model_call_ownership_unavailable",
-                        invocation_id=compaction.invocation_id,
-                        detail=f"model_calls:{call.model_call_id or call.response_id}",
-                    )
-                )
-                resolved.append(ref)
-                continue
-            resolved.append(_canonical(call))
-        compaction.model_calls = resolved
-        for field_name in ("before_model_call", "after_model_call"):
-            ref = getattr(compaction, field_name)
-            if ref is None:
-                continue
-            candidates = index.find(ref)
-            if len(candidates) != 1:
-                gaps.append(
-                    ObservationGap(
-                        code=_unresolved_code(candidates),
-                        invocation_id=compaction.invocation_id,
-                        detail=f"{field_name}:{ref.model_call_id or ref.response_id}",
-                    )
-                )
-                continue
-            call = candidates[0]
-            call_owner = owner.get(id(call))
-            if call_owner is not None and call_owner != compaction.invocation_id:
-                gaps.append(
-                    ObservationGap(
-                        code="model_call_reference_conflict",
-                        invocation_id=compaction.invocation_id,
-                        detail=f"{field_name}:{call.model_call_id or call.response_id}",
-                    )
-                )
-                continue
-            setattr(compaction, field_name, _canonical(call))
 
-    for call in captured:
-        if id(call) not in owner:
-            gaps.append(
-                ObservationGap(
-                    code="model_call_ownership_unavailable",
-                    detail=f"capture:{call.model_call_id or call.response_id or 'unknown'}:call_index={call.call_index}",
-                )
+def _call_label(call: ModelCallRecord | ModelCallRef) -> str | None:
+    return call.model_call_id or call.response_id
+
+
+def _resolve_invocation_calls(
+    invocation: AgentInvocation, index: _CallIndex, owner: dict[int, str], gaps: list[ObservationGap]
+) -> list[ModelCallRef]:
+    """Each reference that matches one call nobody owns yet becomes that call's identity, and its owner."""
+    resolved: list[ModelCallRef] = []
+    for ref in invocation.model_calls:
+        candidates = index.find(ref)
+        if len(candidates) != 1:
+            code, detail = _unresolved_code(candidates), _call_label(ref)
+        elif id(candidates[0]) in owner:
+            code, detail = "model_call_reference_conflict", _call_label(candidates[0])
+        else:
+            owner[id(candidates[0])] = invocation.invocation_id
+            resolved.append(_canonical(candidates[0]))
+            continue
+        gaps.append(ObservationGap(code=code, invocation_id=invocation.invocation_id, detail=detail))
+        resolved.append(ref)
+    return resolved
+
+
+def _resolve_compaction_calls(
+    compaction: ContextCompactionObservation,
+    index: _CallIndex,
+    owner: dict[int, str],
+    gaps: list[ObservationGap],
+) -> list[ModelCallRef]:
+    """A compaction's own calls resolve only to calls its invocation owns."""
+    resolved: list[ModelCallRef] = []
+    for ref in compaction.model_calls:
+        candidates = index.find(ref)
+        if len(candidates) != 1:
+            code, label = _unresolved_code(candidates), _call_label(ref)
+        elif (call_owner := owner.get(id(candidates[0]))) != compaction.invocation_id:
+            code = (
+                "model_call_reference_conflict"
+                if call_owner is not None
+                else "model_call_ownership_unavailable"
             )
-    result.gaps = list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values())
-    return result
+            label = _call_label(candidates[0])
+        else:
+            resolved.append(_canonical(candidates[0]))
+            continue
+        gaps.append(
+            ObservationGap(code=code, invocation_id=compaction.invocation_id, detail=f"model_calls:{label}")
+        )
+        resolved.append(ref)
+    return resolved
+
+
+def _resolve_compaction_bound(
+    compaction: ContextCompactionObservation,
+    field_name: str,
+    index: _CallIndex,
+    owner: dict[int, str],
+    gaps: list[ObservationGap],
+) -> None:
+    """The call before or after a compaction: resolved unless another invocation owns it."""
+    ref = getattr(compaction, field_name)
+    if ref is None:
+        return
+    candidates = index.find(ref)
+    if len(candidates) != 1:
+        code, label = _unresolved_code(candidates), _call_label(ref)
+    elif (call_owner := owner.get(id(candidates[0]))) is not None and call_owner != compaction.invocation_id:
+        code, label = "model_call_reference_conflict", _call_label(candidates[0])
+    else:
+        setattr(compaction, field_name, _canonical(candidates[0]))
+        return
+    gaps.append(
+        ObservationGap(code=code, invocation_id=compaction.invocation_id, detail=f"{field_name}:{label}")
+    )
 
 
 @dataclass(frozen=True, slots=True)
