@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +26,8 @@ from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseInputItem
 
 if TYPE_CHECKING:
     from nemo_gym.base_responses_api_model import ModelCallRecord
+
+_Call = TypeVar("_Call")
 
 
 class ObservationModel(BaseModel):
@@ -264,28 +266,38 @@ def _ref_key(ref: ModelCallRef) -> tuple[str | None, tuple[str, str] | None, str
     return ref.model_call_id, model, ref.response_id
 
 
-class _CallIndex:
-    """Captured calls, findable by either identity a `ModelCallRef` may carry."""
+class CallIndex(Generic[_Call]):
+    """Model calls, findable by either identity a `ModelCallRef` may carry.
 
-    def __init__(self, calls: list[ModelCallRecord]) -> None:
-        self.by_call_id: dict[str, list[ModelCallRecord]] = {}
-        self.by_response: dict[tuple[str, str, str], list[ModelCallRecord]] = {}
-        for call in calls:
-            if call.model_call_id:
-                self.by_call_id.setdefault(call.model_call_id, []).append(call)
-            if call.model_ref is not None and call.response_id:
-                key = (call.model_ref.type, call.model_ref.name, call.response_id)
-                self.by_response.setdefault(key, []).append(call)
+    Each entry is (the call, its model_call_id, its model server, its response id); the index
+    answers with the calls, whatever they are (captured records, positions in a trajectory).
+    """
 
-    def find(self, ref: ModelCallRef) -> list[ModelCallRecord]:
+    def __init__(
+        self, entries: Iterable[tuple[_Call, str | None, ModelServerRef | None, str | None]]
+    ) -> None:
+        self.by_call_id: dict[str, list[tuple[_Call, ModelServerRef | None, str | None]]] = {}
+        self.by_response: dict[tuple[str, str, str], list[_Call]] = {}
+        for call, call_id, model_ref, response_id in entries:
+            if call_id:
+                self.by_call_id.setdefault(call_id, []).append((call, model_ref, response_id))
+            if model_ref is not None and response_id:
+                self.by_response.setdefault((model_ref.type, model_ref.name, response_id), []).append(call)
+
+    @classmethod
+    def of_records(cls, calls: Iterable[ModelCallRecord]) -> CallIndex[ModelCallRecord]:
+        return cls((call, call.model_call_id, call.model_ref, call.response_id) for call in calls)
+
+    def find(self, ref: ModelCallRef) -> list[_Call]:
         if ref.model_call_id:
             return [
                 call
-                for call in self.by_call_id.get(ref.model_call_id, [])
-                if (ref.model_ref is None or ref.model_ref == call.model_ref)
-                and (ref.response_id is None or ref.response_id == call.response_id)
+                for call, model_ref, response_id in self.by_call_id.get(ref.model_call_id, [])
+                if (ref.model_ref is None or ref.model_ref == model_ref)
+                and (ref.response_id is None or ref.response_id == response_id)
             ]
-        assert ref.model_ref is not None and ref.response_id is not None
+        if ref.model_ref is None or not ref.response_id:
+            return []
         return self.by_response.get((ref.model_ref.type, ref.model_ref.name, ref.response_id), [])
 
 
@@ -326,7 +338,7 @@ def join_model_call_observations(
     invocations = [record for record in result.records if isinstance(record, AgentInvocation)]
     compactions = [record for record in result.records if isinstance(record, ContextCompactionObservation)]
     captured = list(calls)
-    index = _CallIndex(captured)
+    index = CallIndex.of_records(captured)
 
     _attach_session_calls(invocations, captured, index)
     gaps = _carried_gaps(bundle)
@@ -346,7 +358,7 @@ def join_model_call_observations(
 
 
 def _attach_session_calls(
-    invocations: list[AgentInvocation], captured: list[ModelCallRecord], index: _CallIndex
+    invocations: list[AgentInvocation], captured: list[ModelCallRecord], index: CallIndex[ModelCallRecord]
 ) -> None:
     """Calls the model server attributed to an invocation (client session id) join that invocation."""
     by_id = {invocation.invocation_id: invocation for invocation in invocations}
@@ -378,7 +390,10 @@ def _call_label(call: ModelCallRecord | ModelCallRef) -> str | None:
 
 
 def _resolve_invocation_calls(
-    invocation: AgentInvocation, index: _CallIndex, owner: dict[int, str], gaps: list[ObservationGap]
+    invocation: AgentInvocation,
+    index: CallIndex[ModelCallRecord],
+    owner: dict[int, str],
+    gaps: list[ObservationGap],
 ) -> list[ModelCallRef]:
     """Each reference that matches one call nobody owns yet becomes that call's identity, and its owner."""
     resolved: list[ModelCallRef] = []
@@ -399,7 +414,7 @@ def _resolve_invocation_calls(
 
 def _resolve_compaction_calls(
     compaction: ContextCompactionObservation,
-    index: _CallIndex,
+    index: CallIndex[ModelCallRecord],
     owner: dict[int, str],
     gaps: list[ObservationGap],
 ) -> list[ModelCallRef]:
@@ -429,7 +444,7 @@ def _resolve_compaction_calls(
 def _resolve_compaction_bound(
     compaction: ContextCompactionObservation,
     field_name: str,
-    index: _CallIndex,
+    index: CallIndex[ModelCallRecord],
     owner: dict[int, str],
     gaps: list[ObservationGap],
 ) -> None:
@@ -463,6 +478,7 @@ __all__ = [
     "AgentInvocation",
     "AgentObservationBundle",
     "AgentObservationRecord",
+    "CallIndex",
     "ContextCompactionObservation",
     "ModelCallRef",
     "ObservationGap",

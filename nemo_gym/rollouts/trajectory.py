@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_gym.global_config import ROLLOUT_INDEX_KEY_NAME, TASK_INDEX_KEY_NAME
@@ -26,6 +27,7 @@ from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body
 from nemo_gym.rollout_observability import (
     AgentInvocation,
     AgentObservationBundle,
+    CallIndex,
     ModelCallRef,
     ObservationGap,
     ToolCallObservation,
@@ -297,6 +299,20 @@ def _captured_model_call(raw: dict[str, Any]) -> TrajectoryModelCall:
     )
 
 
+@dataclass
+class _Evidence:
+    """What the trajectory is assembled from, as each kind of evidence adds to it."""
+
+    task_id: str
+    rollout_id: str
+    gaps: list[ObservationGap] = field(default_factory=list)
+    invocations: list[AgentInvocation] = field(default_factory=list)
+    turns: list[TrajectoryTurn] = field(default_factory=list)
+    tools: list[TrajectoryToolCall] = field(default_factory=list)
+    model_calls: list[TrajectoryModelCall] = field(default_factory=list)
+    producer_sent_turns: bool = False
+
+
 def _build_trajectory_record(row: dict[str, Any], result: dict[str, Any]) -> TrajectoryRecord:
     """One standard trajectory from all the evidence a result carries.
 
@@ -306,67 +322,94 @@ def _build_trajectory_record(row: dict[str, Any], result: dict[str, Any]) -> Tra
     turns re-labelled and a gap. Missing evidence is stated as gaps.
     """
     task_id, rollout_id = _trajectory_identity(row)
-    gaps: list[ObservationGap] = []
-    invocations: list[AgentInvocation] = []
-    turns: list[TrajectoryTurn] = []
-    tools: list[TrajectoryToolCall] = []
-    model_calls: list[TrajectoryModelCall] = []
-
-    producer_sent_turns = False
+    ev = _Evidence(task_id, rollout_id)
     raw_trajectory = result.get(NG_TRAJECTORY_KEY)
     if isinstance(raw_trajectory, dict):
-        try:
-            produced = TrajectoryRecord.model_validate(raw_trajectory)
-        except Exception as exc:
-            gaps.append(ObservationGap(code="producer_trajectory_invalid", detail=type(exc).__name__))
-        else:
-            producer_sent_turns = True
-            mismatched = [
-                name
-                for name, theirs, ours in (
-                    ("task_id", produced.task_id, task_id),
-                    ("rollout_id", produced.rollout_id, rollout_id),
-                )
-                if theirs != ours
-            ]
-            if mismatched:
-                gaps.append(
-                    ObservationGap(code="producer_trajectory_identity_mismatch", detail=",".join(mismatched))
-                )
-                turns = [
-                    turn.model_copy(update={"task_id": task_id, "rollout_id": rollout_id})
-                    for turn in produced.turns
-                ]
-            else:
-                turns = produced.turns
-            gaps.extend(produced.gaps)
-            invocations = produced.invocations
-            tools = produced.tool_calls
-            model_calls = produced.model_calls
-
+        _add_producer_trajectory(ev, raw_trajectory)
     raw_observations = result.get(NG_AGENT_OBSERVATIONS_KEY)
     if raw_observations is not None:
-        try:
-            observations = AgentObservationBundle.model_validate(raw_observations)
-            gaps.extend(observations.gaps)
-            known = {invocation.invocation_id for invocation in invocations}
-            invocations.extend(
-                record
-                for record in observations.records
-                if isinstance(record, AgentInvocation) and record.invocation_id not in known
-            )
-            observed_tools = [
-                record for record in observations.records if isinstance(record, ToolCallObservation)
-            ]
-            if observed_tools:
-                _merge_observed_tools(tools, observed_tools, invocations)
-        except Exception as exc:
-            gaps.append(ObservationGap(code="agent_observations_invalid", detail=type(exc).__name__))
-
-    turns.sort(key=lambda turn: (turn.timestamp, turn.invocation_id, turn.turn_no))
-
+        _add_agent_observations(ev, raw_observations)
+    ev.turns.sort(key=lambda turn: (turn.timestamp, turn.invocation_id, turn.turn_no))
     capture = result.get(NG_MODEL_CALL_CAPTURE_KEY)
-    capture = capture if isinstance(capture, dict) else {}
+    _add_model_call_capture(ev, capture if isinstance(capture, dict) else {})
+
+    if not isinstance(raw_trajectory, dict):
+        # Without an agent trajectory, turns come from captured calls the invocations reference.
+        ev.turns = _turns_from_model_calls(
+            task_id, rollout_id, ev.invocations, ev.model_calls, result.get("resolved")
+        )
+    if not ev.model_calls:
+        ev.gaps.append(ObservationGap(code="model_calls_unavailable"))
+    if not ev.turns and not ev.producer_sent_turns:
+        ev.gaps.append(ObservationGap(code="turns_unavailable"))
+    if not any(invocation.conversation for invocation in ev.invocations):
+        ev.gaps.append(ObservationGap(code="conversation_unavailable"))
+    return TrajectoryRecord(
+        task_id=task_id,
+        rollout_id=rollout_id,
+        invocations=ev.invocations,
+        turns=ev.turns,
+        model_calls=ev.model_calls,
+        tool_calls=ev.tools,
+        gaps=list({(gap.code, gap.invocation_id, gap.detail): gap for gap in ev.gaps}.values()),
+    )
+
+
+def _add_producer_trajectory(ev: _Evidence, raw_trajectory: dict[str, Any]) -> None:
+    """The agent's own trajectory is the base; its turns are re-labelled if its identity differs."""
+    try:
+        produced = TrajectoryRecord.model_validate(raw_trajectory)
+    except Exception as exc:
+        ev.gaps.append(ObservationGap(code="producer_trajectory_invalid", detail=type(exc).__name__))
+        return
+    ev.producer_sent_turns = True
+    mismatched = [
+        name
+        for name, theirs, ours in (
+            ("task_id", produced.task_id, ev.task_id),
+            ("rollout_id", produced.rollout_id, ev.rollout_id),
+        )
+        if theirs != ours
+    ]
+    if mismatched:
+        ev.gaps.append(
+            ObservationGap(code="producer_trajectory_identity_mismatch", detail=",".join(mismatched))
+        )
+        ev.turns = [
+            turn.model_copy(update={"task_id": ev.task_id, "rollout_id": ev.rollout_id})
+            for turn in produced.turns
+        ]
+    else:
+        ev.turns = produced.turns
+    ev.gaps.extend(produced.gaps)
+    ev.invocations = produced.invocations
+    ev.tools = produced.tool_calls
+    ev.model_calls = produced.model_calls
+
+
+def _add_agent_observations(ev: _Evidence, raw_observations: Any) -> None:
+    """Invocations the trajectory lacks, and the tool timings the agent observed."""
+    try:
+        observations = AgentObservationBundle.model_validate(raw_observations)
+        ev.gaps.extend(observations.gaps)
+        known = {invocation.invocation_id for invocation in ev.invocations}
+        ev.invocations.extend(
+            record
+            for record in observations.records
+            if isinstance(record, AgentInvocation) and record.invocation_id not in known
+        )
+        observed_tools = [
+            record for record in observations.records if isinstance(record, ToolCallObservation)
+        ]
+        if observed_tools:
+            _merge_observed_tools(ev.tools, observed_tools, ev.invocations)
+    except Exception as exc:
+        ev.gaps.append(ObservationGap(code="agent_observations_invalid", detail=type(exc).__name__))
+
+
+def _add_model_call_capture(ev: _Evidence, capture: dict[str, Any]) -> None:
+    """Captured calls complete the trajectory's calls of the same id, or join them; their gaps too."""
+    model_calls = ev.model_calls
     positions = {
         call.model_call_id: index for index, call in enumerate(model_calls) if call.model_call_id is not None
     }
@@ -388,28 +431,9 @@ def _build_trajectory_record(row: dict[str, Any], result: dict[str, Any]) -> Tra
     for raw_gap in capture.get("gaps") or []:
         if isinstance(raw_gap, dict):
             try:
-                gaps.append(ObservationGap.model_validate(raw_gap))
+                ev.gaps.append(ObservationGap.model_validate(raw_gap))
             except Exception:
-                gaps.append(ObservationGap(code="model_call_capture_gap_invalid"))
-
-    if not isinstance(raw_trajectory, dict):
-        # Without an agent trajectory, turns come from captured calls the invocations reference.
-        turns = _turns_from_model_calls(task_id, rollout_id, invocations, model_calls, result.get("resolved"))
-    if not model_calls:
-        gaps.append(ObservationGap(code="model_calls_unavailable"))
-    if not turns and not producer_sent_turns:
-        gaps.append(ObservationGap(code="turns_unavailable"))
-    if not any(invocation.conversation for invocation in invocations):
-        gaps.append(ObservationGap(code="conversation_unavailable"))
-    return TrajectoryRecord(
-        task_id=task_id,
-        rollout_id=rollout_id,
-        invocations=invocations,
-        turns=turns,
-        model_calls=model_calls,
-        tool_calls=tools,
-        gaps=list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values()),
-    )
+                ev.gaps.append(ObservationGap(code="model_call_capture_gap_invalid"))
 
 
 def _strip_capture_payloads(result: dict[str, Any]) -> None:
@@ -471,45 +495,25 @@ def _build_ng_perf(result: dict[str, Any], *, rollout_latency_ms: float | None) 
     if not trajectory.invocations:
         return None
 
-    by_call_id: dict[str, list[int]] = {}
-    by_response: dict[tuple[str, str, str], list[int]] = {}
-    for index, call in enumerate(trajectory.model_calls):
-        if call.model_call_id:
-            by_call_id.setdefault(call.model_call_id, []).append(index)
-        ref = call.response_metadata.model_ref
-        if ref is not None and call.response_metadata.response_id:
-            by_response.setdefault((ref.type, ref.name, call.response_metadata.response_id), []).append(index)
-
-    def match(ref: ModelCallRef) -> int | None:
-        if ref.model_call_id:
-            candidates = [
-                index
-                for index in by_call_id.get(ref.model_call_id, [])
-                if (
-                    ref.model_ref is None
-                    or ref.model_ref == trajectory.model_calls[index].response_metadata.model_ref
-                )
-                and (
-                    ref.response_id is None
-                    or ref.response_id == trajectory.model_calls[index].response_metadata.response_id
-                )
-            ]
-        elif ref.model_ref is not None and ref.response_id:
-            candidates = by_response.get((ref.model_ref.type, ref.model_ref.name, ref.response_id), [])
-        else:
-            candidates = []
-        return candidates[0] if len(candidates) == 1 else None
-
+    index = CallIndex(
+        (
+            position,
+            call.model_call_id,
+            call.response_metadata.model_ref,
+            call.response_metadata.response_id,
+        )
+        for position, call in enumerate(trajectory.model_calls)
+    )
     claimed: set[int] = set()
     owned: list[TrajectoryModelCall] = []
     owned_per_invocation: Counter[str] = Counter()
     for invocation in trajectory.invocations:
         for ref in invocation.model_calls:
-            index = match(ref)
-            if index is None or index in claimed:
+            candidates = index.find(ref)
+            if len(candidates) != 1 or candidates[0] in claimed:
                 continue
-            claimed.add(index)
-            owned.append(trajectory.model_calls[index])
+            claimed.add(candidates[0])
+            owned.append(trajectory.model_calls[candidates[0]])
             owned_per_invocation[invocation.invocation_id] += 1
     tools_per_invocation = Counter(tool.invocation_id for tool in trajectory.tool_calls)
     turns_per_invocation = Counter(turn.invocation_id for turn in trajectory.turns)
@@ -524,19 +528,25 @@ def _build_ng_perf(result: dict[str, Any], *, rollout_latency_ms: float | None) 
         ),
         "token_observability_coverage": min(1.0, len(owned) / num_turns),
     }
+    perf.update(_token_sums(owned))
+    if isinstance(rollout_latency_ms, int | float):
+        perf["total_latency_ms"] = rollout_latency_ms
+    return perf
+
+
+def _token_sums(owned: list[TrajectoryModelCall]) -> dict[str, int]:
+    """Each token count summed over the calls that report it (absent where none does)."""
+    sums: dict[str, int] = {}
     for perf_key, stats_key in (
         ("prompt_tokens", "prompt_tokens"),
         ("cached_prompt_tokens", "cached_tokens"),
         ("completion_tokens", "completion_tokens"),
         ("reasoning_tokens", "reasoning_tokens"),
     ):
-        values = [getattr(call.token_stats, stats_key) for call in owned]
-        known = [value for value in values if value is not None]
+        known = [value for call in owned if (value := getattr(call.token_stats, stats_key)) is not None]
         if known:
-            perf[perf_key] = sum(known)
-    if isinstance(rollout_latency_ms, int | float):
-        perf["total_latency_ms"] = rollout_latency_ms
-    return perf
+            sums[perf_key] = sum(known)
+    return sums
 
 
 def _attach_ng_perf(
