@@ -403,6 +403,18 @@ def check_events(
         (item["type"], item.get("id")) in {(d["type"], d.get("id")) for d in done.values()}
         for item in final["output"]
     )
+    check_item_order(done, final, same_order=same_order)
+    check_deltas_add_up(events, added, done)
+    state: ResponseStreamState = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
+    for event in events:
+        state.handle_event(EVENT.validate_python(event))
+    if terminal == "response.completed":
+        assert strip_parsed(state._completed_response.to_dict()) == final
+
+
+def check_item_order(done: dict[int, dict[str, Any]], final: dict[str, Any], *, same_order: bool) -> None:
+    """Done items come in the final object's order (or, asked for, in another order)."""
+    final_items = {(item["type"], item.get("id")) for item in final["output"]}
     streamed_order = [(done[i]["type"], done[i].get("id")) for i in sorted(done)]
     final_order = [(item["type"], item.get("id")) for item in final["output"]]
     if same_order:
@@ -411,6 +423,13 @@ def check_events(
             assert streamed_order == final_order
     else:
         assert sorted(streamed_order) == sorted(final_order) and streamed_order != final_order
+
+
+def check_deltas_add_up(
+    events: list[dict[str, Any]], added: dict[int, dict[str, Any]], done: dict[int, dict[str, Any]]
+) -> None:
+    """Each event names an announced item, and the deltas of text, summaries and arguments add up
+    to their done values."""
     text: dict[int, str] = {}
     summaries: dict[tuple[int, int], str] = {}
     arguments: dict[int, str] = {}
@@ -437,11 +456,6 @@ def check_events(
         elif kind == "response.function_call_arguments.done":
             assert arguments.get(event["output_index"], "") == event["arguments"]
             assert done[event["output_index"]]["arguments"] == event["arguments"]
-    state: ResponseStreamState = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
-    for event in events:
-        state.handle_event(EVENT.validate_python(event))
-    if terminal == "response.completed":
-        assert strip_parsed(state._completed_response.to_dict()) == final
 
 
 def assert_responses_equivalent(
