@@ -25,7 +25,7 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import orjson
 from fastapi import Body, FastAPI
@@ -36,6 +36,7 @@ from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body, rollout
 from nemo_gym.rollout_observability import (
     AgentObservationBundle,
     ObservationGap,
+    ResponseMetadataFields,
     join_model_call_observations,
 )
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
@@ -343,25 +344,14 @@ def _from_anthropic_content(content: list[Any], calls: list[dict[str, Any]], rea
             reasoning.append(block["thinking"])
 
 
-class ModelCallRecord(BaseModel):
+class ModelCallRecord(ResponseMetadataFields):
     """One captured model call, as observability reads it."""
 
     model_call_id: str | None = None
-    response_id: str | None = None
     # What the client said its session was (an `X-Session-Id` header): evidence, not identity.
     client_session_id: str | None = None
     # Position in the capture file (append order, not causal order).
     call_index: int
-    model_ref: ModelServerRef | None = None
-    model: str | None = None
-    dialect: str | None = None
-    status_code: int | None = None
-    response_status: str | None = None
-    finish_reason: str | None = None
-    upstream_attempted: bool | None = None
-    response_source: Literal["upstream", "local"] | None = None
-    upstream_status_code: int | None = None
-    local_response_reason: str | None = None
     started_at: float | None = None
     completed_at: float | None = None
     # None means unknown, never zero.
@@ -378,7 +368,6 @@ class ModelCallRecord(BaseModel):
     cache_hit: bool | None = None
     cached_tokens: int | None = None
     cache_creation_tokens: int | None = None
-    error_category: str | None = None
     latency_total_ms: float | None = None
     latency_ttft_ms: float | None = None
 
@@ -741,6 +730,7 @@ __all__ = [
     "CaptureStore",
     "ModelCallCaptureConfig",
     "ModelCallRecord",
+    "ModelServerRef",
     "SimpleResponsesAPIModel",
     "aggregate_model_call_metrics",
     "aggregate_model_call_records",

@@ -56,7 +56,10 @@ class TrajectoryTokenStats(ObservationModel):
     cached_tokens: int | None = Field(default=None, ge=0)
 
 
-class TrajectoryResponseMetadata(ObservationModel):
+class ResponseMetadataFields(BaseModel):
+    """What a model call answered and where the answer came from: the fields a captured call
+    (`ModelCallRecord`) and a trajectory's model call (`TrajectoryResponseMetadata`) share."""
+
     response_id: str | None = None
     model_ref: ModelServerRef | None = None
     model: str | None = None
@@ -69,6 +72,9 @@ class TrajectoryResponseMetadata(ObservationModel):
     upstream_status_code: int | None = None
     local_response_reason: str | None = None
     error_category: str | None = None
+
+
+class TrajectoryResponseMetadata(ObservationModel, ResponseMetadataFields):
     latency_ttft_ms: float | None = Field(default=None, ge=0)
 
 
@@ -483,6 +489,7 @@ __all__ = [
     "ModelCallRef",
     "ObservationGap",
     "ObservationModel",
+    "ResponseMetadataFields",
     "SandboxObservation",
     "ToolCallObservation",
     "TrajectoryModelCall",

@@ -33,6 +33,7 @@ from nemo_gym.rollout_observability import (
     ToolCallObservation,
     TrajectoryModelCall,
     TrajectoryRecord,
+    TrajectoryResponseMetadata,
     TrajectoryTokenStats,
     TrajectoryToolCall,
     TrajectoryTurn,
@@ -58,21 +59,7 @@ NG_PERF_KEY = "ng_perf"
 NG_AGENT_OBSERVATIONS_KEY = "ng_agent_observations"
 NG_MODEL_CALL_CAPTURE_KEY = "ng_model_call_capture"
 _CAPTURE_PAYLOAD_KEYS = ("request", "response", "request_raw", "response_raw")
-_CAPTURE_METADATA_KEYS = (
-    "response_id",
-    "model_ref",
-    "model",
-    "dialect",
-    "status_code",
-    "response_status",
-    "finish_reason",
-    "upstream_attempted",
-    "response_source",
-    "upstream_status_code",
-    "local_response_reason",
-    "error_category",
-    "latency_ttft_ms",
-)
+_CAPTURE_METADATA_KEYS = tuple(TrajectoryResponseMetadata.model_fields)
 
 
 # ------------------------------------------------------------------------------ failures
