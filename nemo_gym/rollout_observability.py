@@ -352,9 +352,7 @@ def join_model_call_observations(
     for invocation in invocations:
         invocation.model_calls = _resolve_invocation_calls(invocation, index, owner, gaps)
     for compaction in compactions:
-        compaction.model_calls = _resolve_compaction_calls(compaction, index, owner, gaps)
-        for field_name in ("before_model_call", "after_model_call"):
-            _resolve_compaction_bound(compaction, field_name, index, owner, gaps)
+        _resolve_compaction(compaction, index, owner, gaps)
     for call in captured:
         if id(call) not in owner:
             label = f"{call.model_call_id or call.response_id or 'unknown'}:call_index={call.call_index}"
@@ -418,57 +416,50 @@ def _resolve_invocation_calls(
     return resolved
 
 
-def _resolve_compaction_calls(
+def _resolve_compaction(
     compaction: ContextCompactionObservation,
-    index: CallIndex[ModelCallRecord],
-    owner: dict[int, str],
-    gaps: list[ObservationGap],
-) -> list[ModelCallRef]:
-    """A compaction's own calls resolve only to calls its invocation owns."""
-    resolved: list[ModelCallRef] = []
-    for ref in compaction.model_calls:
-        candidates = index.find(ref)
-        if len(candidates) != 1:
-            code, label = _unresolved_code(candidates), _call_label(ref)
-        elif (call_owner := owner.get(id(candidates[0]))) != compaction.invocation_id:
-            code = (
-                "model_call_reference_conflict"
-                if call_owner is not None
-                else "model_call_ownership_unavailable"
-            )
-            label = _call_label(candidates[0])
-        else:
-            resolved.append(_canonical(candidates[0]))
-            continue
-        gaps.append(
-            ObservationGap(code=code, invocation_id=compaction.invocation_id, detail=f"model_calls:{label}")
-        )
-        resolved.append(ref)
-    return resolved
-
-
-def _resolve_compaction_bound(
-    compaction: ContextCompactionObservation,
-    field_name: str,
     index: CallIndex[ModelCallRecord],
     owner: dict[int, str],
     gaps: list[ObservationGap],
 ) -> None:
-    """The call before or after a compaction: resolved unless another invocation owns it."""
-    ref = getattr(compaction, field_name)
-    if ref is None:
-        return
+    """A compaction's own calls resolve only to calls its invocation owns; the calls before and
+    after it, to any call no other invocation owns."""
+    compaction.model_calls = [
+        _compaction_call(ref, compaction, index, owner, gaps, "model_calls", unowned_ok=False) or ref
+        for ref in compaction.model_calls
+    ]
+    for field_name in ("before_model_call", "after_model_call"):
+        ref = getattr(compaction, field_name)
+        if ref is not None:
+            call = _compaction_call(ref, compaction, index, owner, gaps, field_name, unowned_ok=True)
+            if call is not None:
+                setattr(compaction, field_name, call)
+
+
+def _compaction_call(
+    ref: ModelCallRef,
+    compaction: ContextCompactionObservation,
+    index: CallIndex[ModelCallRecord],
+    owner: dict[int, str],
+    gaps: list[ObservationGap],
+    where: str,
+    *,
+    unowned_ok: bool,
+) -> ModelCallRef | None:
+    """The call's full identity, or None with a gap saying why it does not resolve."""
     candidates = index.find(ref)
     if len(candidates) != 1:
         code, label = _unresolved_code(candidates), _call_label(ref)
-    elif (call_owner := owner.get(id(candidates[0]))) is not None and call_owner != compaction.invocation_id:
-        code, label = "model_call_reference_conflict", _call_label(candidates[0])
     else:
-        setattr(compaction, field_name, _canonical(candidates[0]))
-        return
-    gaps.append(
-        ObservationGap(code=code, invocation_id=compaction.invocation_id, detail=f"{field_name}:{label}")
-    )
+        call_owner = owner.get(id(candidates[0]))
+        if call_owner == compaction.invocation_id or (unowned_ok and call_owner is None):
+            return _canonical(candidates[0])
+        code = (
+            "model_call_reference_conflict" if call_owner is not None else "model_call_ownership_unavailable"
+        )
+        label = _call_label(candidates[0])
+    gaps.append(ObservationGap(code=code, invocation_id=compaction.invocation_id, detail=f"{where}:{label}"))
+    return None
 
 
 @dataclass(frozen=True, slots=True)

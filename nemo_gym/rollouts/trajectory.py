@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_gym.global_config import ROLLOUT_INDEX_KEY_NAME, TASK_INDEX_KEY_NAME
@@ -286,20 +285,6 @@ def _captured_model_call(raw: dict[str, Any]) -> TrajectoryModelCall:
     )
 
 
-@dataclass
-class _Evidence:
-    """What the trajectory is assembled from, as each kind of evidence adds to it."""
-
-    task_id: str
-    rollout_id: str
-    gaps: list[ObservationGap] = field(default_factory=list)
-    invocations: list[AgentInvocation] = field(default_factory=list)
-    turns: list[TrajectoryTurn] = field(default_factory=list)
-    tools: list[TrajectoryToolCall] = field(default_factory=list)
-    model_calls: list[TrajectoryModelCall] = field(default_factory=list)
-    producer_sent_turns: bool = False
-
-
 def _build_trajectory_record(row: dict[str, Any], result: dict[str, Any]) -> TrajectoryRecord:
     """One standard trajectory from all the evidence a result carries.
 
@@ -309,78 +294,82 @@ def _build_trajectory_record(row: dict[str, Any], result: dict[str, Any]) -> Tra
     turns re-labelled and a gap. Missing evidence is stated as gaps.
     """
     task_id, rollout_id = _trajectory_identity(row)
-    ev = _Evidence(task_id, rollout_id)
+    gaps: list[ObservationGap] = []
     raw_trajectory = result.get(NG_TRAJECTORY_KEY)
-    if isinstance(raw_trajectory, dict):
-        _add_producer_trajectory(ev, raw_trajectory)
+    produced = (
+        _producer_trajectory(raw_trajectory, task_id, rollout_id, gaps)
+        if isinstance(raw_trajectory, dict)
+        else None
+    )
+    # Built without validation: the lists grow below, and the finished record is validated once.
+    base = produced or TrajectoryRecord.model_construct(
+        task_id=task_id, rollout_id=rollout_id, invocations=[], turns=[], model_calls=[], tool_calls=[]
+    )
     raw_observations = result.get(NG_AGENT_OBSERVATIONS_KEY)
     if raw_observations is not None:
-        _add_agent_observations(ev, raw_observations)
-    ev.turns.sort(key=lambda turn: (turn.timestamp, turn.invocation_id, turn.turn_no))
+        _add_agent_observations(base, raw_observations, gaps)
+    turns = sorted(base.turns, key=lambda turn: (turn.timestamp, turn.invocation_id, turn.turn_no))
     capture = result.get(NG_MODEL_CALL_CAPTURE_KEY)
-    _add_model_call_capture(ev, capture if isinstance(capture, dict) else {})
+    _add_model_call_capture(base.model_calls, capture if isinstance(capture, dict) else {}, gaps)
 
     if not isinstance(raw_trajectory, dict):
         # Without an agent trajectory, turns come from captured calls the invocations reference.
-        ev.turns = _turns_from_model_calls(
-            task_id, rollout_id, ev.invocations, ev.model_calls, result.get("resolved")
+        turns = _turns_from_model_calls(
+            task_id, rollout_id, base.invocations, base.model_calls, result.get("resolved")
         )
-    if not ev.model_calls:
-        ev.gaps.append(ObservationGap(code="model_calls_unavailable"))
-    if not ev.turns and not ev.producer_sent_turns:
-        ev.gaps.append(ObservationGap(code="turns_unavailable"))
-    if not any(invocation.conversation for invocation in ev.invocations):
-        ev.gaps.append(ObservationGap(code="conversation_unavailable"))
+    if not base.model_calls:
+        gaps.append(ObservationGap(code="model_calls_unavailable"))
+    if not turns and produced is None:
+        gaps.append(ObservationGap(code="turns_unavailable"))
+    if not any(invocation.conversation for invocation in base.invocations):
+        gaps.append(ObservationGap(code="conversation_unavailable"))
     return TrajectoryRecord(
         task_id=task_id,
         rollout_id=rollout_id,
-        invocations=ev.invocations,
-        turns=ev.turns,
-        model_calls=ev.model_calls,
-        tool_calls=ev.tools,
-        gaps=list({(gap.code, gap.invocation_id, gap.detail): gap for gap in ev.gaps}.values()),
+        invocations=base.invocations,
+        turns=turns,
+        model_calls=base.model_calls,
+        tool_calls=base.tool_calls,
+        gaps=list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values()),
     )
 
 
-def _add_producer_trajectory(ev: _Evidence, raw_trajectory: dict[str, Any]) -> None:
-    """The agent's own trajectory is the base; its turns are re-labelled if its identity differs."""
+def _producer_trajectory(
+    raw_trajectory: dict[str, Any], task_id: str, rollout_id: str, gaps: list[ObservationGap]
+) -> TrajectoryRecord | None:
+    """The agent's own trajectory, its turns re-labelled if its identity differs; its gaps join `gaps`."""
     try:
         produced = TrajectoryRecord.model_validate(raw_trajectory)
     except Exception as exc:
-        ev.gaps.append(ObservationGap(code="producer_trajectory_invalid", detail=type(exc).__name__))
-        return
-    ev.producer_sent_turns = True
+        gaps.append(ObservationGap(code="producer_trajectory_invalid", detail=type(exc).__name__))
+        return None
     mismatched = [
         name
         for name, theirs, ours in (
-            ("task_id", produced.task_id, ev.task_id),
-            ("rollout_id", produced.rollout_id, ev.rollout_id),
+            ("task_id", produced.task_id, task_id),
+            ("rollout_id", produced.rollout_id, rollout_id),
         )
         if theirs != ours
     ]
     if mismatched:
-        ev.gaps.append(
-            ObservationGap(code="producer_trajectory_identity_mismatch", detail=",".join(mismatched))
-        )
-        ev.turns = [
-            turn.model_copy(update={"task_id": ev.task_id, "rollout_id": ev.rollout_id})
-            for turn in produced.turns
+        gaps.append(ObservationGap(code="producer_trajectory_identity_mismatch", detail=",".join(mismatched)))
+        relabelled = [
+            turn.model_copy(update={"task_id": task_id, "rollout_id": rollout_id}) for turn in produced.turns
         ]
-    else:
-        ev.turns = produced.turns
-    ev.gaps.extend(produced.gaps)
-    ev.invocations = produced.invocations
-    ev.tools = produced.tool_calls
-    ev.model_calls = produced.model_calls
+        produced = produced.model_copy(update={"turns": relabelled})
+    gaps.extend(produced.gaps)
+    return produced
 
 
-def _add_agent_observations(ev: _Evidence, raw_observations: Any) -> None:
-    """Invocations the trajectory lacks, and the tool timings the agent observed."""
+def _add_agent_observations(
+    base: TrajectoryRecord, raw_observations: Any, gaps: list[ObservationGap]
+) -> None:
+    """Invocations the trajectory lacks, and the tool timings the agent observed (in place)."""
     try:
         observations = AgentObservationBundle.model_validate(raw_observations)
-        ev.gaps.extend(observations.gaps)
-        known = {invocation.invocation_id for invocation in ev.invocations}
-        ev.invocations.extend(
+        gaps.extend(observations.gaps)
+        known = {invocation.invocation_id for invocation in base.invocations}
+        base.invocations.extend(
             record
             for record in observations.records
             if isinstance(record, AgentInvocation) and record.invocation_id not in known
@@ -389,14 +378,15 @@ def _add_agent_observations(ev: _Evidence, raw_observations: Any) -> None:
             record for record in observations.records if isinstance(record, ToolCallObservation)
         ]
         if observed_tools:
-            _merge_observed_tools(ev.tools, observed_tools, ev.invocations)
+            _merge_observed_tools(base.tool_calls, observed_tools, base.invocations)
     except Exception as exc:
-        ev.gaps.append(ObservationGap(code="agent_observations_invalid", detail=type(exc).__name__))
+        gaps.append(ObservationGap(code="agent_observations_invalid", detail=type(exc).__name__))
 
 
-def _add_model_call_capture(ev: _Evidence, capture: dict[str, Any]) -> None:
+def _add_model_call_capture(
+    model_calls: list[TrajectoryModelCall], capture: dict[str, Any], gaps: list[ObservationGap]
+) -> None:
     """Captured calls complete the trajectory's calls of the same id, or join them; their gaps too."""
-    model_calls = ev.model_calls
     positions = {
         call.model_call_id: index for index, call in enumerate(model_calls) if call.model_call_id is not None
     }
@@ -418,9 +408,9 @@ def _add_model_call_capture(ev: _Evidence, capture: dict[str, Any]) -> None:
     for raw_gap in capture.get("gaps") or []:
         if isinstance(raw_gap, dict):
             try:
-                ev.gaps.append(ObservationGap.model_validate(raw_gap))
+                gaps.append(ObservationGap.model_validate(raw_gap))
             except Exception:
-                ev.gaps.append(ObservationGap(code="model_call_capture_gap_invalid"))
+                gaps.append(ObservationGap(code="model_call_capture_gap_invalid"))
 
 
 def _strip_capture_payloads(result: dict[str, Any]) -> None:
