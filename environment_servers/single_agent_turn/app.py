@@ -23,7 +23,7 @@ from uuid import uuid4
 
 from aiohttp import ClientConnectionError, ClientPayloadError, ClientResponseError
 from fastapi import Body
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
 
 from nemo_gym.base_environment_server import (
     BaseEnvironmentServer,
@@ -215,17 +215,18 @@ class SingleAgentTurnEnvironmentServer(
             result=verification.model_copy(update={"ng_agent_observations": observations}),
         )
 
-    async def _post_json(
-        self, server: str, path: str, body: Any, cookies: dict[str, str] | None = None
-    ) -> Any:
-        """POST to a server; an error status raises; the reply (for its cookies and JSON) comes back."""
+    async def _post(self, server: str, path: str, body: Any, cookies: dict[str, str] | None = None) -> Any:
+        """POST to a server (a pydantic body as its JSON); an error status raises; the reply comes
+        back for its cookies and JSON."""
+        if isinstance(body, BaseModel):
+            body = body.model_dump(mode="json")
         reply = await self.server_client.post(server, path, json=body, cookies=cookies)
         await raise_for_status(reply)
         return reply
 
     async def _seed_resources(self, episode: _Episode) -> ResourcesSeedSessionResponse:
         request = episode.request
-        reply = await self._post_json(
+        reply = await self._post(
             self.config.resources_server.name,
             "/seed_session",
             ResourcesSeedSessionRequest(
@@ -233,7 +234,7 @@ class SingleAgentTurnEnvironmentServer(
                 episode_id=request.episode_id,
                 task_id=request.task.task_id,
                 task_data=request.task.task_input.task_data,
-            ).model_dump(mode="json"),
+            ),
         )
         episode.resources_cookies = _cookies(reply)
         if not episode.resources_cookies:
@@ -244,19 +245,19 @@ class SingleAgentTurnEnvironmentServer(
         return seed
 
     async def _close_resources(self, episode: _Episode) -> None:
-        await self._post_json(
+        await self._post(
             self.config.resources_server.name,
             "/close_session",
             ResourcesCloseSessionRequest(
                 resources_session_id=episode.resources_session_id, episode_id=episode.request.episode_id
-            ).model_dump(mode="json"),
+            ),
             episode.resources_cookies,
         )
 
     async def _seed_agent(
         self, episode: _Episode, tool_accesses: list[ToolAccess], seed: ResourcesSeedSessionResponse
     ) -> None:
-        reply = await self._post_json(
+        reply = await self._post(
             self.config.agent_server.name,
             "/v1/agent_sessions",
             AgentSeedSessionRequest(
@@ -265,7 +266,7 @@ class SingleAgentTurnEnvironmentServer(
                 task_id=episode.request.task.task_id,
                 tool_accesses=tool_accesses,
                 sandbox_access=seed.sandbox_access,
-            ).model_dump(mode="json"),
+            ),
         )
         seeded = AgentSeedSessionResponse.model_validate(await get_response_json(reply))
         if seeded.agent_session_id != episode.agent_session_id:
@@ -273,10 +274,13 @@ class SingleAgentTurnEnvironmentServer(
         episode.agent_cookies = _cookies(reply)
 
     async def _run_agent(self, episode: _Episode) -> NeMoGymResponse:
-        reply = await self._post_json(
+        reply = await self._post(
             self.config.agent_server.name,
             self._agent_responses_path(episode.request),
-            episode.request.task.task_input.responses_create_params,
+            # As the server client sends a model body: only the fields the task set.
+            episode.request.task.task_input.responses_create_params.model_dump(
+                mode="json", exclude_unset=True
+            ),
             episode.agent_cookies,
         )
         episode.agent_cookies = _cookies(reply) or episode.agent_cookies
@@ -284,12 +288,12 @@ class SingleAgentTurnEnvironmentServer(
 
     async def _close_agent(self, episode: _Episode) -> None:
         """The agent's close returns its observations and the resources cookies it ended with."""
-        reply = await self._post_json(
+        reply = await self._post(
             self.config.agent_server.name,
             "/v1/agent_sessions/close",
             AgentCloseSessionRequest(
                 agent_session_id=episode.agent_session_id, episode_id=episode.request.episode_id
-            ).model_dump(mode="json"),
+            ),
             episode.agent_cookies,
         )
         episode.closed = closed = AgentCloseSessionResponse.model_validate(await get_response_json(reply))
@@ -308,7 +312,7 @@ class SingleAgentTurnEnvironmentServer(
             ),
             "response": agent_response.model_dump(mode="json"),
         }
-        reply = await self._post_json(
+        reply = await self._post(
             self.config.resources_server.name, "/verify", verify_body, episode.resources_cookies
         )
         return SingleAgentTurnResult.model_validate(await get_response_json(reply))
