@@ -18,13 +18,8 @@ from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.responses_stream import ResponsesStream
 from nemo_gym.conversion.sse import DONE_BYTES, ChunkReader, SSEParser, encode_chunks, iter_events
 from nemo_gym.conversion.tokens import generation_tokens
+from nemo_gym.testing.checks import check_events, shape_diff, strip_parsed, through_openai_client
 from nemo_gym.testing.processes import simulator
-from responses_api_models.vllm_model.tests.test_streaming import (
-    check_events,
-    strip_parsed,
-    through_openai_client,
-)
-from tests.test_simulator_fidelity import shape_diff
 
 pytestmark = pytest.mark.e2e
 WIRE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "vllm_wire"
