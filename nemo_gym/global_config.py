@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict
@@ -155,6 +155,15 @@ def _cli_overrides(argv: list[str]) -> list[str]:
     return [arg for arg in argv if "=" in arg and not arg.startswith("-")]
 
 
+class LoaderArguments(NamedTuple):
+    """What `load_config` takes: command-line overrides, the initial dict, and the env.yaml choice
+    (a path, the loader's SEARCH, or None for none)."""
+
+    args: list[str]
+    initial: DictConfig | None
+    env_yaml: Any
+
+
 class GlobalConfigDictParserConfig(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -165,9 +174,8 @@ class GlobalConfigDictParserConfig(BaseModel):
     hide_secrets: bool = False
     offline: bool = False
 
-    def loader_arguments(self, args: list[str] | None = None) -> tuple[list[str], DictConfig | None, Any]:
-        """`load_config`'s (overrides, initial dict, env.yaml choice) under these settings; `args`
-        replace the command line's overrides."""
+    def loader_arguments(self, args: list[str] | None = None) -> LoaderArguments:
+        """`load_config`'s arguments under these settings; `args` replace the command line's overrides."""
         from nemo_gym.config.loader import SEARCH
 
         if args is None:
@@ -178,7 +186,7 @@ class GlobalConfigDictParserConfig(BaseModel):
             env_yaml = self.dotenv_path
         else:
             env_yaml = SEARCH
-        return list(args), self.initial_global_config_dict, env_yaml
+        return LoaderArguments(list(args), self.initial_global_config_dict, env_yaml)
 
     # A config that satisfies the policy-model references without a real model.
     NO_MODEL_GLOBAL_CONFIG_DICT: ClassVar[DictConfig] = DictConfig(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -272,35 +272,40 @@ def _ref_key(ref: ModelCallRef) -> tuple[str | None, tuple[str, str] | None, str
     return ref.model_call_id, model, ref.response_id
 
 
+class IndexedCall(NamedTuple, Generic[_Call]):
+    """A model call (whatever represents it) and the identities a `ModelCallRef` may name it by."""
+
+    call: _Call
+    model_call_id: str | None
+    model_ref: ModelServerRef | None
+    response_id: str | None
+
+
 class CallIndex(Generic[_Call]):
-    """Model calls, findable by either identity a `ModelCallRef` may carry.
+    """Model calls, findable by either identity a `ModelCallRef` may carry; the index answers with
+    the calls as given (captured records, positions in a trajectory)."""
 
-    Each entry is (the call, its model_call_id, its model server, its response id); the index
-    answers with the calls, whatever they are (captured records, positions in a trajectory).
-    """
-
-    def __init__(
-        self, entries: Iterable[tuple[_Call, str | None, ModelServerRef | None, str | None]]
-    ) -> None:
-        self.by_call_id: dict[str, list[tuple[_Call, ModelServerRef | None, str | None]]] = {}
+    def __init__(self, entries: Iterable[IndexedCall[_Call]]) -> None:
+        self.by_call_id: dict[str, list[IndexedCall[_Call]]] = {}
         self.by_response: dict[tuple[str, str, str], list[_Call]] = {}
-        for call, call_id, model_ref, response_id in entries:
-            if call_id:
-                self.by_call_id.setdefault(call_id, []).append((call, model_ref, response_id))
-            if model_ref is not None and response_id:
-                self.by_response.setdefault((model_ref.type, model_ref.name, response_id), []).append(call)
+        for entry in entries:
+            if entry.model_call_id:
+                self.by_call_id.setdefault(entry.model_call_id, []).append(entry)
+            if entry.model_ref is not None and entry.response_id:
+                key = (entry.model_ref.type, entry.model_ref.name, entry.response_id)
+                self.by_response.setdefault(key, []).append(entry.call)
 
     @classmethod
     def of_records(cls, calls: Iterable[ModelCallRecord]) -> CallIndex[ModelCallRecord]:
-        return cls((call, call.model_call_id, call.model_ref, call.response_id) for call in calls)
+        return cls(IndexedCall(call, call.model_call_id, call.model_ref, call.response_id) for call in calls)
 
     def find(self, ref: ModelCallRef) -> list[_Call]:
         if ref.model_call_id:
             return [
-                call
-                for call, model_ref, response_id in self.by_call_id.get(ref.model_call_id, [])
-                if (ref.model_ref is None or ref.model_ref == model_ref)
-                and (ref.response_id is None or ref.response_id == response_id)
+                entry.call
+                for entry in self.by_call_id.get(ref.model_call_id, [])
+                if (ref.model_ref is None or ref.model_ref == entry.model_ref)
+                and (ref.response_id is None or ref.response_id == entry.response_id)
             ]
         if ref.model_ref is None or not ref.response_id:
             return []
@@ -477,6 +482,7 @@ __all__ = [
     "AgentObservationRecord",
     "CallIndex",
     "ContextCompactionObservation",
+    "IndexedCall",
     "ModelCallRef",
     "ObservationGap",
     "ObservationModel",

@@ -27,6 +27,7 @@ from nemo_gym.rollout_observability import (
     AgentInvocation,
     AgentObservationBundle,
     CallIndex,
+    IndexedCall,
     ModelCallRef,
     ObservationGap,
     ToolCallObservation,
@@ -473,7 +474,7 @@ def _build_ng_perf(result: dict[str, Any], *, rollout_latency_ms: float | None) 
         return None
 
     index = CallIndex(
-        (
+        IndexedCall(
             position,
             call.model_call_id,
             call.response_metadata.model_ref,

@@ -87,17 +87,13 @@ class StartedRun:
     instances: list[ServerInstance]
 
 
-def _parser_inputs(parser_config: Any, args: list[str] | None) -> tuple[list[str], Any, Any]:
-    """(command-line overrides, initial dict, env.yaml choice) from a GlobalConfigDictParserConfig."""
-    from nemo_gym.global_config import GlobalConfigDictParserConfig
-
-    return (parser_config or GlobalConfigDictParserConfig()).loader_arguments(args)
-
-
 def resolve_run(parser_config: Any = None, args: list[str] | None = None) -> StartedRun:
     """Load and check everything `start()` needs, without starting anything (dry runs use it too)."""
-    cli_args, initial, env_yaml = _parser_inputs(parser_config, args)
-    loaded = load_config(cli_args, initial=initial, env_yaml=env_yaml)
+    from nemo_gym.global_config import GlobalConfigDictParserConfig
+
+    arguments = (parser_config or GlobalConfigDictParserConfig()).loader_arguments(args)
+    initial = arguments.initial
+    loaded = load_config(arguments.args, initial=initial, env_yaml=arguments.env_yaml)
     if initial is not None:
         names = [str(k) for k in initial]
         # Names the config files define or anything references are variables, whoever sets them.
