@@ -32,6 +32,7 @@ from fastapi import Body, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nemo_gym.config_types import ROLLOUT_PATH_PREFIX, TOKEN_CAPTURE_PATH_SEGMENT, ModelServerRef
+from nemo_gym.http.bodies import json_object
 from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body, rollout_context
 from nemo_gym.rollout_observability import (
     AgentObservationBundle,
@@ -564,11 +565,8 @@ class _CaptureMiddleware:
         if session is not None:
             exchange["client_session_id"] = session
         for key, raw in (("request", request), ("response", response)):
-            try:
-                parsed = orjson.loads(raw) if raw else None
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict):
+            parsed = json_object(raw)
+            if parsed is not None:
                 exchange[key] = parsed
             elif raw:
                 exchange[f"{key}_raw"] = raw.decode("utf-8", errors="replace")  # a stream, or not JSON
