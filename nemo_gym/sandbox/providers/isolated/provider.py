@@ -98,19 +98,12 @@ class IsolatedProvider(HostProvider):
     # bwrap path -> whether it has --disable-userns (bubblewrap 0.8+).
     _disable_userns: ClassVar[dict[str, bool]] = {}
 
-    def __init__(
+    def _configure(
         self,
-        workspace_root: str | None = None,
-        shell: str = "/bin/bash",
-        default_timeout_s: float = 180.0,
-        concurrency: int = 8,
         *,
         network: str = "none",
         uid: int = 0,
         gid: int = 0,
-        cpu_time_limit_s: float | None = None,
-        max_output_bytes: int = 64 << 20,
-        open_files: int | None = None,
         system_paths: list[str] | None = None,
         etc_files: list[str] | None = None,
         ro_binds: list[str] | None = None,
@@ -118,15 +111,6 @@ class IsolatedProvider(HostProvider):
         host_uid: int | None = None,
         max_processes: int | None = None,
     ) -> None:
-        super().__init__(
-            workspace_root=workspace_root,
-            shell=shell,
-            default_timeout_s=default_timeout_s,
-            concurrency=concurrency,
-            cpu_time_limit_s=cpu_time_limit_s,
-            max_output_bytes=max_output_bytes,
-            open_files=open_files,
-        )
         if network not in ("none", "host"):
             raise ValueError(f"isolated.network must be 'none' or 'host', got {network!r}")
         for key, value in (("uid", uid), ("gid", gid)):
