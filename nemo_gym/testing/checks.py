@@ -26,19 +26,23 @@ def strip_parsed(value: Any) -> Any:
     return value
 
 
-def through_openai_client(events: list[dict[str, Any]]) -> tuple[list[Any], Any]:
-    """Our encoded events served to `client.responses.stream(...)`: its events and final response
-    (None when the stream ends other than with response.completed)."""
-    body = encode_events(events)
+def openai_client_streaming(body: bytes) -> openai.OpenAI:
+    """An `openai` client whose every request is answered with `body` as an event stream."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
-    client = openai.OpenAI(
+    return openai.OpenAI(
         api_key="k",
         base_url="http://adapter/v1",
         http_client=httpx.Client(transport=httpx.MockTransport(answer)),
     )
+
+
+def through_openai_client(events: list[dict[str, Any]]) -> tuple[list[Any], Any]:
+    """Our encoded events served to `client.responses.stream(...)`: its events and final response
+    (None when the stream ends other than with response.completed)."""
+    client = openai_client_streaming(encode_events(events))
     with client.responses.stream(model="caller-model", input="hi") as stream:
         seen = list(stream)
         try:

@@ -8,7 +8,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from hypothesis import given, settings
@@ -30,7 +29,13 @@ from nemo_gym.conversion.responses_stream import ResponsesStream, empty_response
 from nemo_gym.conversion.sse import DONE_BYTES, encode_chunk, encode_chunks, iter_events
 from nemo_gym.conversion.think import CLOSE, OPEN, TEXT, THINK, ThinkSplitter, split_think
 from nemo_gym.exceptions import UpstreamError
-from nemo_gym.testing.checks import EVENT, check_events, strip_parsed, through_openai_client
+from nemo_gym.testing.checks import (
+    EVENT,
+    check_events,
+    openai_client_streaming,
+    strip_parsed,
+    through_openai_client,
+)
 
 WIRE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "vllm_wire"
 REQUEST = {"model": "caller-model", "input": "hi", "max_output_tokens": 64, "temperature": 0.5}
@@ -642,15 +647,7 @@ def test_empty_chat_stream_adds_up_to_the_empty_completion(include_usage: bool) 
 def test_chat_error_chunk_is_raised_by_the_openai_client() -> None:
     body = encode_chunks([chunk({"role": "assistant", "content": "par"})])
     body += encode_chunk(chat_error_chunk("upstream dropped", code=502)) + DONE_BYTES
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
-
-    client = openai.OpenAI(
-        api_key="k",
-        base_url="http://adapter/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
-    )
+    client = openai_client_streaming(body)
     seen = []
     with pytest.raises(openai.APIError, match="upstream dropped"):
         for c in client.chat.completions.create(model="x", messages=[], stream=True):

@@ -18,7 +18,13 @@ from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.responses_stream import ResponsesStream
 from nemo_gym.conversion.sse import DONE_BYTES, ChunkReader, SSEParser, encode_chunks, iter_events
 from nemo_gym.conversion.tokens import generation_tokens
-from nemo_gym.testing.checks import check_events, shape_diff, strip_parsed, through_openai_client
+from nemo_gym.testing.checks import (
+    check_events,
+    openai_client_streaming,
+    shape_diff,
+    strip_parsed,
+    through_openai_client,
+)
 from nemo_gym.testing.processes import simulator
 
 pytestmark = pytest.mark.e2e
@@ -275,15 +281,7 @@ def test_chat_stream_from_the_simulator_read_by_the_openai_client(
     info = stream.token_info()
     out.append(encode_chunks(stream.finish(info)) + DONE_BYTES)
     sent = b"".join(out)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sent)
-
-    client = openai.OpenAI(
-        api_key="k",
-        base_url="http://adapter/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
-    )
+    client = openai_client_streaming(sent)
     caller = ChatAccumulator()
     for chunk in client.chat.completions.create(
         model="x", messages=[{"role": "user", "content": "x"}], stream=True
