@@ -10,6 +10,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from nemo_gym import openai_utils
+from nemo_gym.http import openai_client
 from nemo_gym.protocol import chat, items, responses, tagging, tokens
 
 # Every name NeMo Gym 0.7.0's own environments, agents and tests import from nemo_gym.openai_utils
@@ -85,11 +86,14 @@ def test_facade_names_are_the_protocol_objects():
     assert openai_utils.accumulate_response_usage is responses.accumulate_response_usage
 
 
-def test_facade_defines_no_wire_model_itself():
-    """openai_utils only re-exports models; what it still defines is the HTTP client (issue 22 A moves it)."""
+def test_facade_defines_no_class_itself():
+    """openai_utils only re-exports: the wire models from nemo_gym/protocol/, the HTTP client and
+    its error from nemo_gym/http/openai_client.py."""
     tree = ast.parse(Path(openai_utils.__file__).read_text())
     defined = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
-    assert defined == ["PermanentEndpointError", "NeMoGymAsyncOpenAI"]
+    assert defined == []
+    assert openai_utils.NeMoGymAsyncOpenAI is openai_client.NeMoGymAsyncOpenAI
+    assert openai_utils.PermanentEndpointError is openai_client.PermanentEndpointError
 
 
 def test_input_union_members_come_from_one_table():
