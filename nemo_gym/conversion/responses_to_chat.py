@@ -170,8 +170,12 @@ def _convert_input(items: list[Any], opts: ConversionOptions) -> list[dict[str, 
     messages: list[dict[str, Any]] = []
     turn: _AssistantTurn | None = None
     for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConversionError(f"'input[{i}]' must be an object", param=f"input[{i}]")
         param = f"input[{i}]"
-        kind = _item_kind(item, param)
+        kind = item.get("type")
+        if kind is None and item.get("role") is not None:
+            kind = "message"
         if kind == "function_call_output" or (kind == "message" and item.get("role") != "assistant"):
             if turn is not None:
                 messages.append(turn.to_message())
@@ -188,15 +192,6 @@ def _convert_input(items: list[Any], opts: ConversionOptions) -> list[dict[str, 
     if turn is not None:
         messages.append(turn.to_message())
     return messages
-
-
-def _item_kind(item: Any, param: str) -> Any:
-    if not isinstance(item, dict):
-        raise ConversionError(f"'{param}' must be an object", param=param)
-    kind = item.get("type")
-    if kind is None and item.get("role") is not None:
-        return "message"
-    return kind
 
 
 def _plain_message(item: dict[str, Any], param: str, opts: ConversionOptions) -> dict[str, Any]:
