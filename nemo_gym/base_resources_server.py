@@ -16,11 +16,11 @@ from enum import Enum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.episode_types import EpisodeId, TaskId
-from nemo_gym.failure_kinds import validate_failure_kind
+from nemo_gym.failure_kinds import FailureKind
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.rollout_correlation import RolloutContextMiddleware
@@ -88,13 +88,8 @@ class BaseVerifyResponse(BaseVerifyRequest):
     reward: float
     # True when the reward is not a valid measurement (the environment failed, not the model).
     mask_sample: bool = False
-    failure_kind: str | None = None
+    failure_kind: FailureKind = None
     failure_reason: str | None = None
-
-    @field_validator("failure_kind")
-    @classmethod
-    def _shared_kind(cls, value: str | None) -> str | None:
-        return validate_failure_kind(value)
 
 
 class BaseMultiRewardVerifyResponse(BaseVerifyResponse):

@@ -25,17 +25,19 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import orjson
 from fastapi import Body, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nemo_gym.config_types import ROLLOUT_PATH_PREFIX, TOKEN_CAPTURE_PATH_SEGMENT, ModelServerRef
+from nemo_gym.http.bodies import json_object
 from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body, rollout_context
 from nemo_gym.rollout_observability import (
     AgentObservationBundle,
     ObservationGap,
+    ResponseMetadataFields,
     join_model_call_observations,
 )
 from nemo_gym.server.base import BaseServerConfig, SimpleServer
@@ -285,75 +287,72 @@ def _tool_calls_and_reasoning(response: dict[str, Any]) -> tuple[list[dict[str, 
     reasoning: list[str] = []
     output = response.get("output")
     if isinstance(output, list):
-        for item in (i for i in output if isinstance(i, dict)):
-            if item.get("type") == "function_call":
-                calls.append(
-                    {
-                        "call_id": item.get("call_id") or item.get("id"),
-                        "name": item.get("name"),
-                        "arguments": _arguments(item.get("arguments")),
-                    }
-                )
-            elif item.get("type") == "reasoning":
-                reasoning.extend(
-                    s["text"]
-                    for s in item.get("summary") or []
-                    if isinstance(s, dict) and isinstance(s.get("text"), str) and s["text"]
-                )
+        _from_responses_output(output, calls, reasoning)
     elif isinstance(response.get("choices"), list):
-        for choice in response["choices"]:
-            message = choice.get("message") if isinstance(choice, dict) else None
-            if not isinstance(message, Mapping):
-                continue
-            for call in message.get("tool_calls") or []:
-                if isinstance(call, dict):
-                    function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
-                    calls.append(
-                        {
-                            "call_id": call.get("id"),
-                            "name": function.get("name"),
-                            "arguments": _arguments(function.get("arguments")),
-                        }
-                    )
-            text = message.get("reasoning_content") or message.get("reasoning")
-            if isinstance(text, str) and text:
-                reasoning.append(text)
+        _from_chat_choices(response["choices"], calls, reasoning)
     elif isinstance(response.get("content"), list):
-        for block in (b for b in response["content"] if isinstance(b, dict)):
-            if block.get("type") == "tool_use":
-                calls.append(
-                    {
-                        "call_id": block.get("id"),
-                        "name": block.get("name"),
-                        "arguments": block.get("input") or {},
-                    }
-                )
-            elif block.get("type") in ("thinking", "redacted_thinking") and isinstance(
-                block.get("thinking"), str
-            ):
-                reasoning.append(block["thinking"])
+        _from_anthropic_content(response["content"], calls, reasoning)
     return calls, "\n".join(reasoning) or None
 
 
-class ModelCallRecord(BaseModel):
+def _from_responses_output(output: list[Any], calls: list[dict[str, Any]], reasoning: list[str]) -> None:
+    for item in (i for i in output if isinstance(i, dict)):
+        if item.get("type") == "function_call":
+            calls.append(
+                {
+                    "call_id": item.get("call_id") or item.get("id"),
+                    "name": item.get("name"),
+                    "arguments": _arguments(item.get("arguments")),
+                }
+            )
+        elif item.get("type") == "reasoning":
+            reasoning.extend(
+                s["text"]
+                for s in item.get("summary") or []
+                if isinstance(s, dict) and isinstance(s.get("text"), str) and s["text"]
+            )
+
+
+def _from_chat_choices(choices: list[Any], calls: list[dict[str, Any]], reasoning: list[str]) -> None:
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, Mapping):
+            continue
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict):
+                function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+                calls.append(
+                    {
+                        "call_id": call.get("id"),
+                        "name": function.get("name"),
+                        "arguments": _arguments(function.get("arguments")),
+                    }
+                )
+        text = message.get("reasoning_content") or message.get("reasoning")
+        if isinstance(text, str) and text:
+            reasoning.append(text)
+
+
+def _from_anthropic_content(content: list[Any], calls: list[dict[str, Any]], reasoning: list[str]) -> None:
+    for block in (b for b in content if isinstance(b, dict)):
+        if block.get("type") == "tool_use":
+            calls.append(
+                {"call_id": block.get("id"), "name": block.get("name"), "arguments": block.get("input") or {}}
+            )
+        elif block.get("type") in ("thinking", "redacted_thinking") and isinstance(
+            block.get("thinking"), str
+        ):
+            reasoning.append(block["thinking"])
+
+
+class ModelCallRecord(ResponseMetadataFields):
     """One captured model call, as observability reads it."""
 
     model_call_id: str | None = None
-    response_id: str | None = None
     # What the client said its session was (an `X-Session-Id` header): evidence, not identity.
     client_session_id: str | None = None
     # Position in the capture file (append order, not causal order).
     call_index: int
-    model_ref: ModelServerRef | None = None
-    model: str | None = None
-    dialect: str | None = None
-    status_code: int | None = None
-    response_status: str | None = None
-    finish_reason: str | None = None
-    upstream_attempted: bool | None = None
-    response_source: Literal["upstream", "local"] | None = None
-    upstream_status_code: int | None = None
-    local_response_reason: str | None = None
     started_at: float | None = None
     completed_at: float | None = None
     # None means unknown, never zero.
@@ -370,7 +369,6 @@ class ModelCallRecord(BaseModel):
     cache_hit: bool | None = None
     cached_tokens: int | None = None
     cache_creation_tokens: int | None = None
-    error_category: str | None = None
     latency_total_ms: float | None = None
     latency_ttft_ms: float | None = None
 
@@ -567,11 +565,8 @@ class _CaptureMiddleware:
         if session is not None:
             exchange["client_session_id"] = session
         for key, raw in (("request", request), ("response", response)):
-            try:
-                parsed = orjson.loads(raw) if raw else None
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict):
+            parsed = json_object(raw)
+            if parsed is not None:
                 exchange[key] = parsed
             elif raw:
                 exchange[f"{key}_raw"] = raw.decode("utf-8", errors="replace")  # a stream, or not JSON
@@ -664,6 +659,30 @@ def _with_claude_code_compactions(
         return bundle
 
 
+def _read_capture(
+    rollout_id: str, capture_dirs: list[Path]
+) -> tuple[list[ModelCallRecord], list[ObservationGap]]:
+    """The rollout's captured calls, and what kept any from being read, as gaps."""
+    store = _store_with(rollout_id, capture_dirs)
+    if store is None:
+        return [], [ObservationGap(code="model_call_capture_no_records")]
+    gaps: list[ObservationGap] = []
+    try:
+        calls, unreadable = read_available_model_call_records(store, rollout_id)
+    except Exception:
+        logger.warning("could not read the model-call capture of rollout %s", rollout_id, exc_info=True)
+        return [], [ObservationGap(code="model_call_capture_unreadable")]
+    if unreadable:
+        gaps.append(
+            ObservationGap(code="model_call_capture_records_unreadable", detail=f"count={unreadable}")
+        )
+    if store.is_incomplete(rollout_id):
+        gaps.append(ObservationGap(code="model_call_capture_incomplete"))
+    elif not calls and not unreadable:
+        gaps.append(ObservationGap(code="model_call_capture_no_records"))
+    return calls, gaps
+
+
 def merge_model_call_capture_into_record(
     record: dict[str, Any], capture_dirs: list[Path], *, include_payloads: bool = False
 ) -> dict[str, Any]:
@@ -679,26 +698,7 @@ def merge_model_call_capture_into_record(
     rollout_id = maybe_rollout_id_from_run_body(record)
     if rollout_id is None:
         return record
-    gaps: list[ObservationGap] = []
-    calls: list[ModelCallRecord] = []
-    store = _store_with(rollout_id, capture_dirs)
-    if store is None:
-        gaps.append(ObservationGap(code="model_call_capture_no_records"))
-    else:
-        try:
-            calls, unreadable = read_available_model_call_records(store, rollout_id)
-        except Exception:
-            logger.warning("could not read the model-call capture of rollout %s", rollout_id, exc_info=True)
-            gaps.append(ObservationGap(code="model_call_capture_unreadable"))
-        else:
-            if unreadable:
-                gaps.append(
-                    ObservationGap(code="model_call_capture_records_unreadable", detail=f"count={unreadable}")
-                )
-            if store.is_incomplete(rollout_id):
-                gaps.append(ObservationGap(code="model_call_capture_incomplete"))
-            elif not calls and not unreadable:
-                gaps.append(ObservationGap(code="model_call_capture_no_records"))
+    calls, gaps = _read_capture(rollout_id, capture_dirs)
     observations = record.get("ng_agent_observations")
     if observations is not None:
         try:
@@ -728,6 +728,7 @@ __all__ = [
     "CaptureStore",
     "ModelCallCaptureConfig",
     "ModelCallRecord",
+    "ModelServerRef",
     "SimpleResponsesAPIModel",
     "aggregate_model_call_metrics",
     "aggregate_model_call_records",

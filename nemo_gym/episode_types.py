@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from nemo_gym.failure_kinds import FailureStage, validate_failure_kind
+from nemo_gym.failure_kinds import FailureKind, FailureStage
 
 _ATTEMPT_SUFFIX = re.compile(r"-a[1-9][0-9]*$")
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -77,13 +77,8 @@ class EpisodeFailure(BaseModel):
 
     failure_reason: str = Field(max_length=2000)
     terminal: bool
-    failure_kind: str | None = None
+    failure_kind: FailureKind = None
     stage: FailureStage | None = None
-
-    @field_validator("failure_kind")
-    @classmethod
-    def _known_kind(cls, value: str | None) -> str | None:
-        return validate_failure_kind(value)
 
     @model_serializer(mode="wrap")
     def _drop_unknown_metadata(self, handler: SerializerFunctionWrapHandler) -> Any:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,10 @@ def validate_failure_kind(name: str | None) -> str | None:
     return name
 
 
+# A failure record's kind: any string, an unknown un-namespaced one logged once (see above).
+FailureKind = Annotated[str | None, AfterValidator(validate_failure_kind)]
+
+
 __all__ = [
     "AGENT_COMMAND_NOT_ALLOWED",
     "AGENT_REQUEST_FAILED",
@@ -130,6 +136,7 @@ __all__ = [
     "TRANSPORT_TIMEOUT",
     "TRANSPORT_UNREACHABLE",
     "VERIFIER_ERROR",
+    "FailureKind",
     "FailureStage",
     "is_namespaced",
     "is_registered",

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict
@@ -155,6 +155,15 @@ def _cli_overrides(argv: list[str]) -> list[str]:
     return [arg for arg in argv if "=" in arg and not arg.startswith("-")]
 
 
+class LoaderArguments(NamedTuple):
+    """What `load_config` takes: command-line overrides, the initial dict, and the env.yaml choice
+    (a path, the loader's SEARCH, or None for none)."""
+
+    args: list[str]
+    initial: DictConfig | None
+    env_yaml: Any
+
+
 class GlobalConfigDictParserConfig(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -164,6 +173,20 @@ class GlobalConfigDictParserConfig(BaseModel):
     skip_load_from_dotenv: bool = False
     hide_secrets: bool = False
     offline: bool = False
+
+    def loader_arguments(self, args: list[str] | None = None) -> LoaderArguments:
+        """`load_config`'s arguments under these settings; `args` replace the command line's overrides."""
+        from nemo_gym.config.loader import SEARCH
+
+        if args is None:
+            args = [] if self.skip_load_from_cli else _cli_overrides(sys.argv[1:])
+        if self.skip_load_from_dotenv:
+            env_yaml: Any = None
+        elif self.dotenv_path is not None:
+            env_yaml = self.dotenv_path
+        else:
+            env_yaml = SEARCH
+        return LoaderArguments(list(args), self.initial_global_config_dict, env_yaml)
 
     # A config that satisfies the policy-model references without a real model.
     NO_MODEL_GLOBAL_CONFIG_DICT: ClassVar[DictConfig] = DictConfig(
@@ -182,17 +205,9 @@ class GlobalConfigDictParser(BaseModel):
     def parse(self, parse_config: GlobalConfigDictParserConfig | None = None) -> DictConfig:
         """Files < env.yaml < ``initial_global_config_dict`` < command line, interpolations resolved."""
         from nemo_gym.config import load_config
-        from nemo_gym.config.loader import SEARCH
 
-        parse_config = parse_config or GlobalConfigDictParserConfig()
-        args = [] if parse_config.skip_load_from_cli else _cli_overrides(sys.argv[1:])
-        if parse_config.skip_load_from_dotenv:
-            env_yaml: Any = None
-        elif parse_config.dotenv_path is not None:
-            env_yaml = parse_config.dotenv_path
-        else:
-            env_yaml = SEARCH
-        config = load_config(args, initial=parse_config.initial_global_config_dict, env_yaml=env_yaml).config
+        args, initial, env_yaml = (parse_config or GlobalConfigDictParserConfig()).loader_arguments()
+        config = load_config(args, initial=initial, env_yaml=env_yaml).config
         OmegaConf.set_struct(config, False)
         return config
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +26,8 @@ from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseInputItem
 
 if TYPE_CHECKING:
     from nemo_gym.base_responses_api_model import ModelCallRecord
+
+_Call = TypeVar("_Call")
 
 
 class ObservationModel(BaseModel):
@@ -54,7 +56,10 @@ class TrajectoryTokenStats(ObservationModel):
     cached_tokens: int | None = Field(default=None, ge=0)
 
 
-class TrajectoryResponseMetadata(ObservationModel):
+class ResponseMetadataFields(BaseModel):
+    """What a model call answered and where the answer came from: the fields a captured call
+    (`ModelCallRecord`) and a trajectory's model call (`TrajectoryResponseMetadata`) share."""
+
     response_id: str | None = None
     model_ref: ModelServerRef | None = None
     model: str | None = None
@@ -67,6 +72,9 @@ class TrajectoryResponseMetadata(ObservationModel):
     upstream_status_code: int | None = None
     local_response_reason: str | None = None
     error_category: str | None = None
+
+
+class TrajectoryResponseMetadata(ObservationModel, ResponseMetadataFields):
     latency_ttft_ms: float | None = Field(default=None, ge=0)
 
 
@@ -264,28 +272,43 @@ def _ref_key(ref: ModelCallRef) -> tuple[str | None, tuple[str, str] | None, str
     return ref.model_call_id, model, ref.response_id
 
 
-class _CallIndex:
-    """Captured calls, findable by either identity a `ModelCallRef` may carry."""
+class IndexedCall(NamedTuple, Generic[_Call]):
+    """A model call (whatever represents it) and the identities a `ModelCallRef` may name it by."""
 
-    def __init__(self, calls: list[ModelCallRecord]) -> None:
-        self.by_call_id: dict[str, list[ModelCallRecord]] = {}
-        self.by_response: dict[tuple[str, str, str], list[ModelCallRecord]] = {}
-        for call in calls:
-            if call.model_call_id:
-                self.by_call_id.setdefault(call.model_call_id, []).append(call)
-            if call.model_ref is not None and call.response_id:
-                key = (call.model_ref.type, call.model_ref.name, call.response_id)
-                self.by_response.setdefault(key, []).append(call)
+    call: _Call
+    model_call_id: str | None
+    model_ref: ModelServerRef | None
+    response_id: str | None
 
-    def find(self, ref: ModelCallRef) -> list[ModelCallRecord]:
+
+class CallIndex(Generic[_Call]):
+    """Model calls, findable by either identity a `ModelCallRef` may carry; the index answers with
+    the calls as given (captured records, positions in a trajectory)."""
+
+    def __init__(self, entries: Iterable[IndexedCall[_Call]]) -> None:
+        self.by_call_id: dict[str, list[IndexedCall[_Call]]] = {}
+        self.by_response: dict[tuple[str, str, str], list[_Call]] = {}
+        for entry in entries:
+            if entry.model_call_id:
+                self.by_call_id.setdefault(entry.model_call_id, []).append(entry)
+            if entry.model_ref is not None and entry.response_id:
+                key = (entry.model_ref.type, entry.model_ref.name, entry.response_id)
+                self.by_response.setdefault(key, []).append(entry.call)
+
+    @classmethod
+    def of_records(cls, calls: Iterable[ModelCallRecord]) -> CallIndex[ModelCallRecord]:
+        return cls(IndexedCall(call, call.model_call_id, call.model_ref, call.response_id) for call in calls)
+
+    def find(self, ref: ModelCallRef) -> list[_Call]:
         if ref.model_call_id:
             return [
-                call
-                for call in self.by_call_id.get(ref.model_call_id, [])
-                if (ref.model_ref is None or ref.model_ref == call.model_ref)
-                and (ref.response_id is None or ref.response_id == call.response_id)
+                entry.call
+                for entry in self.by_call_id.get(ref.model_call_id, [])
+                if (ref.model_ref is None or ref.model_ref == entry.model_ref)
+                and (ref.response_id is None or ref.response_id == entry.response_id)
             ]
-        assert ref.model_ref is not None and ref.response_id is not None
+        if ref.model_ref is None or not ref.response_id:
+            return []
         return self.by_response.get((ref.model_ref.type, ref.model_ref.name, ref.response_id), [])
 
 
@@ -326,9 +349,27 @@ def join_model_call_observations(
     invocations = [record for record in result.records if isinstance(record, AgentInvocation)]
     compactions = [record for record in result.records if isinstance(record, ContextCompactionObservation)]
     captured = list(calls)
-    index = _CallIndex(captured)
+    index = CallIndex.of_records(captured)
 
-    # Calls the model server attributed to an invocation (client session id) join that invocation.
+    _attach_session_calls(invocations, captured, index)
+    gaps = _carried_gaps(bundle)
+    owner: dict[int, str] = {}
+    for invocation in invocations:
+        invocation.model_calls = _resolve_invocation_calls(invocation, index, owner, gaps)
+    for compaction in compactions:
+        _resolve_compaction(compaction, index, owner, gaps)
+    for call in captured:
+        if id(call) not in owner:
+            label = f"{call.model_call_id or call.response_id or 'unknown'}:call_index={call.call_index}"
+            gaps.append(ObservationGap(code="model_call_ownership_unavailable", detail=f"capture:{label}"))
+    result.gaps = list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values())
+    return result
+
+
+def _attach_session_calls(
+    invocations: list[AgentInvocation], captured: list[ModelCallRecord], index: CallIndex[ModelCallRecord]
+) -> None:
+    """Calls the model server attributed to an invocation (client session id) join that invocation."""
     by_id = {invocation.invocation_id: invocation for invocation in invocations}
     for call in captured:
         invocation = by_id.get(call.client_session_id or "")
@@ -338,7 +379,10 @@ def join_model_call_observations(
             continue
         invocation.model_calls.append(_canonical(call))
 
-    gaps = [
+
+def _carried_gaps(bundle: AgentObservationBundle) -> list[ObservationGap]:
+    """The bundle's gaps without those an earlier join wrote (so that joining twice is idempotent)."""
+    return [
         gap
         for gap in bundle.gaps
         if gap.code not in _JOIN_GAP_CODES
@@ -348,104 +392,79 @@ def join_model_call_observations(
             and (gap.detail or "").startswith("capture:")
         )
     ]
-    owner: dict[int, str] = {}
-    for invocation in invocations:
-        resolved: list[ModelCallRef] = []
-        for ref in invocation.model_calls:
-            candidates = index.find(ref)
-            if len(candidates) != 1:
-                gaps.append(
-                    ObservationGap(
-                        code=_unresolved_code(candidates),
-                        invocation_id=invocation.invocation_id,
-                        detail=ref.model_call_id or ref.response_id,
-                    )
-                )
-                resolved.append(ref)
-                continue
-            call = candidates[0]
-            if id(call) in owner:
-                gaps.append(
-                    ObservationGap(
-                        code="model_call_reference_conflict",
-                        invocation_id=invocation.invocation_id,
-                        detail=call.model_call_id or call.response_id,
-                    )
-                )
-                resolved.append(ref)
-                continue
-            owner[id(call)] = invocation.invocation_id
-            resolved.append(_canonical(call))
-        invocation.model_calls = resolved
 
-    for compaction in compactions:
-        resolved = []
-        for ref in compaction.model_calls:
-            candidates = index.find(ref)
-            label = ref.model_call_id or ref.response_id
-            if len(candidates) != 1:
-                gaps.append(
-                    ObservationGap(
-                        code=_unresolved_code(candidates),
-                        invocation_id=compaction.invocation_id,
-                        detail=f"model_calls:{label}",
-                    )
-                )
-                resolved.append(ref)
-                continue
-            call = candidates[0]
-            call_owner = owner.get(id(call))
-            if call_owner != compaction.invocation_id:
-                gaps.append(
-                    ObservationGap(
-                        code="model_call_reference_conflict"
-                        if call_owner is not None
-                        else "model_call_ownership_unavailable",
-                        invocation_id=compaction.invocation_id,
-                        detail=f"model_calls:{call.model_call_id or call.response_id}",
-                    )
-                )
-                resolved.append(ref)
-                continue
-            resolved.append(_canonical(call))
-        compaction.model_calls = resolved
-        for field_name in ("before_model_call", "after_model_call"):
-            ref = getattr(compaction, field_name)
-            if ref is None:
-                continue
-            candidates = index.find(ref)
-            if len(candidates) != 1:
-                gaps.append(
-                    ObservationGap(
-                        code=_unresolved_code(candidates),
-                        invocation_id=compaction.invocation_id,
-                        detail=f"{field_name}:{ref.model_call_id or ref.response_id}",
-                    )
-                )
-                continue
-            call = candidates[0]
-            call_owner = owner.get(id(call))
-            if call_owner is not None and call_owner != compaction.invocation_id:
-                gaps.append(
-                    ObservationGap(
-                        code="model_call_reference_conflict",
-                        invocation_id=compaction.invocation_id,
-                        detail=f"{field_name}:{call.model_call_id or call.response_id}",
-                    )
-                )
-                continue
-            setattr(compaction, field_name, _canonical(call))
 
-    for call in captured:
-        if id(call) not in owner:
-            gaps.append(
-                ObservationGap(
-                    code="model_call_ownership_unavailable",
-                    detail=f"capture:{call.model_call_id or call.response_id or 'unknown'}:call_index={call.call_index}",
-                )
-            )
-    result.gaps = list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values())
-    return result
+def _call_label(call: ModelCallRecord | ModelCallRef) -> str | None:
+    return call.model_call_id or call.response_id
+
+
+def _resolve_invocation_calls(
+    invocation: AgentInvocation,
+    index: CallIndex[ModelCallRecord],
+    owner: dict[int, str],
+    gaps: list[ObservationGap],
+) -> list[ModelCallRef]:
+    """Each reference that matches one call nobody owns yet becomes that call's identity, and its owner."""
+    resolved: list[ModelCallRef] = []
+    for ref in invocation.model_calls:
+        candidates = index.find(ref)
+        if len(candidates) != 1:
+            code, detail = _unresolved_code(candidates), _call_label(ref)
+        elif id(candidates[0]) in owner:
+            code, detail = "model_call_reference_conflict", _call_label(candidates[0])
+        else:
+            owner[id(candidates[0])] = invocation.invocation_id
+            resolved.append(_canonical(candidates[0]))
+            continue
+        gaps.append(ObservationGap(code=code, invocation_id=invocation.invocation_id, detail=detail))
+        resolved.append(ref)
+    return resolved
+
+
+def _resolve_compaction(
+    compaction: ContextCompactionObservation,
+    index: CallIndex[ModelCallRecord],
+    owner: dict[int, str],
+    gaps: list[ObservationGap],
+) -> None:
+    """A compaction's own calls resolve only to calls its invocation owns; the calls before and
+    after it, to any call no other invocation owns."""
+    compaction.model_calls = [
+        _compaction_call(ref, compaction, index, owner, gaps, "model_calls", unowned_ok=False) or ref
+        for ref in compaction.model_calls
+    ]
+    for field_name in ("before_model_call", "after_model_call"):
+        ref = getattr(compaction, field_name)
+        if ref is not None:
+            call = _compaction_call(ref, compaction, index, owner, gaps, field_name, unowned_ok=True)
+            if call is not None:
+                setattr(compaction, field_name, call)
+
+
+def _compaction_call(
+    ref: ModelCallRef,
+    compaction: ContextCompactionObservation,
+    index: CallIndex[ModelCallRecord],
+    owner: dict[int, str],
+    gaps: list[ObservationGap],
+    where: str,
+    *,
+    unowned_ok: bool,
+) -> ModelCallRef | None:
+    """The call's full identity, or None with a gap saying why it does not resolve."""
+    candidates = index.find(ref)
+    if len(candidates) != 1:
+        code, label = _unresolved_code(candidates), _call_label(ref)
+    else:
+        call_owner = owner.get(id(candidates[0]))
+        if call_owner == compaction.invocation_id or (unowned_ok and call_owner is None):
+            return _canonical(candidates[0])
+        code = (
+            "model_call_reference_conflict" if call_owner is not None else "model_call_ownership_unavailable"
+        )
+        label = _call_label(candidates[0])
+    gaps.append(ObservationGap(code=code, invocation_id=compaction.invocation_id, detail=f"{where}:{label}"))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,10 +480,13 @@ __all__ = [
     "AgentInvocation",
     "AgentObservationBundle",
     "AgentObservationRecord",
+    "CallIndex",
     "ContextCompactionObservation",
+    "IndexedCall",
     "ModelCallRef",
     "ObservationGap",
     "ObservationModel",
+    "ResponseMetadataFields",
     "SandboxObservation",
     "ToolCallObservation",
     "TrajectoryModelCall",

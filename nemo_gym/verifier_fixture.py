@@ -183,6 +183,69 @@ def _reward_bounds(reward_range: Sequence[float]) -> tuple[float, float]:
     return lower, upper
 
 
+@dataclass(frozen=True)
+class _RewardEnds:
+    """The reward range, and which end a full-reward case must score."""
+
+    lower: float
+    upper: float
+    higher_is_better: bool
+
+    def check(self, case: VerifierFixtureCase, observed: float) -> None:
+        if not self.lower <= observed <= self.upper:
+            raise VerifierFixtureError(
+                f"case {case.name!r} scored {observed}, outside the range [{self.lower}, {self.upper}]"
+            )
+        best, worst = (self.upper, self.lower) if self.higher_is_better else (self.lower, self.upper)
+        best_end, worst_end = ("upper", "lower") if self.higher_is_better else ("lower", "upper")
+        if case.kind == "full_reward":
+            _expect(observed, best, f"full-reward case {case.name!r} must score the {best_end} end")
+        elif case.kind == "zero_reward":
+            _expect(observed, worst, f"zero-reward case {case.name!r} must score the {worst_end} end")
+
+
+def _determinism_mode(determinism: str | Enum) -> str:
+    mode = str(getattr(determinism, "value", determinism))
+    if mode not in ("seeded", "stochastic", "unknown"):
+        raise VerifierFixtureError(f"determinism must be seeded, stochastic or unknown, not {mode!r}")
+    return mode
+
+
+def _check_kinds_present(path: Path, cases: list[VerifierFixtureCase], mode: str) -> None:
+    required = {"full_reward", "zero_reward", "malformed"} | ({"determinism"} if mode == "seeded" else set())
+    missing = sorted(required - {case.kind for case in cases})
+    if missing:
+        raise VerifierFixtureError(f"verifier fixture {path} has no case of kind: {', '.join(missing)}")
+
+
+async def _check_malformed(fixture: VerifierFixture, case: VerifierFixtureCase) -> None:
+    """A malformed case must make the verifier raise, with the expected words in its message."""
+    try:
+        await _score(fixture, case)
+    except VerifierFixtureError:
+        raise
+    except Exception as error:
+        if case.expected_error not in str(error):
+            raise VerifierFixtureError(
+                f"malformed case {case.name!r} raised, but its message lacks {case.expected_error!r}: {error}"
+            ) from error
+    else:
+        raise VerifierFixtureError(f"malformed case {case.name!r} did not raise")
+
+
+async def _scored_rewards(
+    fixture: VerifierFixture, case: VerifierFixtureCase, ends: _RewardEnds
+) -> tuple[float, ...]:
+    """The case's reward (twice, on fresh servers, for a determinism case), checked against the range."""
+    observed = await _score_or_fail(fixture, case, reseed=case.kind == "determinism")
+    ends.check(case, observed)
+    if case.kind != "determinism":
+        return (observed,)
+    again = await _score_or_fail(fixture, case, reseed=True)
+    _expect(again, observed, f"determinism case {case.name!r} changed on a fresh server")
+    return (observed, again)
+
+
 async def exercise_verifier_fixture(
     fixture: VerifierFixture,
     *,
@@ -197,15 +260,9 @@ async def exercise_verifier_fixture(
     lower, upper = _reward_bounds(reward_range)
     if not isinstance(higher_is_better, bool):
         raise VerifierFixtureError("higher_is_better must be true or false")
-    best, worst = (upper, lower) if higher_is_better else (lower, upper)
-    best_end, worst_end = ("upper", "lower") if higher_is_better else ("lower", "upper")
-    mode = str(getattr(determinism, "value", determinism))
-    if mode not in ("seeded", "stochastic", "unknown"):
-        raise VerifierFixtureError(f"determinism must be seeded, stochastic or unknown, not {mode!r}")
-    required = {"full_reward", "zero_reward", "malformed"} | ({"determinism"} if mode == "seeded" else set())
-    missing = sorted(required - {case.kind for case in cases})
-    if missing:
-        raise VerifierFixtureError(f"verifier fixture {path} has no case of kind: {', '.join(missing)}")
+    ends = _RewardEnds(lower, upper, higher_is_better)
+    mode = _determinism_mode(determinism)
+    _check_kinds_present(path, cases, mode)
 
     results: list[VerifierFixtureResult] = []
     observed_by_index: dict[int, float] = {}
@@ -213,39 +270,15 @@ async def exercise_verifier_fixture(
         if case.kind == "determinism" and mode != "seeded":
             continue
         if case.kind == "malformed":
-            try:
-                await _score(fixture, case)
-            except VerifierFixtureError:
-                raise
-            except Exception as error:
-                if case.expected_error not in str(error):
-                    raise VerifierFixtureError(
-                        f"malformed case {case.name!r} raised, but its message lacks {case.expected_error!r}: {error}"
-                    ) from error
-            else:
-                raise VerifierFixtureError(f"malformed case {case.name!r} did not raise")
+            await _check_malformed(fixture, case)
             results.append(VerifierFixtureResult(case.name, case.kind))
             continue
-
-        observed = await _score_or_fail(fixture, case, reseed=case.kind == "determinism")
-        if not lower <= observed <= upper:
-            raise VerifierFixtureError(
-                f"case {case.name!r} scored {observed}, outside the range [{lower}, {upper}]"
-            )
-        rewards = [observed]
-        if case.kind == "full_reward":
-            _expect(observed, best, f"full-reward case {case.name!r} must score the {best_end} end")
-        elif case.kind == "zero_reward":
-            _expect(observed, worst, f"zero-reward case {case.name!r} must score the {worst_end} end")
-        elif case.kind == "determinism":
-            again = await _score_or_fail(fixture, case, reseed=True)
-            rewards.append(again)
-            _expect(again, observed, f"determinism case {case.name!r} changed on a fresh server")
+        rewards = await _scored_rewards(fixture, case, ends)
         if update_expected:
-            observed_by_index[index] = observed
+            observed_by_index[index] = rewards[0]
         else:
-            _expect(observed, float(case.expected_reward), f"case {case.name!r}")  # type: ignore[arg-type]
-        results.append(VerifierFixtureResult(case.name, case.kind, tuple(rewards)))
+            _expect(rewards[0], float(case.expected_reward), f"case {case.name!r}")  # type: ignore[arg-type]
+        results.append(VerifierFixtureResult(case.name, case.kind, rewards))
 
     if update_expected:
         updated = [

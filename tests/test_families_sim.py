@@ -18,19 +18,12 @@ import pytest
 
 from nemo_gym.conversion import ConversionOptions, responses_to_chat
 from nemo_gym.conversion.prefix import without_token_fields
+from nemo_gym.testing.payloads import OPENAI_CALL_ID as OPENAI_ID
+from nemo_gym.testing.payloads import WEATHER_TOOLS as TOOLS
 from nemo_gym.testing.processes import simulator
 from responses_api_models.vllm_model.tests.conftest import make_server
 
 pytestmark = pytest.mark.e2e
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "Weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    }
-]
-OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6y"
 
 
 @asynccontextmanager

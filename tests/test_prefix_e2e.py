@@ -10,18 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from nemo_gym.testing.payloads import TRAINING_CONFIG as TRAINING
+from nemo_gym.testing.payloads import WEATHER_TOOLS as TOOLS
 from nemo_gym.testing.processes import ng_run, simulator
 
 pytestmark = pytest.mark.e2e
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "Weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    }
-]
-TRAINING = "+config_paths=[responses_api_models/vllm_model/configs/vllm_model_for_training.yaml]"
 
 
 async def rollout(url: str, city: str) -> list[dict[str, Any]]:

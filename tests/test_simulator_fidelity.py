@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from nemo_gym.testing.checks import shape_diff
 from nemo_gym.testing.processes import simulator
 
 pytestmark = pytest.mark.e2e
@@ -29,30 +30,6 @@ def capture(name: str) -> tuple[int, Any]:
     status = int((WIRE / f"{name}.meta").read_text().split()[1])
     raw = (WIRE / f"{name}.json").read_bytes()
     return status, (orjson.loads(raw) if raw.strip() else None)
-
-
-def shape_diff(real: Any, ours: Any, path: str = "$") -> list[str]:
-    """Differences in keys (recursively) and JSON types; a null in either is compared by key only."""
-    if real is None or ours is None:
-        return []
-    if isinstance(real, bool) or isinstance(ours, bool):
-        return (
-            []
-            if isinstance(real, bool) and isinstance(ours, bool)
-            else [f"{path}: {type(real).__name__} vs {type(ours).__name__}"]
-        )
-    if isinstance(real, int | float) and isinstance(ours, int | float):
-        return []
-    if type(real) is not type(ours):
-        return [f"{path}: {type(real).__name__} vs {type(ours).__name__}"]
-    if isinstance(real, dict):
-        diffs = [f"{path}: keys {sorted(set(real) ^ set(ours))}"] if set(real) != set(ours) else []
-        for key in set(real) & set(ours):
-            diffs += shape_diff(real[key], ours[key], f"{path}.{key}")
-        return diffs
-    if isinstance(real, list) and real and ours:
-        return shape_diff(real[0], ours[0], f"{path}[0]")
-    return []
 
 
 @pytest.fixture(scope="module")

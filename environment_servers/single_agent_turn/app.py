@@ -16,12 +16,14 @@ whether retrying can help (connection errors, 408/425/429 and 5xx can; anything 
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from uuid import uuid4
 
 from aiohttp import ClientConnectionError, ClientPayloadError, ClientResponseError
 from fastapi import Body
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
 
 from nemo_gym.base_environment_server import (
     BaseEnvironmentServer,
@@ -96,6 +98,18 @@ def _failure(stage: str, error: BaseException | str, *, partial_response: Any = 
     )
 
 
+@dataclass
+class _Episode:
+    """One episode's session ids and the cookies each session carries, as they change."""
+
+    request: SingleAgentTurnRequest
+    resources_session_id: str = field(default_factory=lambda: f"resources-session-{uuid4().hex}")
+    agent_session_id: str = field(default_factory=lambda: f"agent-session-{uuid4().hex}")
+    resources_cookies: dict[str, str] = field(default_factory=dict)
+    agent_cookies: dict[str, str] = field(default_factory=dict)
+    closed: AgentCloseSessionResponse | None = None
+
+
 class SingleAgentTurnEnvironmentServer(
     BaseEnvironmentServer[SingleAgentTurnRequest, SingleAgentTurnResponse]
 ):
@@ -158,103 +172,27 @@ class SingleAgentTurnEnvironmentServer(
         return accesses
 
     async def run(self, request: SingleAgentTurnRequest, cleanup: CleanupContext) -> SingleAgentTurnResponse:
-        task_input = request.task.task_input
-        resources = self.config.resources_server.name
-        agent = self.config.agent_server.name
-        resources_session_id = f"resources-session-{uuid4().hex}"
-        resources_cookies: dict[str, str] = {}
-
-        async def close_resources() -> None:
-            reply = await self.server_client.post(
-                resources,
-                "/close_session",
-                json=ResourcesCloseSessionRequest(
-                    resources_session_id=resources_session_id, episode_id=request.episode_id
-                ).model_dump(mode="json"),
-                cookies=resources_cookies,
-            )
-            await raise_for_status(reply)
-
+        episode = _Episode(request)
         # Registered before the seed: a seed whose answer is lost still gets closed.
-        resources_cleanup = cleanup.register_cleanup("resources session", close_resources)
+        resources_cleanup = cleanup.register_cleanup(
+            "resources session", functools.partial(self._close_resources, episode)
+        )
         try:
-            reply = await self.server_client.post(
-                resources,
-                "/seed_session",
-                json=ResourcesSeedSessionRequest(
-                    resources_session_id=resources_session_id,
-                    episode_id=request.episode_id,
-                    task_id=request.task.task_id,
-                    task_data=task_input.task_data,
-                ).model_dump(mode="json"),
-            )
-            await raise_for_status(reply)
-            resources_cookies = _cookies(reply)
-            if not resources_cookies:
-                raise ValueError("the resources seed set no session cookie")
-            seed = ResourcesSeedSessionResponse.model_validate(await get_response_json(reply))
-            if seed.resources_session_id != resources_session_id:
-                raise ValueError("the resources seed answered for a different resources_session_id")
+            seed = await self._seed_resources(episode)
         except HandledEpisodeError:
             raise
         except Exception as error:
             raise _failure("seed", error) from error
 
+        resources = self.config.resources_server.name
         base_url = self.server_client._resolve_base_url(resources).rstrip("/")
-        tool_accesses = self._tool_accesses(seed, base_url, resources_cookies)
-
-        agent_session_id = f"agent-session-{uuid4().hex}"
-        agent_cookies: dict[str, str] = {}
-        closed: AgentCloseSessionResponse | None = None
-
-        async def close_agent() -> None:
-            nonlocal closed, resources_cookies
-            reply = await self.server_client.post(
-                agent,
-                "/v1/agent_sessions/close",
-                json=AgentCloseSessionRequest(
-                    agent_session_id=agent_session_id, episode_id=request.episode_id
-                ).model_dump(mode="json"),
-                cookies=agent_cookies,
-            )
-            await raise_for_status(reply)
-            closed = AgentCloseSessionResponse.model_validate(await get_response_json(reply))
-            if closed.agent_session_id != agent_session_id:
-                raise ValueError("the agent closed a different agent_session_id")
-            if closed.resources_cookies is not None:
-                resources_cookies = closed.resources_cookies
-
-        agent_cleanup = cleanup.register_cleanup("agent session", close_agent)
+        tool_accesses = self._tool_accesses(seed, base_url, episode.resources_cookies)
+        agent_cleanup = cleanup.register_cleanup(
+            "agent session", functools.partial(self._close_agent, episode)
+        )
         try:
-            reply = await self.server_client.post(
-                agent,
-                "/v1/agent_sessions",
-                json=AgentSeedSessionRequest(
-                    agent_session_id=agent_session_id,
-                    episode_id=request.episode_id,
-                    task_id=request.task.task_id,
-                    tool_accesses=tool_accesses,
-                    sandbox_access=seed.sandbox_access,
-                ).model_dump(mode="json"),
-            )
-            await raise_for_status(reply)
-            seeded = AgentSeedSessionResponse.model_validate(await get_response_json(reply))
-            if seeded.agent_session_id != agent_session_id:
-                raise ValueError("the agent seeded a different agent_session_id")
-            agent_cookies = _cookies(reply)
-        except Exception as error:
-            raise _failure("agent", error) from error
-
-        try:
-            reply = await self.server_client.post(
-                agent,
-                self._agent_responses_path(request),
-                json=task_input.responses_create_params,
-                cookies=agent_cookies,
-            )
-            await raise_for_status(reply)
-            agent_cookies = _cookies(reply) or agent_cookies
-            agent_response = NeMoGymResponse.model_validate(await get_response_json(reply))
+            await self._seed_agent(episode, tool_accesses, seed)
+            agent_response = await self._run_agent(episode)
         except Exception as error:
             raise _failure("agent", error) from error
 
@@ -263,31 +201,121 @@ class SingleAgentTurnEnvironmentServer(
             await agent_cleanup.close()
         except Exception as error:
             raise _failure("cleanup", error, partial_response=agent_response) from error
-
         try:
-            verify_body = {
-                **task_input.task_data,
-                "responses_create_params": task_input.responses_create_params.model_dump(
-                    mode="json", exclude_unset=True
-                ),
-                "response": agent_response.model_dump(mode="json"),
-            }
-            reply = await self.server_client.post(
-                resources, "/verify", json=verify_body, cookies=resources_cookies
-            )
-            await raise_for_status(reply)
-            verification = SingleAgentTurnResult.model_validate(await get_response_json(reply))
+            verification = await self._verify(episode, agent_response)
         except Exception as error:
             raise _failure("verification", error, partial_response=agent_response) from error
 
         # A verdict is final: a failing resources close only gets one more try during unwinding.
         cleanup.register_cleanup("resources session after verification", resources_cleanup.close)
-        observations = closed.agent_observations if closed is not None else None
+        observations = episode.closed.agent_observations if episode.closed is not None else None
         return SingleAgentTurnResponse(
             episode_id=request.episode_id,
             task_id=request.task.task_id,
             result=verification.model_copy(update={"ng_agent_observations": observations}),
         )
+
+    async def _post(self, server: str, path: str, body: Any, cookies: dict[str, str] | None = None) -> Any:
+        """POST to a server (a pydantic body as its JSON); an error status raises; the reply comes
+        back for its cookies and JSON."""
+        if isinstance(body, BaseModel):
+            body = body.model_dump(mode="json")
+        reply = await self.server_client.post(server, path, json=body, cookies=cookies)
+        await raise_for_status(reply)
+        return reply
+
+    async def _seed_resources(self, episode: _Episode) -> ResourcesSeedSessionResponse:
+        request = episode.request
+        reply = await self._post(
+            self.config.resources_server.name,
+            "/seed_session",
+            ResourcesSeedSessionRequest(
+                resources_session_id=episode.resources_session_id,
+                episode_id=request.episode_id,
+                task_id=request.task.task_id,
+                task_data=request.task.task_input.task_data,
+            ),
+        )
+        episode.resources_cookies = _cookies(reply)
+        if not episode.resources_cookies:
+            raise ValueError("the resources seed set no session cookie")
+        seed = ResourcesSeedSessionResponse.model_validate(await get_response_json(reply))
+        if seed.resources_session_id != episode.resources_session_id:
+            raise ValueError("the resources seed answered for a different resources_session_id")
+        return seed
+
+    async def _close_resources(self, episode: _Episode) -> None:
+        await self._post(
+            self.config.resources_server.name,
+            "/close_session",
+            ResourcesCloseSessionRequest(
+                resources_session_id=episode.resources_session_id, episode_id=episode.request.episode_id
+            ),
+            episode.resources_cookies,
+        )
+
+    async def _seed_agent(
+        self, episode: _Episode, tool_accesses: list[ToolAccess], seed: ResourcesSeedSessionResponse
+    ) -> None:
+        reply = await self._post(
+            self.config.agent_server.name,
+            "/v1/agent_sessions",
+            AgentSeedSessionRequest(
+                agent_session_id=episode.agent_session_id,
+                episode_id=episode.request.episode_id,
+                task_id=episode.request.task.task_id,
+                tool_accesses=tool_accesses,
+                sandbox_access=seed.sandbox_access,
+            ),
+        )
+        seeded = AgentSeedSessionResponse.model_validate(await get_response_json(reply))
+        if seeded.agent_session_id != episode.agent_session_id:
+            raise ValueError("the agent seeded a different agent_session_id")
+        episode.agent_cookies = _cookies(reply)
+
+    async def _run_agent(self, episode: _Episode) -> NeMoGymResponse:
+        reply = await self._post(
+            self.config.agent_server.name,
+            self._agent_responses_path(episode.request),
+            # As the server client sends a model body: only the fields the task set.
+            episode.request.task.task_input.responses_create_params.model_dump(
+                mode="json", exclude_unset=True
+            ),
+            episode.agent_cookies,
+        )
+        episode.agent_cookies = _cookies(reply) or episode.agent_cookies
+        return NeMoGymResponse.model_validate(await get_response_json(reply))
+
+    async def _close_agent(self, episode: _Episode) -> None:
+        """The agent's close returns its observations and the resources cookies it ended with."""
+        reply = await self._post(
+            self.config.agent_server.name,
+            "/v1/agent_sessions/close",
+            AgentCloseSessionRequest(
+                agent_session_id=episode.agent_session_id, episode_id=episode.request.episode_id
+            ),
+            episode.agent_cookies,
+        )
+        episode.closed = closed = AgentCloseSessionResponse.model_validate(await get_response_json(reply))
+        if closed.agent_session_id != episode.agent_session_id:
+            raise ValueError("the agent closed a different agent_session_id")
+        if closed.resources_cookies is not None:
+            episode.resources_cookies = closed.resources_cookies
+
+    async def _verify(self, episode: _Episode, agent_response: NeMoGymResponse) -> SingleAgentTurnResult:
+        """The resources server's verdict, from the task's own fields as an agent's `/run` sends them."""
+        task_input = episode.request.task.task_input
+        verify_body = {
+            **task_input.task_data,
+            "responses_create_params": task_input.responses_create_params.model_dump(
+                mode="json", exclude_unset=True
+            ),
+            "response": agent_response.model_dump(mode="json"),
+        }
+        reply = await self._post(
+            self.config.resources_server.name, "/verify", verify_body, episode.resources_cookies
+        )
+        return SingleAgentTurnResult.model_validate(await get_response_json(reply))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nemo_gym.testing.processes import children_of
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 OUR_CONFIGS = (
     "responses_api_models/vllm_model/configs/vllm_model_for_training.yaml",
@@ -45,27 +47,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _parents() -> dict[int, int]:
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                out[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
-
-
-def _descendants(pid: int) -> set[int]:
-    parents = _parents()
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {c for c, p in parents.items() if p in frontier} - found
-        found |= frontier
-    return found
-
-
 def _cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -73,7 +54,7 @@ def _cpu(pid: int) -> float:
 
 def servers_cpu(exclude: set[int]) -> float:
     total = 0.0
-    for pid in _descendants(os.getpid()) - exclude:
+    for pid in children_of(os.getpid()) - exclude:
         try:
             total += _cpu(pid)
         except (OSError, ValueError, IndexError):

@@ -10,6 +10,19 @@ from pydantic import BaseModel
 from nemo_gym.config import ConfigError
 
 
+def command_entry(
+    main: Callable[[list[str]], int], *, command: str, summary: str, keys: type[BaseModel]
+) -> Callable[[], None]:
+    """A command's console-script function: `run_cli` of its `main` on this process's command line."""
+
+    def entry() -> None:
+        run_cli(main, command=command, summary=summary, keys=keys)
+
+    entry.__name__ = entry.__qualname__ = command
+    entry.__doc__ = f"`{command}` on this process's command line."
+    return entry
+
+
 def run_cli(
     main: Callable[[list[str]], int],
     argv: list[str] | None = None,

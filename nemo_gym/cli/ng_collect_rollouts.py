@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import check_command_line, validate_keys
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.http.server_client import HeadServerUnreachable, ServerClient, close_shared_client
@@ -123,8 +123,7 @@ def collect_and_report(settings: RolloutCollectionConfig, client: ServerClient) 
     return code
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import CommandKeys
 from nemo_gym.config import PROJECT_ROOT
 
@@ -28,12 +28,8 @@ def main(args: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=str(PROJECT_ROOT))
 
 
-def dev_test() -> None:
-    """NeMo Gym's `nemo_gym.cli.ng_dev_test`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
-
-
-cli = dev_test
+# NeMo Gym's `nemo_gym.cli.ng_dev_test`.
+dev_test = cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 if __name__ == "__main__":
     cli()

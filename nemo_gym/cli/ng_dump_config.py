@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from omegaconf import OmegaConf
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import check_command_line
 from nemo_gym.cli.ng_run import RunKeys
 from nemo_gym.config import discover_instances, load_config, redact
@@ -30,8 +30,7 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import check_command_line
 from nemo_gym.cli.ng_collect_rollouts import _routing_check, collect_and_report, settings_from
 from nemo_gym.http.server_client import ServerClient
@@ -42,12 +42,8 @@ def main(args: list[str]) -> int:
         helper.shutdown()
 
 
-def e2e_rollout_collection() -> None:
-    """NeMo Gym's `nemo_gym.cli.e2e_rollout_collection`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
-
-
-cli = e2e_rollout_collection
+# NeMo Gym's `nemo_gym.cli.e2e_rollout_collection`.
+e2e_rollout_collection = cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 if __name__ == "__main__":
     cli()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 
@@ -235,12 +235,8 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def init_resources_server() -> None:
-    """NeMo Gym's `nemo_gym.cli.init_resources_server`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
-
-
-cli = init_resources_server
+# NeMo Gym's `nemo_gym.cli.init_resources_server`.
+init_resources_server = cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 if __name__ == "__main__":
     cli()

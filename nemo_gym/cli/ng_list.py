@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from nemo_gym import catalog
-from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.cli.common import command_entry, format_table
 from nemo_gym.cli.keys import CommandKeys, check_command_line, closest, validate_keys
 from nemo_gym.config import ConfigError
 
@@ -81,8 +81,7 @@ def _one_line(text: str | None, width: int = 100) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

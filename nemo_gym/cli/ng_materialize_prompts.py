@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
 from nemo_gym.config import ConfigError
 from nemo_gym.prompt import PromptConfigError, materialize_prompts
@@ -56,8 +56,7 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

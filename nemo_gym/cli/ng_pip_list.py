@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
 
 COMMAND = "ng_pip_list"
@@ -44,12 +44,8 @@ def main(args: list[str]) -> int:
     return subprocess.call(command)
 
 
-def pip_list() -> None:
-    """NeMo Gym's `nemo_gym.cli.ng_pip_list`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
-
-
-cli = pip_list
+# NeMo Gym's `nemo_gym.cli.ng_pip_list`.
+pip_list = cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 if __name__ == "__main__":
     cli()

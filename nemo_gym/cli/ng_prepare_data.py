@@ -15,7 +15,7 @@ from typing import Literal
 from omegaconf import OmegaConf
 from pydantic import Field
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
 from nemo_gym.cli.ng_validate import MODEL_STAND_INS
 from nemo_gym.config import ConfigError, load_config
@@ -84,8 +84,7 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

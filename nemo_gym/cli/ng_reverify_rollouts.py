@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.http.server_client import HeadServerUnreachable, ServerClient, close_shared_client
@@ -147,8 +147,7 @@ def main(args: list[str]) -> int:
     return 0 if written or not pairs else 1
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import check_command_line
 from nemo_gym.runner.run_helper import RunConfig, RunHelper, ServerDiedError, ServerStartError
 
@@ -68,8 +68,7 @@ def run(global_config_dict_parser_config: Any = None) -> None:
     raise SystemExit(serve(RunHelper(), lambda helper: helper.start(global_config_dict_parser_config)))
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.cli.common import command_entry, format_table
 from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
 from nemo_gym.config import load_config
 
@@ -111,8 +111,7 @@ def _upstream_rows(client: httpx.Client, instances: list[dict[str, Any]]) -> lis
     return rows
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

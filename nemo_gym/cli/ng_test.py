@@ -7,7 +7,7 @@ import sys
 
 from pydantic import Field
 
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 
@@ -50,8 +50,7 @@ def main(args: list[str]) -> int:
     )
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 def test() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from nemo_gym.cli.common import format_table, run_cli
+from nemo_gym.cli.common import command_entry, format_table
 from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
 from nemo_gym.config import PROJECT_ROOT, SERVER_TYPES
 
@@ -73,12 +73,8 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def test_all() -> None:
-    """NeMo Gym's `nemo_gym.cli.ng_test_all`."""
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
-
-
-cli = test_all
+# NeMo Gym's `nemo_gym.cli.ng_test_all`.
+test_all = cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 if __name__ == "__main__":
     cli()

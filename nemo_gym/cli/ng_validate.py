@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from nemo_gym import catalog
-from nemo_gym.cli.common import run_cli
+from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.gym_options import merge_config_paths
 from nemo_gym.cli.keys import check_command_line, closest, validate_keys
 from nemo_gym.cli.ng_run import RunKeys
@@ -146,8 +146,7 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def cli() -> None:
-    run_cli(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
+cli = command_entry(main, command=COMMAND, summary=SUMMARY, keys=KEYS)
 
 
 if __name__ == "__main__":

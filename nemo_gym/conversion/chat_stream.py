@@ -106,10 +106,14 @@ class _Choice:
         if choice.get("finish_reason") is not None:
             self.finish_reason = choice["finish_reason"]
         if len(choice) > len(_CHOICE_FIELDS) or not choice.keys() <= _CHOICE_FIELDS:
-            for key in choice.keys() - _CHOICE_FIELDS:
-                value = choice[key]
-                if value is not None or key not in self.extra:
-                    self.extra[key] = value
+            self._extra_fields(choice)
+
+    def _extra_fields(self, choice: dict[str, Any]) -> None:
+        """Choice fields vLLM adds beyond the standard ones keep their last non-null value."""
+        for key in choice.keys() - _CHOICE_FIELDS:
+            value = choice[key]
+            if value is not None or key not in self.extra:
+                self.extra[key] = value
 
     def _delta_field(self, key: str, value: Any) -> None:
         if value is not None:

@@ -166,72 +166,76 @@ class _AssistantTurn:
 
 
 def _convert_input(items: list[Any], opts: ConversionOptions) -> list[dict[str, Any]]:
+    """Consecutive assistant-side items (text, reasoning, function calls) fold into one message."""
     messages: list[dict[str, Any]] = []
     turn: _AssistantTurn | None = None
-
-    def flush() -> None:
-        nonlocal turn
-        if turn is not None:
-            messages.append(turn.to_message())
-            turn = None
-
     for i, item in enumerate(items):
-        param = f"input[{i}]"
         if not isinstance(item, dict):
-            raise ConversionError(f"'{param}' must be an object", param=param)
+            raise ConversionError(f"'input[{i}]' must be an object", param=f"input[{i}]")
+        param = f"input[{i}]"
         kind = item.get("type")
-        role = item.get("role")
-        if kind is None and role is not None:
+        if kind is None and item.get("role") is not None:
             kind = "message"
-        if kind == "message":
-            if role in ("user", "system", "developer"):
-                flush()
-                if role == "developer" and opts.replace_developer_role_with_system:
-                    role = "system"
-                messages.append(
-                    {"role": role, "content": _user_content(item.get("content"), f"{param}.content")}
-                )
-                continue
-            if role != "assistant":
-                raise ConversionError(
-                    f"unsupported message role {role!r} at '{param}.role'", param=f"{param}.role"
-                )
-            turn = turn or _AssistantTurn()
-            turn.parts.append(_assistant_text(item.get("content"), f"{param}.content"))
-            turn.has_text = True
-        elif kind == "reasoning":
-            turn = turn or _AssistantTurn()
-            turn.parts.extend(wrap_think(text) for text in _reasoning_texts(item, param))
-            turn.has_text = True
-        elif kind == "function_call":
-            for key in ("call_id", "name", "arguments"):
-                if not isinstance(item.get(key), str):
-                    raise ConversionError(f"'{param}.{key}' must be a string", param=f"{param}.{key}")
-            turn = turn or _AssistantTurn()
-            turn.tool_calls.append(
-                {
-                    "id": item["call_id"],
-                    "type": "function",
-                    "function": {"name": item["name"], "arguments": item["arguments"]},
-                }
+        if kind == "function_call_output" or (kind == "message" and item.get("role") != "assistant"):
+            if turn is not None:
+                messages.append(turn.to_message())
+                turn = None
+            messages.append(
+                _tool_output(item, param)
+                if kind == "function_call_output"
+                else _plain_message(item, param, opts)
             )
-        elif kind == "function_call_output":
-            flush()
-            if not isinstance(item.get("call_id"), str):
-                raise ConversionError(f"'{param}.call_id' must be a string", param=f"{param}.call_id")
-            output = item.get("output")
-            if not isinstance(output, str):
-                output = _user_content(output, f"{param}.output")
-            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
             continue
-        else:
-            raise ConversionError(
-                f"unsupported input item type {kind!r} at '{param}.type'", param=f"{param}.type"
-            )
+        turn = _add_to_turn(turn or _AssistantTurn(), kind, item, param)
         if opts.return_token_id_information and "generation_token_ids" in item:
             turn.tokens = {key: item[key] for key in TOKEN_FIELDS if key in item}
-    flush()
+    if turn is not None:
+        messages.append(turn.to_message())
     return messages
+
+
+def _plain_message(item: dict[str, Any], param: str, opts: ConversionOptions) -> dict[str, Any]:
+    """A user, system or developer message (an assistant message joins the assistant turn)."""
+    role = item.get("role")
+    if role not in ("user", "system", "developer"):
+        raise ConversionError(f"unsupported message role {role!r} at '{param}.role'", param=f"{param}.role")
+    if role == "developer" and opts.replace_developer_role_with_system:
+        role = "system"
+    return {"role": role, "content": _user_content(item.get("content"), f"{param}.content")}
+
+
+def _tool_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+    if not isinstance(item.get("call_id"), str):
+        raise ConversionError(f"'{param}.call_id' must be a string", param=f"{param}.call_id")
+    output = item.get("output")
+    if not isinstance(output, str):
+        output = _user_content(output, f"{param}.output")
+    return {"role": "tool", "tool_call_id": item["call_id"], "content": output}
+
+
+def _add_to_turn(turn: _AssistantTurn, kind: Any, item: dict[str, Any], param: str) -> _AssistantTurn:
+    if kind == "message":
+        turn.parts.append(_assistant_text(item.get("content"), f"{param}.content"))
+        turn.has_text = True
+    elif kind == "reasoning":
+        turn.parts.extend(wrap_think(text) for text in _reasoning_texts(item, param))
+        turn.has_text = True
+    elif kind == "function_call":
+        for key in ("call_id", "name", "arguments"):
+            if not isinstance(item.get(key), str):
+                raise ConversionError(f"'{param}.{key}' must be a string", param=f"{param}.{key}")
+        turn.tool_calls.append(
+            {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+        )
+    else:
+        raise ConversionError(
+            f"unsupported input item type {kind!r} at '{param}.type'", param=f"{param}.type"
+        )
+    return turn
 
 
 def _convert_tools(tools: Any) -> list[dict[str, Any]]:
@@ -320,6 +324,28 @@ def move_think_to_reasoning_content(message: dict[str, Any], field: str = "both"
 
 def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[str, Any]:
     """The chat body to send upstream (without adapter-level extras like token flags)."""
+    _check_request(params)
+    body: dict[str, Any] = {"model": opts.model, "messages": _chat_messages(params, opts)}
+    if params.get("tools"):
+        body["tools"] = _convert_tools(params["tools"])
+    if params.get("tool_choice") is not None:
+        body["tool_choice"] = _convert_tool_choice(params["tool_choice"])
+    if params.get("text") is not None:
+        response_format = _convert_text_format(params["text"])
+        if response_format is not None:
+            body["response_format"] = response_format
+    if params.get("max_output_tokens") is not None:
+        body["max_tokens"] = params["max_output_tokens"]
+    for key in _PASSTHROUGH:
+        if params.get(key) is not None:
+            body[key] = params[key]
+    for key in _VLLM_EXTRAS:
+        if key in params:
+            body[key] = params[key]
+    return body
+
+
+def _check_request(params: Any) -> None:
     if not isinstance(params, dict):
         raise ConversionError("request body must be a JSON object")
     for key, message in _REJECTED.items():
@@ -329,6 +355,9 @@ def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[s
     if params.get("stream") is not None and not isinstance(params["stream"], bool):
         raise ConversionError("'stream' must be true or false", param="stream")
 
+
+def _chat_messages(params: dict[str, Any], opts: ConversionOptions) -> list[dict[str, Any]]:
+    """Instructions as the system message, then the input; think blocks moved for a reasoning parser."""
     messages: list[dict[str, Any]] = []
     instructions = params.get("instructions")
     if instructions is not None:
@@ -349,25 +378,7 @@ def responses_to_chat(params: dict[str, Any], opts: ConversionOptions) -> dict[s
         messages = [
             move_think_to_reasoning_content(m, field) if m["role"] == "assistant" else m for m in messages
         ]
-
-    body: dict[str, Any] = {"model": opts.model, "messages": messages}
-    if params.get("tools"):
-        body["tools"] = _convert_tools(params["tools"])
-    if params.get("tool_choice") is not None:
-        body["tool_choice"] = _convert_tool_choice(params["tool_choice"])
-    if params.get("text") is not None:
-        response_format = _convert_text_format(params["text"])
-        if response_format is not None:
-            body["response_format"] = response_format
-    if params.get("max_output_tokens") is not None:
-        body["max_tokens"] = params["max_output_tokens"]
-    for key in _PASSTHROUGH:
-        if params.get(key) is not None:
-            body[key] = params[key]
-    for key in _VLLM_EXTRAS:
-        if key in params:
-            body[key] = params[key]
-    return body
+    return messages
 
 
 def chat_messages_for_upstream(

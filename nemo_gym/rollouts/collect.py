@@ -114,6 +114,42 @@ def clear_previous_outputs(config: RolloutCollectionConfig) -> None:
     config.metrics_path.unlink(missing_ok=True)
 
 
+class _Progress:
+    """The run's output files and its progress bar (mean reward and failures so far)."""
+
+    def __init__(self, config: RolloutCollectionConfig, tally: FailureTally, total: int) -> None:
+        self.output = JsonlAppender(config.output_path, truncate=not config.resuming)
+        self.failures = JsonlAppender(config.failures_path, truncate=True)
+        self.tally = tally
+        self.reward_sum, self.reward_count = 0.0, 0
+        self.bar = tqdm(total=total, desc="rollouts", unit="rollout", dynamic_ncols=True, smoothing=0.1)
+
+    def _show(self) -> None:
+        mean = f"{self.reward_sum / self.reward_count:.3f}" if self.reward_count else "-"
+        self.bar.set_postfix(mean_reward=mean, failed=self.tally.total, refresh=False)
+
+    def failed(self, row: dict[str, Any], failure: dict[str, Any]) -> None:
+        self.failures.write({**row, **failure})
+        message = failure.get(FAILURE_MESSAGE_KEY) or failure.get("error_message", "")
+        self.tally.add(failure[FAILURE_CLASS_KEY], str(message))
+        self._show()
+        self.bar.update(1)
+
+    def succeeded(self, record: dict[str, Any]) -> None:
+        self.output.write(record)
+        reward = record.get("reward")
+        if isinstance(reward, int | float) and not isinstance(reward, bool):
+            self.reward_sum += reward
+            self.reward_count += 1
+            self._show()
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.output.close()
+        self.failures.close()
+
+
 class RolloutCollector:
     def __init__(self, config: RolloutCollectionConfig, server_client: ServerClient) -> None:
         self.config = config
@@ -136,8 +172,6 @@ class RolloutCollector:
             done = {done_key(r) for r in read_complete_rows(c.output_path)}
         else:
             clear_previous_outputs(c)
-        output = JsonlAppender(c.output_path, truncate=not c.resuming)
-        failures = JsonlAppender(c.failures_path, truncate=True)
         invalid, rollouts = self._plan(done)
         invalid_jobs = [
             (item, r)
@@ -146,32 +180,40 @@ class RolloutCollector:
             if (item.index, r) not in done
         ]
         attempted = len(rollouts) + len(invalid_jobs)
-        tally = self.failures
-        reward_sum, reward_count = 0.0, 0
-        bar = tqdm(total=attempted, desc="rollouts", unit="rollout", dynamic_ncols=True, smoothing=0.1)
+        progress = _Progress(c, self.failures, attempted)
+        started = time.monotonic()
+        try:
+            for item, repeat in invalid_jobs:
+                progress.failed(
+                    {TASK_KEY: item.index, ROLLOUT_KEY: repeat},
+                    {FAILURE_CLASS_KEY: INVALID_INPUT_ROW, FAILURE_MESSAGE_KEY: item.error or ""},
+                )
+            await self._run(rollouts, progress)
+        finally:
+            progress.close()
+        elapsed = time.monotonic() - started
 
-        def show() -> None:
-            mean = f"{reward_sum / reward_count:.3f}" if reward_count else "-"
-            bar.set_postfix(mean_reward=mean, failed=tally.total, refresh=False)
+        all_rows = list(read_complete_rows(c.output_path))
+        metrics: dict[str, Any] = {
+            **numeric_means(all_rows),
+            "num_rollouts": len(all_rows),
+            "num_failed": self.failures.total,
+            "num_attempted_this_run": attempted,
+            "num_skipped_already_done": len(done),
+            "num_context_length_fallbacks": sum(is_context_length_fallback(r) for r in all_rows),
+            "failure_classes": dict(self.failures.counts.most_common()),
+            "wall_time_s": round(elapsed, 3),
+        }
+        if c.disable_aggregation:
+            return metrics
+        await self._aggregate(metrics, all_rows)
+        c.metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
 
-        def record_failure(row: dict[str, Any], failure: dict[str, Any]) -> None:
-            failures.write({**row, **failure})
-            tally.add(
-                failure[FAILURE_CLASS_KEY],
-                str(failure.get(FAILURE_MESSAGE_KEY) or failure.get("error_message", "")),
-            )
-            show()
-            bar.update(1)
-
-        for item, repeat in invalid_jobs:
-            keys = {TASK_KEY: item.index, ROLLOUT_KEY: repeat}
-            record_failure(
-                keys, {FAILURE_CLASS_KEY: INVALID_INPUT_ROW, FAILURE_MESSAGE_KEY: item.error or ""}
-            )
-
+    def _dispatch_options(self) -> DispatchOptions:
+        c = self.config
         resident = c.max_resident_rollout_tasks or c.parallel
-        observability = bool(self.client.global_config.get("observability_enabled"))
-        options = DispatchOptions(
+        return DispatchOptions(
             routes=EnvironmentRoutes.from_config(
                 self.client.global_config, c.routing(self.client.global_config)
             ),
@@ -182,8 +224,11 @@ class RolloutCollector:
             drain_margin_s=c.drain_margin_s,
             rollout_timeout_s=c.rollout_timeout_s,
         )
-        pending = dispatch(rollouts, self.client, options, unwrap=False)
-        started = time.monotonic()
+
+    async def _run(self, rollouts: list[dict[str, Any]], progress: _Progress) -> None:
+        """Each rollout's record goes to the output, or its failure to the failures file, as it finishes."""
+        observability = bool(self.client.global_config.get("observability_enabled"))
+        pending = dispatch(rollouts, self.client, self._dispatch_options(), unwrap=False)
         try:
             for awaitable in pending:
                 finished = await awaitable
@@ -194,50 +239,26 @@ class RolloutCollector:
                         attach_observability(row, result, finished.latency_ms)
                 keys = {TASK_KEY: row[TASK_KEY], ROLLOUT_KEY: row[ROLLOUT_KEY]}
                 if result.get(NO_PERSIST_KEY):
-                    bar.update(1)
-                    continue
-                if FAILURE_CLASS_KEY in result:
-                    record_failure({**row, **keys}, result)
-                    continue
-                stamp = {AGENT_REF_KEY: {"type": "responses_api_agents", "name": agent_ref_name(row)}}
-                output.write({**result, **stamp, **keys})
-                reward = result.get("reward")
-                if isinstance(reward, int | float) and not isinstance(reward, bool):
-                    reward_sum += reward
-                    reward_count += 1
-                    show()
-                bar.update(1)
+                    progress.bar.update(1)
+                elif FAILURE_CLASS_KEY in result:
+                    progress.failed({**row, **keys}, result)
+                else:
+                    stamp = {AGENT_REF_KEY: {"type": "responses_api_agents", "name": agent_ref_name(row)}}
+                    progress.succeeded({**result, **stamp, **keys})
         finally:
             await pending.aclose()
             self.peak_in_flight = pending.peak_resident
-            bar.close()
-            output.close()
-            failures.close()
-        elapsed = time.monotonic() - started
 
-        all_rows = list(read_complete_rows(c.output_path))
-        metrics: dict[str, Any] = {
-            **numeric_means(all_rows),
-            "num_rollouts": len(all_rows),
-            "num_failed": tally.total,
-            "num_attempted_this_run": attempted,
-            "num_skipped_already_done": len(done),
-            "num_context_length_fallbacks": sum(is_context_length_fallback(r) for r in all_rows),
-            "failure_classes": dict(tally.counts.most_common()),
-            "wall_time_s": round(elapsed, 3),
-        }
-        if c.disable_aggregation:
-            return metrics
+    async def _aggregate(self, metrics: dict[str, Any], all_rows: list[dict[str, Any]]) -> None:
+        """Each resources server's own aggregate over the rows of its agents."""
         by_agent: dict[str, list[dict[str, Any]]] = {}
         for row in all_rows:
-            name = agent_ref_name(row) or c.agent_name
+            name = agent_ref_name(row) or self.config.agent_name
             if name:
                 by_agent.setdefault(name, []).append(row)
         server_metrics = await resources_server_aggregates(self.client, by_agent)
         if server_metrics:
             metrics["resources_servers"] = server_metrics
-        c.metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-        return metrics
 
     def exit_code(self, metrics: dict[str, Any]) -> int:
         """Non-zero when nothing worked, when failures passed `+max_failures`, or any is missing

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 
+from nemo_gym.http.bodies import json_object
 from nemo_gym.http.retry import GATEWAY_STATUSES
 from nemo_gym.http.server_client import (
     ServerCallTimeout,
@@ -236,11 +236,8 @@ class RunCaller:
                 message=f"agent {agent!r} /run returned HTTP {response.status}",
                 context=f"POST {url}; {_where(row)}",
             )
-        try:
-            result = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            result = None
-        if not isinstance(result, dict):
+        result = json_object(content)
+        if result is None:
             raise RolloutRunError(
                 None,
                 content[:_MAX_BODY_CHARS],

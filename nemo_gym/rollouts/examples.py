@@ -79,6 +79,29 @@ def _with_seed(params: dict[str, Any], seed: int) -> dict[str, Any]:
     return {**params, "metadata": metadata}
 
 
+def _targets(row: dict[str, Any], plan: ExpansionPlan) -> tuple[str | None, list[str] | None]:
+    """(the name that routes the row, the agents it goes to); None when nothing names an agent."""
+    own = agent_ref_name(row)
+    mapped = plan.agent_map.get(own) if own is not None else None
+    agent = mapped or plan.agent_map.get(DEFAULT_KEY) or own
+    routing_name = own or agent
+    if routing_name is not None and routing_name in plan.fan_out:
+        return routing_name, list(plan.fan_out[routing_name])
+    return routing_name, [agent] if agent is not None else None
+
+
+def _rollout(row: dict[str, Any], target: str, index: int, plan: ExpansionPlan) -> dict[str, Any]:
+    rollout = dict(row)
+    if agent_ref_name(rollout) != target:
+        rollout[AGENT_REF_KEY] = {"type": AGENT_TYPE, "name": target}
+    rollout[ROLLOUT_KEY] = index
+    if plan.num_repeats_add_seed:
+        rollout["responses_create_params"] = _with_seed(
+            dict(rollout.get("responses_create_params") or {}), index
+        )
+    return rollout
+
+
 def expand_rows(rows: Sequence[Mapping[str, Any]], plan: ExpansionPlan) -> list[dict[str, Any]]:
     """The rollouts for `rows` under `plan`; input rows are never mutated.
 
@@ -92,15 +115,8 @@ def expand_rows(rows: Sequence[Mapping[str, Any]], plan: ExpansionPlan) -> list[
     out: list[dict[str, Any]] = []
     for position, source in enumerate(rows):
         row = dict(source)
-        own = agent_ref_name(row)
-        mapped = plan.agent_map.get(own) if own is not None else None
-        agent = mapped or plan.agent_map.get(DEFAULT_KEY) or own
-        routing_name = own or agent
-        if routing_name is not None and routing_name in plan.fan_out:
-            targets = list(plan.fan_out[routing_name])
-        elif agent is not None:
-            targets = [agent]
-        else:
+        routing_name, targets = _targets(row, plan)
+        if targets is None:
             unrouted.append(position)
             continue
         if plan.responses_create_params:
@@ -117,16 +133,8 @@ def expand_rows(rows: Sequence[Mapping[str, Any]], plan: ExpansionPlan) -> list[
                 no_repeats.add(" / ".join(keys))
                 continue
             for _ in range(repeats):
-                rollout = dict(row)
-                if agent_ref_name(rollout) != target:
-                    rollout[AGENT_REF_KEY] = {"type": AGENT_TYPE, "name": target}
-                rollout[ROLLOUT_KEY] = next_rollout[row[TASK_KEY]]
+                out.append(_rollout(row, target, next_rollout[row[TASK_KEY]], plan))
                 next_rollout[row[TASK_KEY]] += 1
-                if plan.num_repeats_add_seed:
-                    rollout["responses_create_params"] = _with_seed(
-                        dict(rollout.get("responses_create_params") or {}), rollout[ROLLOUT_KEY]
-                    )
-                out.append(rollout)
     if unrouted:
         shown = ", ".join(str(i) for i in unrouted[:10]) + (" …" if len(unrouted) > 10 else "")
         raise ValueError(

@@ -26,11 +26,14 @@ from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body
 from nemo_gym.rollout_observability import (
     AgentInvocation,
     AgentObservationBundle,
+    CallIndex,
+    IndexedCall,
     ModelCallRef,
     ObservationGap,
     ToolCallObservation,
     TrajectoryModelCall,
     TrajectoryRecord,
+    TrajectoryResponseMetadata,
     TrajectoryTokenStats,
     TrajectoryToolCall,
     TrajectoryTurn,
@@ -56,21 +59,7 @@ NG_PERF_KEY = "ng_perf"
 NG_AGENT_OBSERVATIONS_KEY = "ng_agent_observations"
 NG_MODEL_CALL_CAPTURE_KEY = "ng_model_call_capture"
 _CAPTURE_PAYLOAD_KEYS = ("request", "response", "request_raw", "response_raw")
-_CAPTURE_METADATA_KEYS = (
-    "response_id",
-    "model_ref",
-    "model",
-    "dialect",
-    "status_code",
-    "response_status",
-    "finish_reason",
-    "upstream_attempted",
-    "response_source",
-    "upstream_status_code",
-    "local_response_reason",
-    "error_category",
-    "latency_ttft_ms",
-)
+_CAPTURE_METADATA_KEYS = tuple(TrajectoryResponseMetadata.model_fields)
 
 
 # ------------------------------------------------------------------------------ failures
@@ -307,66 +296,98 @@ def _build_trajectory_record(row: dict[str, Any], result: dict[str, Any]) -> Tra
     """
     task_id, rollout_id = _trajectory_identity(row)
     gaps: list[ObservationGap] = []
-    invocations: list[AgentInvocation] = []
-    turns: list[TrajectoryTurn] = []
-    tools: list[TrajectoryToolCall] = []
-    model_calls: list[TrajectoryModelCall] = []
-
-    producer_sent_turns = False
     raw_trajectory = result.get(NG_TRAJECTORY_KEY)
-    if isinstance(raw_trajectory, dict):
-        try:
-            produced = TrajectoryRecord.model_validate(raw_trajectory)
-        except Exception as exc:
-            gaps.append(ObservationGap(code="producer_trajectory_invalid", detail=type(exc).__name__))
-        else:
-            producer_sent_turns = True
-            mismatched = [
-                name
-                for name, theirs, ours in (
-                    ("task_id", produced.task_id, task_id),
-                    ("rollout_id", produced.rollout_id, rollout_id),
-                )
-                if theirs != ours
-            ]
-            if mismatched:
-                gaps.append(
-                    ObservationGap(code="producer_trajectory_identity_mismatch", detail=",".join(mismatched))
-                )
-                turns = [
-                    turn.model_copy(update={"task_id": task_id, "rollout_id": rollout_id})
-                    for turn in produced.turns
-                ]
-            else:
-                turns = produced.turns
-            gaps.extend(produced.gaps)
-            invocations = produced.invocations
-            tools = produced.tool_calls
-            model_calls = produced.model_calls
-
+    produced = (
+        _producer_trajectory(raw_trajectory, task_id, rollout_id, gaps)
+        if isinstance(raw_trajectory, dict)
+        else None
+    )
+    # Built without validation: the lists grow below, and the finished record is validated once.
+    base = produced or TrajectoryRecord.model_construct(
+        task_id=task_id, rollout_id=rollout_id, invocations=[], turns=[], model_calls=[], tool_calls=[]
+    )
     raw_observations = result.get(NG_AGENT_OBSERVATIONS_KEY)
     if raw_observations is not None:
-        try:
-            observations = AgentObservationBundle.model_validate(raw_observations)
-            gaps.extend(observations.gaps)
-            known = {invocation.invocation_id for invocation in invocations}
-            invocations.extend(
-                record
-                for record in observations.records
-                if isinstance(record, AgentInvocation) and record.invocation_id not in known
-            )
-            observed_tools = [
-                record for record in observations.records if isinstance(record, ToolCallObservation)
-            ]
-            if observed_tools:
-                _merge_observed_tools(tools, observed_tools, invocations)
-        except Exception as exc:
-            gaps.append(ObservationGap(code="agent_observations_invalid", detail=type(exc).__name__))
-
-    turns.sort(key=lambda turn: (turn.timestamp, turn.invocation_id, turn.turn_no))
-
+        _add_agent_observations(base, raw_observations, gaps)
+    turns = sorted(base.turns, key=lambda turn: (turn.timestamp, turn.invocation_id, turn.turn_no))
     capture = result.get(NG_MODEL_CALL_CAPTURE_KEY)
-    capture = capture if isinstance(capture, dict) else {}
+    _add_model_call_capture(base.model_calls, capture if isinstance(capture, dict) else {}, gaps)
+
+    if not isinstance(raw_trajectory, dict):
+        # Without an agent trajectory, turns come from captured calls the invocations reference.
+        turns = _turns_from_model_calls(
+            task_id, rollout_id, base.invocations, base.model_calls, result.get("resolved")
+        )
+    if not base.model_calls:
+        gaps.append(ObservationGap(code="model_calls_unavailable"))
+    if not turns and produced is None:
+        gaps.append(ObservationGap(code="turns_unavailable"))
+    if not any(invocation.conversation for invocation in base.invocations):
+        gaps.append(ObservationGap(code="conversation_unavailable"))
+    return TrajectoryRecord(
+        task_id=task_id,
+        rollout_id=rollout_id,
+        invocations=base.invocations,
+        turns=turns,
+        model_calls=base.model_calls,
+        tool_calls=base.tool_calls,
+        gaps=list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values()),
+    )
+
+
+def _producer_trajectory(
+    raw_trajectory: dict[str, Any], task_id: str, rollout_id: str, gaps: list[ObservationGap]
+) -> TrajectoryRecord | None:
+    """The agent's own trajectory, its turns re-labelled if its identity differs; its gaps join `gaps`."""
+    try:
+        produced = TrajectoryRecord.model_validate(raw_trajectory)
+    except Exception as exc:
+        gaps.append(ObservationGap(code="producer_trajectory_invalid", detail=type(exc).__name__))
+        return None
+    mismatched = [
+        name
+        for name, theirs, ours in (
+            ("task_id", produced.task_id, task_id),
+            ("rollout_id", produced.rollout_id, rollout_id),
+        )
+        if theirs != ours
+    ]
+    if mismatched:
+        gaps.append(ObservationGap(code="producer_trajectory_identity_mismatch", detail=",".join(mismatched)))
+        relabelled = [
+            turn.model_copy(update={"task_id": task_id, "rollout_id": rollout_id}) for turn in produced.turns
+        ]
+        produced = produced.model_copy(update={"turns": relabelled})
+    gaps.extend(produced.gaps)
+    return produced
+
+
+def _add_agent_observations(
+    base: TrajectoryRecord, raw_observations: Any, gaps: list[ObservationGap]
+) -> None:
+    """Invocations the trajectory lacks, and the tool timings the agent observed (in place)."""
+    try:
+        observations = AgentObservationBundle.model_validate(raw_observations)
+        gaps.extend(observations.gaps)
+        known = {invocation.invocation_id for invocation in base.invocations}
+        base.invocations.extend(
+            record
+            for record in observations.records
+            if isinstance(record, AgentInvocation) and record.invocation_id not in known
+        )
+        observed_tools = [
+            record for record in observations.records if isinstance(record, ToolCallObservation)
+        ]
+        if observed_tools:
+            _merge_observed_tools(base.tool_calls, observed_tools, base.invocations)
+    except Exception as exc:
+        gaps.append(ObservationGap(code="agent_observations_invalid", detail=type(exc).__name__))
+
+
+def _add_model_call_capture(
+    model_calls: list[TrajectoryModelCall], capture: dict[str, Any], gaps: list[ObservationGap]
+) -> None:
+    """Captured calls complete the trajectory's calls of the same id, or join them; their gaps too."""
     positions = {
         call.model_call_id: index for index, call in enumerate(model_calls) if call.model_call_id is not None
     }
@@ -391,25 +412,6 @@ def _build_trajectory_record(row: dict[str, Any], result: dict[str, Any]) -> Tra
                 gaps.append(ObservationGap.model_validate(raw_gap))
             except Exception:
                 gaps.append(ObservationGap(code="model_call_capture_gap_invalid"))
-
-    if not isinstance(raw_trajectory, dict):
-        # Without an agent trajectory, turns come from captured calls the invocations reference.
-        turns = _turns_from_model_calls(task_id, rollout_id, invocations, model_calls, result.get("resolved"))
-    if not model_calls:
-        gaps.append(ObservationGap(code="model_calls_unavailable"))
-    if not turns and not producer_sent_turns:
-        gaps.append(ObservationGap(code="turns_unavailable"))
-    if not any(invocation.conversation for invocation in invocations):
-        gaps.append(ObservationGap(code="conversation_unavailable"))
-    return TrajectoryRecord(
-        task_id=task_id,
-        rollout_id=rollout_id,
-        invocations=invocations,
-        turns=turns,
-        model_calls=model_calls,
-        tool_calls=tools,
-        gaps=list({(gap.code, gap.invocation_id, gap.detail): gap for gap in gaps}.values()),
-    )
 
 
 def _strip_capture_payloads(result: dict[str, Any]) -> None:
@@ -471,45 +473,25 @@ def _build_ng_perf(result: dict[str, Any], *, rollout_latency_ms: float | None) 
     if not trajectory.invocations:
         return None
 
-    by_call_id: dict[str, list[int]] = {}
-    by_response: dict[tuple[str, str, str], list[int]] = {}
-    for index, call in enumerate(trajectory.model_calls):
-        if call.model_call_id:
-            by_call_id.setdefault(call.model_call_id, []).append(index)
-        ref = call.response_metadata.model_ref
-        if ref is not None and call.response_metadata.response_id:
-            by_response.setdefault((ref.type, ref.name, call.response_metadata.response_id), []).append(index)
-
-    def match(ref: ModelCallRef) -> int | None:
-        if ref.model_call_id:
-            candidates = [
-                index
-                for index in by_call_id.get(ref.model_call_id, [])
-                if (
-                    ref.model_ref is None
-                    or ref.model_ref == trajectory.model_calls[index].response_metadata.model_ref
-                )
-                and (
-                    ref.response_id is None
-                    or ref.response_id == trajectory.model_calls[index].response_metadata.response_id
-                )
-            ]
-        elif ref.model_ref is not None and ref.response_id:
-            candidates = by_response.get((ref.model_ref.type, ref.model_ref.name, ref.response_id), [])
-        else:
-            candidates = []
-        return candidates[0] if len(candidates) == 1 else None
-
+    index = CallIndex(
+        IndexedCall(
+            position,
+            call.model_call_id,
+            call.response_metadata.model_ref,
+            call.response_metadata.response_id,
+        )
+        for position, call in enumerate(trajectory.model_calls)
+    )
     claimed: set[int] = set()
     owned: list[TrajectoryModelCall] = []
     owned_per_invocation: Counter[str] = Counter()
     for invocation in trajectory.invocations:
         for ref in invocation.model_calls:
-            index = match(ref)
-            if index is None or index in claimed:
+            candidates = index.find(ref)
+            if len(candidates) != 1 or candidates[0] in claimed:
                 continue
-            claimed.add(index)
-            owned.append(trajectory.model_calls[index])
+            claimed.add(candidates[0])
+            owned.append(trajectory.model_calls[candidates[0]])
             owned_per_invocation[invocation.invocation_id] += 1
     tools_per_invocation = Counter(tool.invocation_id for tool in trajectory.tool_calls)
     turns_per_invocation = Counter(turn.invocation_id for turn in trajectory.turns)
@@ -524,19 +506,25 @@ def _build_ng_perf(result: dict[str, Any], *, rollout_latency_ms: float | None) 
         ),
         "token_observability_coverage": min(1.0, len(owned) / num_turns),
     }
+    perf.update(_token_sums(owned))
+    if isinstance(rollout_latency_ms, int | float):
+        perf["total_latency_ms"] = rollout_latency_ms
+    return perf
+
+
+def _token_sums(owned: list[TrajectoryModelCall]) -> dict[str, int]:
+    """Each token count summed over the calls that report it (absent where none does)."""
+    sums: dict[str, int] = {}
     for perf_key, stats_key in (
         ("prompt_tokens", "prompt_tokens"),
         ("cached_prompt_tokens", "cached_tokens"),
         ("completion_tokens", "completion_tokens"),
         ("reasoning_tokens", "reasoning_tokens"),
     ):
-        values = [getattr(call.token_stats, stats_key) for call in owned]
-        known = [value for value in values if value is not None]
+        known = [value for call in owned if (value := getattr(call.token_stats, stats_key)) is not None]
         if known:
-            perf[perf_key] = sum(known)
-    if isinstance(rollout_latency_ms, int | float):
-        perf["total_latency_ms"] = rollout_latency_ms
-    return perf
+            sums[perf_key] = sum(known)
+    return sums
 
 
 def _attach_ng_perf(

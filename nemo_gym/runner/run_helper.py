@@ -34,7 +34,7 @@ from nemo_gym.config import ServerInstance, assign_ports, discover_instances, lo
 from nemo_gym.config.command_keys import ConfigCommandKeys, check_top_level_keys, key_names
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.global_keys import GlobalKeys, validate_global_keys
-from nemo_gym.config.loader import INITIAL_SOURCE, SEARCH, LoadedConfig
+from nemo_gym.config.loader import INITIAL_SOURCE, LoadedConfig
 from nemo_gym.config.redact import SecretScrubber, secret_values
 from nemo_gym.exceptions import NemoGymError
 from nemo_gym.http.server_client import close_shared_client_now
@@ -90,27 +90,13 @@ class StartedRun:
     listeners: dict[str, socket.socket] = field(default_factory=dict)
 
 
-def _parser_inputs(parser_config: Any, args: list[str] | None) -> tuple[list[str], Any, Any]:
-    """(command-line overrides, initial dict, env.yaml choice) from a GlobalConfigDictParserConfig."""
-    from nemo_gym.global_config import _cli_overrides
-
-    if parser_config is None:
-        return (list(args) if args is not None else _cli_overrides(sys.argv[1:])), None, SEARCH
-    if args is None:
-        args = [] if parser_config.skip_load_from_cli else _cli_overrides(sys.argv[1:])
-    if parser_config.skip_load_from_dotenv:
-        env_yaml: Any = None
-    elif parser_config.dotenv_path is not None:
-        env_yaml = parser_config.dotenv_path
-    else:
-        env_yaml = SEARCH
-    return list(args), parser_config.initial_global_config_dict, env_yaml
-
-
 def resolve_run(parser_config: Any = None, args: list[str] | None = None) -> StartedRun:
     """Load and check everything `start()` needs, without starting anything (dry runs use it too)."""
-    cli_args, initial, env_yaml = _parser_inputs(parser_config, args)
-    loaded = load_config(cli_args, initial=initial, env_yaml=env_yaml)
+    from nemo_gym.global_config import GlobalConfigDictParserConfig
+
+    arguments = (parser_config or GlobalConfigDictParserConfig()).loader_arguments(args)
+    initial = arguments.initial
+    loaded = load_config(arguments.args, initial=initial, env_yaml=arguments.env_yaml)
     if initial is not None:
         names = [str(k) for k in initial]
         # Names the config files define or anything references are variables, whoever sets them.

@@ -9,11 +9,12 @@ and the borrower `disconnect()`s instead of stopping it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from nemo_gym.sandbox.providers import (
     ConnectableProvider,
@@ -94,6 +95,10 @@ async def _exec_in_session(session: SandboxPtySession, command: str) -> SandboxE
         return_code=int(status_text) if parsed else SANDBOX_RUNTIME_RETURN_CODE,
         error_type=None if parsed else "pty",
     )
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class SandboxPty:
@@ -479,6 +484,19 @@ class AsyncSandbox:
         await self.stop()
 
 
+def _blocking(
+    method: Callable[Concatenate[AsyncSandbox, _P], Awaitable[_T]],
+) -> Callable[Concatenate[Sandbox, _P], _T]:
+    """The blocking twin of an AsyncSandbox method: the same signature, its coroutine run on the
+    sandbox's event-loop thread."""
+
+    @functools.wraps(method)
+    def call(self: Sandbox, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return self._runner.run(method.__name__, lambda: method(self._async_sandbox, *args, **kwargs))
+
+    return call
+
+
 class Sandbox:
     """Blocking twin of `AsyncSandbox` for synchronous callers; its coroutines run on a private
     event-loop thread. Interactive sessions and serialize/connect are async-only."""
@@ -498,47 +516,18 @@ class Sandbox:
         self._runner.run("start", lambda: self._async_sandbox.start(spec))
         return self
 
-    def exec(
-        self,
-        command: str,
-        *,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout_s: int | float | None = DEFAULT_EXEC_TIMEOUT_S,
-        user: str | int | None = None,
-        preserve_background_services: bool = False,
-    ) -> SandboxExecResult:
-        return self._runner.run(
-            "exec",
-            lambda: self._async_sandbox.exec(
-                command,
-                cwd=cwd,
-                env=env,
-                timeout_s=timeout_s,
-                user=user,
-                preserve_background_services=preserve_background_services,
-            ),
-        )
-
-    def upload(self, local_path: Path | str, remote_path: str) -> None:
-        self._runner.run("upload", lambda: self._async_sandbox.upload(local_path, remote_path))
-
-    def download(self, remote_path: str, local_path: Path | str) -> None:
-        self._runner.run("download", lambda: self._async_sandbox.download(remote_path, local_path))
+    # The same calls as AsyncSandbox's, run on the loop thread.
+    exec = _blocking(AsyncSandbox.exec)
+    upload = _blocking(AsyncSandbox.upload)
+    download = _blocking(AsyncSandbox.download)
+    endpoint = _blocking(AsyncSandbox.endpoint)
+    pause = _blocking(AsyncSandbox.pause)
+    resume = _blocking(AsyncSandbox.resume)
 
     def status(self) -> SandboxStatus:
         if self._closed:
             return SandboxStatus.STOPPED
         return self._runner.run("status", self._async_sandbox.status)
-
-    def endpoint(self, port: int) -> SandboxEndpoint:
-        return self._runner.run("endpoint", lambda: self._async_sandbox.endpoint(port))
-
-    def pause(self) -> None:
-        self._runner.run("pause", self._async_sandbox.pause)
-
-    def resume(self) -> None:
-        self._runner.run("resume", self._async_sandbox.resume)
 
     def stop(self) -> None:
         if self._closed:

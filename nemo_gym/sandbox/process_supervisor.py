@@ -92,26 +92,21 @@ def supervise(
     def request_stop(*_: object) -> None:
         stop_requested[0] = True
 
+    def stopping() -> bool:
+        return stop_requested[0] or (stop_file is not None and stop_file.exists())
+
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        if stop_requested[0] or (stop_file is not None and stop_file.exists()):
+        if stopping():
             return receipt  # stopped before it started: nothing ran, and the finally block confirms it
-        if not sys.platform.startswith("linux"):
-            raise RuntimeError("the process supervisor needs Linux (child subreaper)")
-        if os.getpgrp() != os.getpid():
-            os.setsid()  # out of the exec's process group, so its kill cannot skip our cleanup
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "cannot become a child subreaper")
+        _become_subreaper()
         subreaper = True
         worker = subprocess.Popen(command, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while worker.poll() is None and time.monotonic() < deadline:
-            if stop_requested[0] or (stop_file is not None and stop_file.exists()):
-                break
+        while worker.poll() is None and time.monotonic() < deadline and not stopping():
             time.sleep(POLL_S)
         if worker.poll() is None:
-            receipt["timed_out"] = not (stop_requested[0] or (stop_file is not None and stop_file.exists()))
+            receipt["timed_out"] = not stopping()
             worker.send_signal(signal.SIGTERM)  # a chance to save state before the hard stop
             try:
                 worker.wait(timeout=cleanup_timeout)
@@ -121,19 +116,40 @@ def supervise(
         receipt["error"] = str(exc)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            if worker is not None:
-                try:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                receipt["return_code"] = worker.wait(timeout=cleanup_timeout)
-            if subreaper:
-                _reap_all(cleanup_timeout)
-            receipt["cleanup_confirmed"] = True
-        except Exception as exc:
-            receipt["error"] = f"cleanup: {exc}"
+        _clean_up(worker, subreaper, cleanup_timeout, receipt)
     return receipt
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants of the command become our children, so none can outlive the cleanup."""
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError("the process supervisor needs Linux (child subreaper)")
+    if os.getpgrp() != os.getpid():
+        os.setsid()  # out of the exec's process group, so its kill cannot skip our cleanup
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "cannot become a child subreaper")
+
+
+def _clean_up(
+    worker: Optional[subprocess.Popen],  # noqa: UP045
+    subreaper: bool,
+    cleanup_timeout: float,
+    receipt: CleanupReceipt,
+) -> None:
+    """Kill the command's group and reap every descendant; only then is the cleanup confirmed."""
+    try:
+        if worker is not None:
+            try:
+                os.killpg(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            receipt["return_code"] = worker.wait(timeout=cleanup_timeout)
+        if subreaper:
+            _reap_all(cleanup_timeout)
+        receipt["cleanup_confirmed"] = True
+    except Exception as exc:
+        receipt["error"] = f"cleanup: {exc}"
 
 
 def _seconds(text: str) -> float:

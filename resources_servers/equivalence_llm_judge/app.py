@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from nemo_gym.base_resources_server import (
@@ -43,6 +42,7 @@ from nemo_gym.base_resources_server import (
 )
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 from nemo_gym.config_types import ModelServerRef
+from nemo_gym.http.bodies import json_object
 from nemo_gym.http.server_client import message_from_body
 from nemo_gym.openai_utils import NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.server.errors import APIError
@@ -454,11 +454,8 @@ class EquivalenceLLMJudge(SimpleResourcesServer):
                 502,
                 f"judge model server {name!r} returned HTTP {response.status}: {message_from_body(content, 500)}",
             )
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
+        data = json_object(content)
+        if data is None:
             raise APIError(
                 502, f"judge model server {name!r} answered with something other than a JSON response object"
             )

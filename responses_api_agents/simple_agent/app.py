@@ -217,7 +217,6 @@ class SimpleAgent(SimpleResponsesAPIAgent):
             for t in body.get("tools") or []
             if isinstance(t, dict) and t.get("type") == "function"
         }
-        model = self.config.model_server.name
         new_items: list[dict[str, Any]] = []
         model_cookies: dict[str, str] = {}
         last: dict[str, Any] | None = None
@@ -228,19 +227,9 @@ class SimpleAgent(SimpleResponsesAPIAgent):
                     recorder.status = "incomplete"
                 break
             step += 1
-            request_input = base_input + new_items
-            if recorder is not None:
-                recorder.model_call_started()
-            response = await self.server_client.post(
-                model, "/v1/responses", json={**body, "input": request_input}, cookies=model_cookies
-            )
-            content = await _read_ok(response, f"model server {model!r}")
-            model_cookies.update({name: morsel.value for name, morsel in response.cookies.items()})
-            last = orjson.loads(content)
+            last = await self._model_turn(body, base_input + new_items, model_cookies, recorder)
             output = last.get("output") or []
             new_items.extend(output)
-            if recorder is not None:
-                recorder.model_call_done(request_input, last)
             calls = [item for item in output if item.get("type") == "function_call"]
             if last.get("status") == "incomplete" or not calls:
                 if recorder is not None and (
@@ -251,19 +240,46 @@ class SimpleAgent(SimpleResponsesAPIAgent):
                 break
             if not self.config.execute_tools:
                 break
-            for call in calls:
-                if recorder is not None:
-                    recorder.tool_call_started()
-                text, error_type = await self._call_tool(call, tools)
-                if recorder is not None:
-                    recorder.tool_call_done(call, text, error_type)
-                new_items.append(
-                    {"type": "function_call_output", "call_id": call.get("call_id"), "output": text}
-                )
+            new_items.extend(await self._tool_outputs(calls, tools, recorder))
         assert last is not None
         if recorder is not None:
             recorder.conversation_prefix = base_input
         return {**last, "output": new_items}
+
+    async def _model_turn(
+        self,
+        body: dict[str, Any],
+        request_input: list[dict[str, Any]],
+        model_cookies: dict[str, str],
+        recorder: TrajectoryRecorder | None,
+    ) -> dict[str, Any]:
+        """One model call over the conversation so far; the model server's cookies carry over."""
+        model = self.config.model_server.name
+        if recorder is not None:
+            recorder.model_call_started()
+        response = await self.server_client.post(
+            model, "/v1/responses", json={**body, "input": request_input}, cookies=model_cookies
+        )
+        content = await _read_ok(response, f"model server {model!r}")
+        model_cookies.update({name: morsel.value for name, morsel in response.cookies.items()})
+        answer = orjson.loads(content)
+        if recorder is not None:
+            recorder.model_call_done(request_input, answer)
+        return answer
+
+    async def _tool_outputs(
+        self, calls: list[dict[str, Any]], tools: _Tools, recorder: TrajectoryRecorder | None
+    ) -> list[dict[str, Any]]:
+        """Each call's output item, the tools called one after another in the model's order."""
+        outputs = []
+        for call in calls:
+            if recorder is not None:
+                recorder.tool_call_started()
+            text, error_type = await self._call_tool(call, tools)
+            if recorder is not None:
+                recorder.tool_call_done(call, text, error_type)
+            outputs.append({"type": "function_call_output", "call_id": call.get("call_id"), "output": text})
+        return outputs
 
     # ---- /v1/responses ----------------------------------------------------------------
     async def responses(

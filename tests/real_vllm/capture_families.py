@@ -22,21 +22,14 @@ from typing import Any
 import httpx
 
 from nemo_gym.conversion.prefix import CarriedTokens, closing_tokens, splice
+from tests.real_vllm.helpers import TOOL as RESPONSES_TOOL
 
 HOME = Path.home() / ".cache" / "nemo_gym_real_vllm" / "zoo-models"
 OUT = Path(__file__).resolve().parents[1] / "fixtures" / "families"
+# The chat form of the forced tool the real-vLLM tests call.
 TOOL = {
     "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-            "required": ["unit"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
+    "function": {key: value for key, value in RESPONSES_TOOL.items() if key != "type"},
 }
 SYSTEM = {"role": "system", "content": "You are a weather bot."}
 USER = {"role": "user", "content": "Weather in Paris?"}

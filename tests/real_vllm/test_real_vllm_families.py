@@ -22,7 +22,10 @@ import httpx
 import pytest
 
 from nemo_gym.conversion.call_ids import CallIdFormat, call_id_mapping
+from nemo_gym.testing.payloads import OPENAI_CALL_ID as OPENAI_ID
+from nemo_gym.testing.payloads import TRAINING_CONFIG as TRAINING
 from nemo_gym.testing.processes import ng_run
+from tests.real_vllm.helpers import TOOL
 from tests.real_vllm.recording_proxy import RecordingProxy
 
 pytestmark = pytest.mark.real_vllm
@@ -32,19 +35,8 @@ REAL_VLLM_DIR = Path(
 )
 PORT = int(os.environ.get("REAL_VLLM_FAMILY_PORT", "18310"))
 ZOO = Path(os.environ.get("REAL_VLLM_HOME", Path.home() / ".cache" / "nemo_gym_real_vllm")) / "zoo-models"
-TRAINING = "+config_paths=[responses_api_models/vllm_model/configs/vllm_model_for_training.yaml]"
-TOOL = {
-    "type": "function",
-    "name": "get_weather",
-    "parameters": {
-        "type": "object",
-        "properties": {"unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-        "required": ["unit"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
-OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6y"  # 28 characters, as OpenAI clients make them
+
+
 MAX_MODEL_LEN = 2048
 
 

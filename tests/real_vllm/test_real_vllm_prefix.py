@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.real_vllm.test_real_vllm import GREEDY, TOOL, URL, adapter
+from tests.real_vllm.helpers import GREEDY, TOOL, URL, adapter
 
 pytestmark = pytest.mark.real_vllm
 TOKEN_MODE = "+policy_model.responses_api_models.vllm_model.return_token_id_information=true"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nemo_gym.config import PROJECT_ROOT
-from tests.real_vllm.test_real_vllm import URL, model_of
+from tests.real_vllm.helpers import URL, model_of
 
 pytestmark = pytest.mark.real_vllm
 CITY_TOOL = {

@@ -78,6 +78,56 @@ def _seconds(value: str | int | float) -> float:
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
+def _checked_services(doc: Any) -> Mapping[str, Any]:
+    """The document's services, once its top level holds only what we honour."""
+    if not isinstance(doc, Mapping):
+        raise ValueError("a Compose file must be a mapping")
+    unknown = set(doc) - TOP_LEVEL
+    if unknown:
+        raise ValueError(f"unsupported top-level Compose keys: {sorted(unknown)}")
+    services = doc.get("services")
+    if not isinstance(services, Mapping) or not services:
+        raise ValueError("a Compose file needs a non-empty `services` mapping")
+    networks = doc.get("networks") or {}
+    if set(networks) - {"default"} or (networks.get("default") or {}).get("ipam"):
+        raise ValueError("only the default Compose network is supported")
+    return services
+
+
+def _check_service_fields(where: str, name: Any, service: Any) -> None:
+    if not isinstance(service, Mapping):
+        raise ValueError(f"{where} must be a mapping")
+    if not _NAME.fullmatch(str(name)):
+        raise ValueError(f"{where}: invalid service name")
+    unknown = set(service) - SERVICE_FIELDS
+    if unknown:
+        raise ValueError(f"{where}: unsupported fields {sorted(unknown)}")
+    if not service.get("image"):
+        raise ValueError(f"{where} needs a prebuilt `image`")
+    if service.get("restart", "no") != "no":
+        raise ValueError(f"{where}: restart policies are not supported")
+    if service.get("network_mode"):
+        raise ValueError(f"{where}: network_mode is not supported")
+    if set(service.get("networks") or {}) - {"default"}:
+        raise ValueError(f"{where}: only the default network is supported")
+
+
+def _checked_dependencies(where: str, service: Mapping[str, Any], services: Mapping[str, Any]) -> set[str]:
+    """The services this one depends on (after its x-sandbox options, which are checked first)."""
+    options = service.get("x-sandbox") or {}
+    if set(options) - {"hosts", "resolve_environment"} or options.get("hosts", []) != []:
+        raise ValueError(f"{where}: x-sandbox takes only hosts: [] and resolve_environment")
+    depends = service.get("depends_on") or {}
+    if not isinstance(depends, Mapping):
+        raise ValueError(f"{where}: depends_on must be a mapping of service to options")
+    for dependency, options in depends.items():
+        if dependency not in services:
+            raise ValueError(f"{where}: depends on unknown service {dependency!r}")
+        if (options or {}).get("condition", "service_started") not in CONDITIONS:
+            raise ValueError(f"{where}: unknown depends_on condition {(options or {}).get('condition')!r}")
+    return set(depends)
+
+
 class AsyncSandboxCompose:
     """Services of a Compose file as sandboxes (see the module docstring). `service_specs`
     supplies each service's deployment settings; Compose fields override them."""
@@ -113,66 +163,13 @@ class AsyncSandboxCompose:
 
     def _check(self) -> list[str]:
         """Refuse what cannot be honoured; return the start order."""
-        doc = self.document
-        if not isinstance(doc, Mapping):
-            raise ValueError("a Compose file must be a mapping")
-        unknown = set(doc) - TOP_LEVEL
-        if unknown:
-            raise ValueError(f"unsupported top-level Compose keys: {sorted(unknown)}")
-        services = doc.get("services")
-        if not isinstance(services, Mapping) or not services:
-            raise ValueError("a Compose file needs a non-empty `services` mapping")
-        networks = doc.get("networks") or {}
-        if set(networks) - {"default"} or (networks.get("default") or {}).get("ipam"):
-            raise ValueError("only the default Compose network is supported")
+        services = _checked_services(self.document)
         graph: dict[str, set[str]] = {}
         for name, service in services.items():
             where = f"Compose service {name!r}"
-            if not isinstance(service, Mapping):
-                raise ValueError(f"{where} must be a mapping")
-            if not _NAME.fullmatch(str(name)):
-                raise ValueError(f"{where}: invalid service name")
-            unknown = set(service) - SERVICE_FIELDS
-            if unknown:
-                raise ValueError(f"{where}: unsupported fields {sorted(unknown)}")
-            if not service.get("image"):
-                raise ValueError(f"{where} needs a prebuilt `image`")
-            if service.get("restart", "no") != "no":
-                raise ValueError(f"{where}: restart policies are not supported")
-            if service.get("network_mode"):
-                raise ValueError(f"{where}: network_mode is not supported")
-            if set(service.get("networks") or {}) - {"default"}:
-                raise ValueError(f"{where}: only the default network is supported")
-            if service.get("volumes") and not isinstance(self.provider, SupportsSandboxSharedStorage):
-                raise ValueError(f"{where}: volumes need a provider with shared storage")
-            if service.get("ports") and not isinstance(self.provider, SupportsSandboxEndpoint):
-                raise ValueError(f"{where}: published ports need a provider with service endpoints")
-            for port in service.get("ports") or []:
-                if (
-                    not isinstance(port, Mapping)
-                    or port.get("published") not in (None, 0, "0")
-                    or port.get("host_ip")
-                ):
-                    raise ValueError(
-                        f"{where}: ports must be {{target: N}} mappings without a fixed host port"
-                    )
-            if service.get("cap_add") or service.get("shm_size") is not None:
-                if not isinstance(self.provider, SupportsSandboxRuntimeRequirements):
-                    raise ValueError(f"{where}: cap_add/shm_size need a provider with runtime requirements")
-            options = service.get("x-sandbox") or {}
-            if set(options) - {"hosts", "resolve_environment"} or options.get("hosts", []) != []:
-                raise ValueError(f"{where}: x-sandbox takes only hosts: [] and resolve_environment")
-            depends = service.get("depends_on") or {}
-            if not isinstance(depends, Mapping):
-                raise ValueError(f"{where}: depends_on must be a mapping of service to options")
-            for dependency, options in depends.items():
-                if dependency not in services:
-                    raise ValueError(f"{where}: depends on unknown service {dependency!r}")
-                if (options or {}).get("condition", "service_started") not in CONDITIONS:
-                    raise ValueError(
-                        f"{where}: unknown depends_on condition {(options or {}).get('condition')!r}"
-                    )
-            graph[str(name)] = set(depends)
+            _check_service_fields(where, name, service)
+            self._check_service_needs(where, service)
+            graph[str(name)] = _checked_dependencies(where, service, services)
         try:
             order = list(TopologicalSorter(graph).static_order())
         except CycleError as exc:
@@ -185,6 +182,23 @@ class AsyncSandboxCompose:
                 )
             self.provider.validate_networking()
         return order
+
+    def _check_service_needs(self, where: str, service: Mapping[str, Any]) -> None:
+        """A service's volumes, ports and runtime requirements need the provider to support them."""
+        if service.get("volumes") and not isinstance(self.provider, SupportsSandboxSharedStorage):
+            raise ValueError(f"{where}: volumes need a provider with shared storage")
+        if service.get("ports") and not isinstance(self.provider, SupportsSandboxEndpoint):
+            raise ValueError(f"{where}: published ports need a provider with service endpoints")
+        for port in service.get("ports") or []:
+            if (
+                not isinstance(port, Mapping)
+                or port.get("published") not in (None, 0, "0")
+                or port.get("host_ip")
+            ):
+                raise ValueError(f"{where}: ports must be {{target: N}} mappings without a fixed host port")
+        if service.get("cap_add") or service.get("shm_size") is not None:
+            if not isinstance(self.provider, SupportsSandboxRuntimeRequirements):
+                raise ValueError(f"{where}: cap_add/shm_size need a provider with runtime requirements")
 
     def _plan(self, name: str, service: Mapping[str, Any]) -> dict[str, Any]:
         entrypoint, command = service.get("entrypoint") or [], service.get("command") or []

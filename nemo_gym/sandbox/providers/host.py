@@ -16,6 +16,7 @@ command is a process group started through `_process.run` with the sandbox's lim
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
 import logging
@@ -83,14 +84,15 @@ class HostProvider(ABC):
 
     def __init__(
         self,
-        *,
         workspace_root: str | None = None,
         shell: str = "/bin/bash",
         default_timeout_s: float = 180.0,
         concurrency: int = 8,
+        *,
         cpu_time_limit_s: float | None = None,
         max_output_bytes: int = 64 << 20,
         open_files: int | None = None,
+        **options: Any,
     ) -> None:
         if default_timeout_s is not None and default_timeout_s <= 0:
             raise ValueError(f"{self.name}.default_timeout_s must be > 0, got {default_timeout_s}")
@@ -111,6 +113,18 @@ class HostProvider(ABC):
         self._open_files = open_files
         self._cpu_turn = itertools.count()
         self._id_pattern = re.compile(rf"^{re.escape(self._id_prefix)}-[0-9a-f]{{12,32}}$")
+        self._configure(**options)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A provider's signature is the shared keys, then its own (`_configure`'s): what the
+        registry checks a config against, with a did-you-mean."""
+        super().__init_subclass__(**kwargs)
+        shared = list(inspect.signature(HostProvider.__init__).parameters.values())[1:-1]
+        own = list(inspect.signature(cls._configure).parameters.values())[1:]
+        cls.__signature__ = inspect.Signature([*shared, *own])  # type: ignore[attr-defined]
+
+    def _configure(self) -> None:  # noqa: B027 (a hook: by default a provider has no keys of its own)
+        """A subclass's own keys (keyword-only), checked and kept after the shared ones."""
 
     # -- subclass hooks ------------------------------------------------------------------------
 

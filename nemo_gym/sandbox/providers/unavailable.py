@@ -7,7 +7,8 @@ the backend needs, instead of an import error deep inside a request.
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, ClassVar
 
 from nemo_gym.sandbox.providers.base import SandboxProviderUnavailableError
 
@@ -22,97 +23,72 @@ def unavailable(name: str, needs: str) -> SandboxProviderUnavailableError:
 
 
 class UnavailableProvider:
-    """Base of the placeholders: construction always fails with `needs`."""
+    """Base of the placeholders: construction always fails with `needs`.
+
+    `keys` are the config keys NeMo Gym's provider takes (None: any); they become the class's
+    signature, which is what the registry checks a config against before construction.
+    """
 
     name = "unavailable"
     needs = ""
+    keys: ClassVar[tuple[str, ...] | None] = None
 
-    def _refuse(self) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.keys is not None:
+            cls.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+                [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None) for key in cls.keys]
+            )
+
+    def __init__(self, **config: Any) -> None:
         raise unavailable(self.name, self.needs)
 
 
 class ApptainerProvider(UnavailableProvider):
     name = "apptainer"
     needs = "the Apptainer runtime (the `apptainer` binary and SIF images, usually on an HPC node)"
-
-    def __init__(
-        self, *, exec: Any = None, create: Any = None, probe: Any = None, bin_path: Any = None
-    ) -> None:
-        self._refuse()
+    keys = ("exec", "create", "probe", "bin_path")
 
 
 class EnrootProvider(UnavailableProvider):
     name = "enroot"
     needs = "NVIDIA enroot (the `enroot` binary, usually on a Slurm node with pyxis)"
-
-    def __init__(self, *, exec: Any = None, create: Any = None, probe: Any = None) -> None:
-        self._refuse()
+    keys = ("exec", "create", "probe")
 
 
 class E2BProvider(UnavailableProvider):
     name = "e2b"
     needs = "the E2B cloud service (the `e2b` Python SDK and an E2B_API_KEY)"
-
-    def __init__(
-        self, *, connection: Any = None, create: Any = None, exec: Any = None, operations: Any = None
-    ) -> None:
-        self._refuse()
+    keys = ("connection", "create", "exec", "operations")
 
 
 class DaytonaProvider(UnavailableProvider):
     name = "daytona"
     needs = "a Daytona server (the `daytona` Python SDK, DAYTONA_API_KEY and DAYTONA_API_URL)"
-
-    def __init__(
-        self,
-        *,
-        connection: Any = None,
-        create: Any = None,
-        probe: Any = None,
-        operations: Any = None,
-        batch: Any = None,
-    ) -> None:
-        self._refuse()
+    keys = ("connection", "create", "probe", "operations", "batch")
 
 
 class OpenSandboxProvider(UnavailableProvider):
     name = "opensandbox"
     needs = "an OpenSandbox server (the `opensandbox` Python SDK and its connection domain and API key)"
-
-    def __init__(
-        self,
-        *,
-        connection: Any = None,
-        create: Any = None,
-        probe: Any = None,
-        operations: Any = None,
-        attribution: Any = None,
-        networking: Any = None,
-        shared_storage: Any = None,
-        runtime_requirements: Any = None,
-    ) -> None:
-        self._refuse()
+    keys = (
+        "connection",
+        "create",
+        "probe",
+        "operations",
+        "attribution",
+        "networking",
+        "shared_storage",
+        "runtime_requirements",
+    )
 
 
 class OpenShellProvider(UnavailableProvider):
     name = "openshell"
     needs = "an OpenShell gateway (the `openshell` Python package and a reachable gateway endpoint)"
-
-    def __init__(
-        self,
-        *,
-        connection: Any = None,
-        create: Any = None,
-        exec: Any = None,
-        probe: Any = None,
-        operations: Any = None,
-    ) -> None:
-        self._refuse()
+    keys = ("connection", "create", "exec", "probe", "operations")
 
 
 class EcsFargateProvider(UnavailableProvider):
     name = "ecs_fargate"
     needs = "AWS ECS Fargate (boto3, AWS credentials, an ECS cluster, subnets and a task execution role)"
-
-    def __init__(self, **config: Any) -> None:
-        self._refuse()

@@ -3,52 +3,20 @@ aiohttp client path, no client mocks)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 
-from nemo_gym.http.server_client import ServerClient, close_shared_client
-from nemo_gym.server.context import RuntimeContext
 from nemo_gym.testing.scripted_server import Answer, ScriptedServer
-from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
+from responses_api_agents.simple_agent.tests.helpers import agent_client
 
 TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": False}]
 MODEL_COOKIE = "VLLMModel___policy_model=sess-1.sig"
 RES_COOKIE = "SimpleWeather___simple_weather=res-1.sig"
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[tuple[ScriptedServer, ScriptedServer]]:
-    model, res = ScriptedServer(), ScriptedServer()
-    async with model.running(), res.running():
-        yield model, res
-    await close_shared_client()
-
-
-@asynccontextmanager
-async def agent(
-    servers: tuple[ScriptedServer, ScriptedServer], max_steps: int | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
-    model, res = servers
-    global_config = {
-        "policy_model": {"responses_api_models": {"vllm_model": model.address}},
-        "simple_weather": {"resources_servers": {"simple_weather": res.address}},
-    }
-    config = SimpleAgentConfig(
-        resources_server={"type": "resources_servers", "name": "simple_weather"},
-        model_server={"type": "responses_api_models", "name": "policy_model"},
-        max_steps=max_steps,
-    )
-    context = RuntimeContext(
-        global_config=global_config, origins={}, instance_name="agent", session_secret="s"
-    )
-    server = SimpleAgent(config=config, server_client=ServerClient(global_config)).bind_context(context)
-    transport = httpx.ASGITransport(app=server.build_asgi())
-    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
-        yield client
+# The agent with max_steps and the rest of its defaults.
+agent = agent_client
 
 
 def call(

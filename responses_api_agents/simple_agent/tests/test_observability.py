@@ -3,15 +3,14 @@ scripted model and resources servers on 127.0.0.1."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import functools
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import Request
 
-from nemo_gym.http.server_client import ServerClient, close_shared_client
+from nemo_gym.http.server_client import ServerClient
 from nemo_gym.rollout_observability import AgentObservationBundle, TrajectoryRecord
 from nemo_gym.rollouts.trajectory import _attach_ng_perf, _attach_trajectory_record
 from nemo_gym.server.context import RuntimeContext
@@ -22,6 +21,7 @@ from responses_api_agents.simple_agent.app import (
     SimpleAgentRunRequest,
     SimpleAgentVerifyResponse,
 )
+from responses_api_agents.simple_agent.tests.helpers import agent_client
 
 TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": False}]
 MODEL_REF = {"type": "responses_api_models", "name": "policy_model"}
@@ -71,36 +71,8 @@ def response(response_id: str, *items: dict[str, Any], tokens: dict[str, Any] | 
     return Answer(200, body)
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[tuple[ScriptedServer, ScriptedServer]]:
-    model, res = ScriptedServer(), ScriptedServer()
-    async with model.running(), res.running():
-        yield model, res
-    await close_shared_client()
-
-
-@asynccontextmanager
-async def agent(
-    servers: tuple[ScriptedServer, ScriptedServer], *, observability: bool = True, **config: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    model, res = servers
-    global_config = {
-        "observability_enabled": observability,
-        "policy_model": {"responses_api_models": {"vllm_model": model.address}},
-        "weather": {"resources_servers": {"simple_weather": res.address}},
-    }
-    agent_config = SimpleAgentConfig(
-        resources_server={"type": "resources_servers", "name": "weather"},
-        model_server=MODEL_REF,
-        **config,
-    )
-    context = RuntimeContext(
-        global_config=global_config, origins={}, instance_name="agent", session_secret="s"
-    )
-    server = SimpleAgent(config=agent_config, server_client=ServerClient(global_config)).bind_context(context)
-    transport = httpx.ASGITransport(app=server.build_asgi())
-    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
-        yield client
+# Observability on unless a test says otherwise; the resources server is named "weather".
+agent = functools.partial(agent_client, resources_name="weather", observability=True)
 
 
 def script_weather_rollout(model: ScriptedServer, res: ScriptedServer, verify_extra: dict[str, Any]) -> None:

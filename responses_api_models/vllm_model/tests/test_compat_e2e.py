@@ -11,17 +11,10 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response, ResponseFunctionToolCall, ResponseReasoningItem
 
+from nemo_gym.testing.payloads import WEATHER_TOOLS as TOOLS
 from nemo_gym.testing.processes import NgRun, ng_run, simulator
 
 pytestmark = pytest.mark.e2e
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "Weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    }
-]
 
 
 @pytest.fixture(scope="module")

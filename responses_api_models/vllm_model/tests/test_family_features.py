@@ -18,17 +18,17 @@ from nemo_gym.conversion.call_ids import (
     unmap_chat,
 )
 from nemo_gym.exceptions import APIError
+from nemo_gym.testing.checks import samples
 from nemo_gym.testing.mock_upstream import MockUpstreams
+from nemo_gym.testing.payloads import OPENAI_CALL_ID as OPENAI_ID
 from nemo_gym.upstream import Upstream
 from nemo_gym.upstream.errors import is_context_length_error
 from nemo_gym.upstream.transport.mock import MockRequest, MockResponse
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.template_probe import TemplateProbe
 from responses_api_models.vllm_model.tests.conftest import UP1, adapter, chat_body, sent
-from responses_api_models.vllm_model.tests.test_metrics import samples
-from responses_api_models.vllm_model.tests.test_serving_prefix import GEN1, P1, SPLICED, chat, render
+from responses_api_models.vllm_model.tests.toy_template import GEN1, P1, SPLICED, chat, render
 
-OPENAI_ID = "call_8f3KqZ2mW7xN4vB9pL1sT6y"
 MISTRAL_ERROR = {
     "error": {
         "message": "Tool call IDs should be alphanumeric strings with length 9!",

@@ -3,20 +3,10 @@ retries by reason, context-length fallbacks, sessions, token drift — exact sam
 
 from __future__ import annotations
 
+from nemo_gym.testing.checks import samples
 from nemo_gym.testing.mock_upstream import MockUpstreams
 from nemo_gym.upstream.transport.mock import MockResponse
 from responses_api_models.vllm_model.tests.conftest import UP1, adapter, chat_body
-
-
-def samples(text: str, name: str) -> dict[str, float]:
-    """{label string: value} of one metric's samples, e.g. {'route="/v1/responses",status="200"': 2.0}."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            key, _, value = line.rpartition(" ")
-            labels = key[len(name) :].strip("{}")
-            out[labels] = float(value)
-    return out
 
 
 async def test_adapter_metrics_count_what_happened(upstream: MockUpstreams) -> None:

@@ -11,24 +11,7 @@ import pytest
 from nemo_gym.upstream import Upstream
 from responses_api_models.vllm_model.config import VLLMModelConfig
 from responses_api_models.vllm_model.serving import VLLMServing
-
-
-def chat(prompt_ids: list[int] | None) -> dict[str, Any]:
-    return {
-        "id": "c",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "hi"},
-                "finish_reason": "stop",
-                "logprobs": {"content": [{"token": "token_id:7", "logprob": -0.5}]},
-            }
-        ],
-        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
-        "prompt_token_ids": prompt_ids,
-    }
+from responses_api_models.vllm_model.tests.toy_template import chat
 
 
 class StubPool:
@@ -48,7 +31,7 @@ class StubPool:
     async def post(self, path: str, body: dict, *, session_id=None, upstream=None, at_root=False) -> Any:
         if path == "/chat/completions":
             self.calls.append((path, self.chat_from.root_url, body))
-            return chat([1, 2] if self.inline else None), self.chat_from
+            return chat([1, 2] if self.inline else None, gen=[7]), self.chat_from
         self.calls.append((path, upstream.root_url, body))
         return {"tokens": [9, 9, 9]}, upstream
 

@@ -8,16 +8,12 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
-from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.chat import ChatCompletionChunk
-from openai.types.responses import ResponseStreamEvent
-from pydantic import TypeAdapter
 
 from nemo_gym.conversion.chat_stream import ChatAccumulator, ChatStream, chat_error_chunk, empty_chat_chunks
 from nemo_gym.conversion.chat_to_responses import (
@@ -30,12 +26,18 @@ from nemo_gym.conversion.chat_to_responses import (
 )
 from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.responses_stream import ResponsesStream, empty_response_events
-from nemo_gym.conversion.sse import DONE_BYTES, encode_chunk, encode_chunks, encode_events, iter_events
+from nemo_gym.conversion.sse import DONE_BYTES, encode_chunk, encode_chunks, iter_events
 from nemo_gym.conversion.think import CLOSE, OPEN, TEXT, THINK, ThinkSplitter, split_think
 from nemo_gym.exceptions import UpstreamError
+from nemo_gym.testing.checks import (
+    EVENT,
+    check_events,
+    openai_client_streaming,
+    strip_parsed,
+    through_openai_client,
+)
 
 WIRE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "vllm_wire"
-EVENT = TypeAdapter(ResponseStreamEvent)
 REQUEST = {"model": "caller-model", "input": "hi", "max_output_tokens": 64, "temperature": 0.5}
 TOKENS = "chat_stream_usage_logprobs_tokenids"
 
@@ -347,103 +349,6 @@ def run_responses(
     return events, stream, info
 
 
-def strip_parsed(value: Any) -> Any:
-    """The openai helper adds `parsed` / `parsed_arguments` to what it returns."""
-    if isinstance(value, dict):
-        return {k: strip_parsed(v) for k, v in value.items() if k not in ("parsed", "parsed_arguments")}
-    if isinstance(value, list):
-        return [strip_parsed(v) for v in value]
-    return value
-
-
-def through_openai_client(events: list[dict[str, Any]]) -> tuple[list[Any], Any]:
-    """Our encoded events served to `client.responses.stream(...)`: its events and final response
-    (None when the stream ends other than with response.completed)."""
-    body = encode_events(events)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
-
-    client = openai.OpenAI(
-        api_key="k",
-        base_url="http://adapter/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
-    )
-    with client.responses.stream(model="caller-model", input="hi") as stream:
-        seen = list(stream)
-        try:
-            final = stream.get_final_response()
-        except RuntimeError:
-            final = None
-    return seen, final
-
-
-def check_events(
-    events: list[dict[str, Any]], final: dict[str, Any], *, terminal: str, same_order: bool = True
-) -> None:
-    """Every event is a valid openai event; numbering, ids and indexes are consistent; deltas add
-    up to the done values; done items are the final object's items, announced in its order (at its
-    indexes when the stream showed no item the final object lacks); the openai accumulator accepts
-    the stream."""
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    for event in events:
-        EVENT.validate_python(event)
-    assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
-    assert events[0]["response"]["id"] == final["id"] and events[0]["response"]["status"] == "in_progress"
-    assert events[-1] == {"type": terminal, "sequence_number": len(events) - 1, "response": final}
-    added = {e["output_index"]: e["item"] for e in events if e["type"] == "response.output_item.added"}
-    done = {e["output_index"]: e["item"] for e in events if e["type"] == "response.output_item.done"}
-    assert sorted(added) == sorted(done) == list(range(len(added)))
-    final_items = {(item["type"], item.get("id")): item for item in final["output"]}
-    for index, item in done.items():
-        assert (item["type"], item.get("id")) == (added[index]["type"], added[index].get("id"))
-        if (item["type"], item.get("id")) in final_items:
-            assert item == final_items[(item["type"], item.get("id"))]
-    assert all(
-        (item["type"], item.get("id")) in {(d["type"], d.get("id")) for d in done.values()}
-        for item in final["output"]
-    )
-    streamed_order = [(done[i]["type"], done[i].get("id")) for i in sorted(done)]
-    final_order = [(item["type"], item.get("id")) for item in final["output"]]
-    if same_order:
-        assert [key for key in streamed_order if key in final_items] == final_order
-        if len(streamed_order) == len(final_order):
-            assert streamed_order == final_order
-    else:
-        assert sorted(streamed_order) == sorted(final_order) and streamed_order != final_order
-    text: dict[int, str] = {}
-    summaries: dict[tuple[int, int], str] = {}
-    arguments: dict[int, str] = {}
-    for event in events:
-        kind = event["type"]
-        if "output_index" in event and kind != "response.output_item.added":
-            assert event["output_index"] in added
-            assert (
-                event.get("item_id", added[event["output_index"]].get("id"))
-                == added[event["output_index"]]["id"]
-            )
-        if kind == "response.output_text.delta":
-            text[event["output_index"]] = text.get(event["output_index"], "") + event["delta"]
-        elif kind == "response.output_text.done":
-            assert text.get(event["output_index"], "") == event["text"]
-            assert done[event["output_index"]]["content"][0]["text"] == event["text"]
-        elif kind == "response.reasoning_summary_text.delta":
-            key = (event["output_index"], event["summary_index"])
-            summaries[key] = summaries.get(key, "") + event["delta"]
-        elif kind == "response.reasoning_summary_text.done":
-            assert summaries.get((event["output_index"], event["summary_index"]), "") == event["text"]
-        elif kind == "response.function_call_arguments.delta":
-            arguments[event["output_index"]] = arguments.get(event["output_index"], "") + event["delta"]
-        elif kind == "response.function_call_arguments.done":
-            assert arguments.get(event["output_index"], "") == event["arguments"]
-            assert done[event["output_index"]]["arguments"] == event["arguments"]
-    state: ResponseStreamState = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
-    for event in events:
-        state.handle_event(EVENT.validate_python(event))
-    if terminal == "response.completed":
-        assert strip_parsed(state._completed_response.to_dict()) == final
-
-
 def assert_responses_equivalent(
     chunks: list[dict[str, Any]],
     expected_chat: dict[str, Any] | None = None,
@@ -742,15 +647,7 @@ def test_empty_chat_stream_adds_up_to_the_empty_completion(include_usage: bool) 
 def test_chat_error_chunk_is_raised_by_the_openai_client() -> None:
     body = encode_chunks([chunk({"role": "assistant", "content": "par"})])
     body += encode_chunk(chat_error_chunk("upstream dropped", code=502)) + DONE_BYTES
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
-
-    client = openai.OpenAI(
-        api_key="k",
-        base_url="http://adapter/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
-    )
+    client = openai_client_streaming(body)
     seen = []
     with pytest.raises(openai.APIError, match="upstream dropped"):
         for c in client.chat.completions.create(model="x", messages=[], stream=True):

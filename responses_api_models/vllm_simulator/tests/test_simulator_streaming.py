@@ -18,13 +18,14 @@ from nemo_gym.conversion.errors import UpstreamFormatError
 from nemo_gym.conversion.responses_stream import ResponsesStream
 from nemo_gym.conversion.sse import DONE_BYTES, ChunkReader, SSEParser, encode_chunks, iter_events
 from nemo_gym.conversion.tokens import generation_tokens
-from nemo_gym.testing.processes import simulator
-from responses_api_models.vllm_model.tests.test_streaming import (
+from nemo_gym.testing.checks import (
     check_events,
+    openai_client_streaming,
+    shape_diff,
     strip_parsed,
     through_openai_client,
 )
-from tests.test_simulator_fidelity import shape_diff
+from nemo_gym.testing.processes import simulator
 
 pytestmark = pytest.mark.e2e
 WIRE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "vllm_wire"
@@ -280,15 +281,7 @@ def test_chat_stream_from_the_simulator_read_by_the_openai_client(
     info = stream.token_info()
     out.append(encode_chunks(stream.finish(info)) + DONE_BYTES)
     sent = b"".join(out)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sent)
-
-    client = openai.OpenAI(
-        api_key="k",
-        base_url="http://adapter/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
-    )
+    client = openai_client_streaming(sent)
     caller = ChatAccumulator()
     for chunk in client.chat.completions.create(
         model="x", messages=[{"role": "user", "content": "x"}], stream=True

@@ -271,20 +271,7 @@ class DockerProvider:
             args += ["-w", spec.workdir]
         for key in spec.env:
             args += ["--env", key]  # the value travels in the client's environment
-        if cfg.apply_resource_limits:
-            args += resource_flags(spec.resources)
-        if spec.resources.gpu:
-            args += ["--gpus", str(spec.resources.gpu)]
-        if cfg.network is not None:
-            args += ["--network", cfg.network]
-        if cfg.read_only:
-            args.append("--read-only")
-        for cap in cfg.cap_drop:
-            args += ["--cap-drop", cap]
-        for option in cfg.security_opt:
-            args += ["--security-opt", option]
-        if cfg.pids_limit is not None:
-            args += ["--pids-limit", str(cfg.pids_limit)]
+        args += self._confinement_args(spec)
         host = f"[{cfg.publish_host}]" if ":" in cfg.publish_host else cfg.publish_host
         for port in spec.ports:
             args += ["--publish", f"{host}::{port}/tcp"]
@@ -301,6 +288,26 @@ class DockerProvider:
         else:
             keepalive = cfg.keepalive_cmd
         return [*args, "--entrypoint", cfg.keepalive_shell, image, "-c", keepalive]
+
+    def _confinement_args(self, spec: SandboxSpec) -> list[str]:
+        """Resources, network and privileges the container runs with."""
+        cfg = self._create_cfg
+        args: list[str] = []
+        if cfg.apply_resource_limits:
+            args += resource_flags(spec.resources)
+        if spec.resources.gpu:
+            args += ["--gpus", str(spec.resources.gpu)]
+        if cfg.network is not None:
+            args += ["--network", cfg.network]
+        if cfg.read_only:
+            args.append("--read-only")
+        for cap in cfg.cap_drop:
+            args += ["--cap-drop", cap]
+        for option in cfg.security_opt:
+            args += ["--security-opt", option]
+        if cfg.pids_limit is not None:
+            args += ["--pids-limit", str(cfg.pids_limit)]
+        return args
 
     async def create(self, spec: SandboxSpec) -> SandboxHandle:
         """Start the container, wait until the probe passes, pick the exec shell."""

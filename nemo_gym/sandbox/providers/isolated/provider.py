@@ -98,19 +98,12 @@ class IsolatedProvider(HostProvider):
     # bwrap path -> whether it has --disable-userns (bubblewrap 0.8+).
     _disable_userns: ClassVar[dict[str, bool]] = {}
 
-    def __init__(
+    def _configure(
         self,
-        workspace_root: str | None = None,
-        shell: str = "/bin/bash",
-        default_timeout_s: float = 180.0,
-        concurrency: int = 8,
         *,
         network: str = "none",
         uid: int = 0,
         gid: int = 0,
-        cpu_time_limit_s: float | None = None,
-        max_output_bytes: int = 64 << 20,
-        open_files: int | None = None,
         system_paths: list[str] | None = None,
         etc_files: list[str] | None = None,
         ro_binds: list[str] | None = None,
@@ -118,15 +111,6 @@ class IsolatedProvider(HostProvider):
         host_uid: int | None = None,
         max_processes: int | None = None,
     ) -> None:
-        super().__init__(
-            workspace_root=workspace_root,
-            shell=shell,
-            default_timeout_s=default_timeout_s,
-            concurrency=concurrency,
-            cpu_time_limit_s=cpu_time_limit_s,
-            max_output_bytes=max_output_bytes,
-            open_files=open_files,
-        )
         if network not in ("none", "host"):
             raise ValueError(f"isolated.network must be 'none' or 'host', got {network!r}")
         for key, value in (("uid", uid), ("gid", gid)):
@@ -365,13 +349,15 @@ class IsolatedProvider(HostProvider):
 
     # -- files ---------------------------------------------------------------------------------
 
-    async def upload_file(self, handle: SandboxHandle, source_path: Path, target_path: str) -> None:
-        """Write a host file into the sandbox (parents created), as the sandbox's user."""
-        box: HostSandbox = handle.raw
-        target = _inside_path(target_path, box.workdir)
-        command = f"mkdir -p -- {shlex.quote(posixpath.dirname(target))} && cat > {shlex.quote(target)}"
-        if not await asyncio.to_thread(source_path.is_file):
-            raise FileNotFoundError(f"upload source {source_path} is not a file")
+    async def _transfer(
+        self,
+        box: HostSandbox,
+        command: str,
+        *,
+        stdin_path: Path | None = None,
+        stdout_path: Path | None = None,
+    ) -> str | None:
+        """Run a file-copying command inside the sandbox as its user; None, or why it failed."""
         done = await self._run(
             box,
             command,
@@ -379,10 +365,22 @@ class IsolatedProvider(HostProvider):
             env=None,
             timeout_s=self._default_timeout_s,
             user=None,
-            stdin_path=source_path,
+            stdin_path=stdin_path,
+            stdout_path=stdout_path,
         )
         if done.timed_out or done.return_code != 0:
-            detail = done.stderr.decode(errors="replace").strip() or f"exit status {done.return_code}"
+            return done.stderr.decode(errors="replace").strip() or f"exit status {done.return_code}"
+        return None
+
+    async def upload_file(self, handle: SandboxHandle, source_path: Path, target_path: str) -> None:
+        """Write a host file into the sandbox (parents created), as the sandbox's user."""
+        box: HostSandbox = handle.raw
+        target = _inside_path(target_path, box.workdir)
+        command = f"mkdir -p -- {shlex.quote(posixpath.dirname(target))} && cat > {shlex.quote(target)}"
+        if not await asyncio.to_thread(source_path.is_file):
+            raise FileNotFoundError(f"upload source {source_path} is not a file")
+        detail = await self._transfer(box, command, stdin_path=source_path)
+        if detail is not None:
             raise RuntimeError(f"upload to {target_path!r} in sandbox {box.sandbox_id} failed: {detail}")
 
     async def download_file(self, handle: SandboxHandle, source_path: str, target_path: Path) -> None:
@@ -390,18 +388,9 @@ class IsolatedProvider(HostProvider):
         box: HostSandbox = handle.raw
         source = _inside_path(source_path, box.workdir)
         await asyncio.to_thread(target_path.parent.mkdir, parents=True, exist_ok=True)
-        done = await self._run(
-            box,
-            f"cat -- {shlex.quote(source)}",
-            cwd=None,
-            env=None,
-            timeout_s=self._default_timeout_s,
-            user=None,
-            stdout_path=target_path,
-        )
-        if done.timed_out or done.return_code != 0:
+        detail = await self._transfer(box, f"cat -- {shlex.quote(source)}", stdout_path=target_path)
+        if detail is not None:
             await asyncio.to_thread(target_path.unlink, missing_ok=True)
-            detail = done.stderr.decode(errors="replace").strip() or f"exit status {done.return_code}"
             raise FileNotFoundError(
                 f"download of {source_path!r} from sandbox {box.sandbox_id} failed: {detail}"
             )

@@ -40,27 +40,7 @@ class LocalProvider(HostProvider):
     name = "local"
     _id_prefix = "local"
 
-    def __init__(
-        self,
-        workspace_root: str | None = None,
-        shell: str = "/bin/bash",
-        default_timeout_s: float = 180.0,
-        concurrency: int = 8,
-        *,
-        cpu_time_limit_s: float | None = None,
-        max_output_bytes: int = 64 << 20,
-        open_files: int | None = None,
-        inherit_env: bool = True,
-    ) -> None:
-        super().__init__(
-            workspace_root=workspace_root,
-            shell=shell,
-            default_timeout_s=default_timeout_s,
-            concurrency=concurrency,
-            cpu_time_limit_s=cpu_time_limit_s,
-            max_output_bytes=max_output_bytes,
-            open_files=open_files,
-        )
+    def _configure(self, *, inherit_env: bool = True) -> None:
         self._inherit_env = inherit_env
 
     async def _prepare(self, box: HostSandbox, spec: SandboxSpec) -> None:
