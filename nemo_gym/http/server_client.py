@@ -9,6 +9,7 @@ from every agent step.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -346,6 +347,12 @@ class ServerClient:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
         for name, value in fields.items():
             setattr(self, name, value)
+        # A mutable class-level default is each instance's own copy, as pydantic makes it: two
+        # clients of one test module must not append to one shared `calls` list.
+        for name in declared - set(fields):
+            default = getattr(type(self), name, None)
+            if isinstance(default, (list, dict, set)):
+                setattr(self, name, copy.deepcopy(default))
 
     @classmethod
     def model_construct(cls, **values: Any) -> ServerClient:
