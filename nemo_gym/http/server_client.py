@@ -89,15 +89,20 @@ class ServerResponseError(ServerCallError, aiohttp.ClientResponseError):
     """
 
     def __init__(self, response: aiohttp.ClientResponse | None, content: bytes, **fields: Any) -> None:
-        status = response.status if response is not None else fields["status"]
-        method = response.method if response is not None else fields["method"]
-        url = str(response.url) if response is not None else fields["url"]
-        super().__init__(
-            response.request_info if response is not None else _request_info(method, url),
-            (),
-            status=status,
-            message=(response.reason or "") if response is not None else fields.get("message", ""),
-        )
+        if response is None:
+            status, method, url = fields["status"], fields["method"], fields["url"]
+            request_info, message = _request_info(method, url), fields.get("message", "")
+        else:
+            # Environments' tests answer with stand-ins that have a status and a request_info
+            # (as aiohttp's own error needs) but not every attribute of a ClientResponse.
+            request_info = getattr(response, "request_info", None)
+            status = response.status
+            method = getattr(response, "method", None) or getattr(request_info, "method", "")
+            url = str(getattr(response, "url", None) or getattr(request_info, "url", ""))
+            message = getattr(response, "reason", None) or ""
+            if request_info is None:
+                request_info = _request_info(method, url)
+        super().__init__(request_info, (), status=status, message=message)
         self.response_content = content
         self.status_code = status
         self.url = url
@@ -110,6 +115,11 @@ class ServerResponseError(ServerCallError, aiohttp.ClientResponseError):
     def __str__(self) -> str:
         body = self.response_content[:2000].decode(errors="replace")
         return f"{self.method} {self.url} returned {self.status}: {body}"
+
+
+class ClientResponseError(ServerResponseError):
+    """What `raise_for_status` raises. Named as aiohttp's error, which NeMo Gym's raises there:
+    environments record `type(error).__name__` in their rows and their tests expect that name."""
 
 
 def _rebuild(cls: type[ServerResponseError], content: bytes, fields: dict[str, Any]) -> ServerResponseError:
@@ -162,7 +172,7 @@ def message_from_body(content: bytes, limit: int = 1000) -> str:
 
 
 async def raise_for_status(response: aiohttp.ClientResponse, content: bytes | None = None) -> None:
-    """Raise `ServerResponseError` (an `aiohttp.ClientResponseError`) on a non-2xx answer.
+    """Raise `ClientResponseError` (a `ServerResponseError`, and aiohttp's error) on a non-2xx answer.
 
     Decided by `response.ok`, as NeMo Gym decides it: environments' tests hand in mocks that
     set only what they read, and a mock's `ok` is truthy while its `status` does not compare."""
@@ -173,7 +183,7 @@ async def raise_for_status(response: aiohttp.ClientResponse, content: bytes | No
         return
     if content is None:
         content = await response.read()
-    raise ServerResponseError(response, content)
+    raise ClientResponseError(response, content)
 
 
 async def get_response_json(response: aiohttp.ClientResponse) -> Any:
