@@ -36,7 +36,11 @@ from nemo_gym.config_types import (
 )
 from nemo_gym.episode_types import EpisodeId, TaskId
 from nemo_gym.exceptions import APIError
-from nemo_gym.global_config import OBSERVABILITY_ENABLED_KEY_NAME, TOKEN_ID_CAPTURE_BLOCK
+from nemo_gym.global_config import (
+    OBSERVABILITY_ENABLED_KEY_NAME,
+    TOKEN_ID_CAPTURE_BLOCK,
+    get_first_server_config_dict,
+)
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body
@@ -213,7 +217,13 @@ class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
 
     def resolve_model_base_url(self, model_server_name: str, rollout_id: str | None = None) -> str:
         """The OpenAI-style base URL (ending in /v1) of a model server, under a rollout's prefix."""
-        base = self.server_client.url_for(model_server_name)
+        # Through the running config and `_build_server_base_url`, as NeMo Gym resolves it: its
+        # agents' tests hand in a client that has only those two.
+        config = self.server_client.global_config_dict
+        if model_server_name not in config:
+            raise KeyError(f"no server instance named {model_server_name!r} in the running config")
+        block = get_first_server_config_dict(config, model_server_name)
+        base = self.server_client._build_server_base_url(block)
         return f"{apply_rollout_prefix(base, rollout_id, token_capture=self._token_id_capture_enabled())}/v1"
 
     # ---- episode sessions ----------------------------------------------------------------

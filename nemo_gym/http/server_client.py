@@ -412,7 +412,10 @@ class ServerClient:
             host, port = server_config_dict.get("host"), server_config_dict.get("port")
         else:
             host, port = getattr(server_config_dict, "host", None), getattr(server_config_dict, "port", None)
-        return f"http://{host}:{port}"
+        # A wildcard is where a server listens, never where to reach it (as `url_for` decides).
+        config = getattr(self, "global_config", None)  # NeMo Gym agents' tests call this on a mock
+        default_host = config.get("default_host") if isinstance(config, Mapping) else None
+        return f"http://{advertised_host(host, default_host)}:{port}"
 
     def _resolve_base_url(self, server_name: str) -> str:
         """`http://host:port` of an instance (NeMo Gym's private name, which its servers call)."""
