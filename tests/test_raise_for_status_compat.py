@@ -53,3 +53,27 @@ async def test_it_pickles_with_status_url_and_body() -> None:
     assert type(copy).__name__ == "ClientResponseError"
     assert (copy.status, copy.method, copy.url) == (429, "POST", "http://judge/v1/responses")
     assert copy.response_content == b'{"error": "rate limit"}'
+
+
+class RaisesItsOwn(StandInAnswer):
+    def raise_for_status(self) -> None:
+        raise RuntimeError("close failure")
+
+
+class RaisesAiohttps(StandInAnswer):
+    def raise_for_status(self) -> None:
+        raise aiohttp.ClientResponseError(
+            self.request_info, (), status=self.status, message="Too Many Requests"
+        )
+
+
+async def test_an_answers_own_error_is_raised_as_it_is() -> None:
+    with pytest.raises(RuntimeError, match="^close failure$"):
+        await raise_for_status(RaisesItsOwn())  # type: ignore[arg-type]
+
+
+async def test_aiohttps_error_from_the_answer_becomes_ours_with_the_body() -> None:
+    with pytest.raises(ServerResponseError) as caught:
+        await raise_for_status(RaisesAiohttps())  # type: ignore[arg-type]
+    assert type(caught.value).__name__ == "ClientResponseError"
+    assert caught.value.response_content == b'{"error": "rate limit"}'
