@@ -72,8 +72,29 @@ async def test_an_answers_own_error_is_raised_as_it_is() -> None:
         await raise_for_status(RaisesItsOwn())  # type: ignore[arg-type]
 
 
-async def test_aiohttps_error_from_the_answer_becomes_ours_with_the_body() -> None:
-    with pytest.raises(ServerResponseError) as caught:
+async def test_aiohttps_error_from_a_stand_in_is_raised_with_its_body() -> None:
+    with pytest.raises(aiohttp.ClientResponseError) as caught:
         await raise_for_status(RaisesAiohttps())  # type: ignore[arg-type]
-    assert type(caught.value).__name__ == "ClientResponseError"
-    assert caught.value.response_content == b'{"error": "rate limit"}'
+    assert type(caught.value) is aiohttp.ClientResponseError
+    assert caught.value.message == "Too Many Requests"
+    assert caught.value.response_content == b'{"error": "rate limit"}'  # type: ignore[attr-defined]
+
+
+class Stream:
+    async def read(self) -> bytes:
+        return b"from the stream"
+
+
+class WithContentStream(StandInAnswer):
+    """As aiohttp's answer has it, the body is on `content.read()` (NeMo Gym reads it there)."""
+
+    content = Stream()
+
+    async def read(self) -> bytes:
+        raise AssertionError("read() is not where a stand-in's body is taken from")
+
+
+async def test_a_stand_ins_body_comes_from_its_content_stream() -> None:
+    with pytest.raises(ServerResponseError) as caught:
+        await raise_for_status(WithContentStream())  # type: ignore[arg-type]
+    assert caught.value.response_content == b"from the stream"

@@ -182,19 +182,31 @@ async def raise_for_status(response: aiohttp.ClientResponse, content: bytes | No
         ok = response.status < 400
     if ok:
         return
+    if isinstance(response, aiohttp.ClientResponse):
+        raise ClientResponseError(response, await response.read() if content is None else content)
+    # A stand-in (environments' tests build them) is checked as NeMo Gym checks it: its body
+    # from `content.read()`, then its own `raise_for_status()`, whose error is raised as it is
+    # (with the body attached, as NeMo Gym attaches it).
     if content is None:
-        content = await response.read()
-    # The answer's own check first, as NeMo Gym's does: a stand-in that raises its own error
-    # (environments' tests check its type) raises it; aiohttp's error becomes ours, with the body.
+        content = await _stand_in_body(response)
     own_check = getattr(response, "raise_for_status", None)
     if callable(own_check):
         try:
             outcome = own_check()
             if inspect.isawaitable(outcome):
                 await outcome
-        except aiohttp.ClientResponseError:
-            pass
+        except aiohttp.ClientResponseError as error:
+            error.response_content = content  # type: ignore[attr-defined]
+            raise
     raise ClientResponseError(response, content)
+
+
+async def _stand_in_body(response: Any) -> bytes:
+    reader = getattr(getattr(response, "content", None), "read", None)
+    body = reader() if callable(reader) else None
+    if not inspect.isawaitable(body):
+        body = response.read()
+    return await body
 
 
 async def get_response_json(response: aiohttp.ClientResponse) -> Any:
