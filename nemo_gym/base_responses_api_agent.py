@@ -147,6 +147,10 @@ class _AgentSessionRecord:
     expires_at: float = float("inf")
 
 
+class SessionsNeedOneWorker(APIError, ValueError):
+    """A 400 answer, and the ValueError NeMo Gym raises there (its agents' tests expect that type)."""
+
+
 class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
     config: BaseResponsesAPIAgentConfig
     _session_records: dict[str, _AgentSessionRecord] = PrivateAttr(default_factory=dict)
@@ -281,7 +285,11 @@ class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
         if not self._supports_sessions():
             raise APIError(501, f"{type(self).__name__} does not implement episode sessions")
         if self.config.process_count != 1:
-            raise APIError(400, "agent sessions need a single process (workers: 1); this agent runs several")
+            raise SessionsNeedOneWorker(
+                400,
+                f"agent sessions require num_workers=1 (one process holds them); this agent runs "
+                f"{self.config.process_count}",
+            )
         current = self._agent_session_id_from_request(request)
         if current is not None and current != body.agent_session_id:
             raise HTTPException(409, "agent_session_id does not match the session cookie")
