@@ -30,7 +30,7 @@ from pydantic import PositiveFloat, PositiveInt, PrivateAttr, model_validator
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.episode_types import BaseEpisodeRequest, BaseEpisodeResponse, EpisodeFailure, EpisodeId
 from nemo_gym.rollout_correlation import rollout_context
-from nemo_gym.server.base import BaseServerConfig, SimpleServer
+from nemo_gym.server.base import NEMO_GYM_VALIDATION_STATUS, BaseServerConfig, SimpleServer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class HandledEpisodeError(Exception):
 
 class BaseEnvironmentServer(SimpleServer, Generic[EpisodeRequestT, EpisodeResponseT]):
     config: BaseEnvironmentServerConfig
+    validation_status: ClassVar[int] = NEMO_GYM_VALIDATION_STATUS
     request_model: ClassVar[type[BaseEpisodeRequest[Any]]]
     response_model: ClassVar[type[BaseEpisodeResponse[Any]]]
     _admission: asyncio.Semaphore | None = PrivateAttr(default=None)

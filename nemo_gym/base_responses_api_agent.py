@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Body, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
@@ -45,7 +45,7 @@ from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNo
 from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body
 from nemo_gym.rollout_observability import AgentObservationBundle
-from nemo_gym.server.base import BaseServerConfig, SimpleServer
+from nemo_gym.server.base import NEMO_GYM_VALIDATION_STATUS, BaseServerConfig, SimpleServer
 from nemo_gym.server_utils import apply_rollout_prefix, rollout_path_prefix
 from nemo_gym.tool_access import ToolAccess
 
@@ -119,6 +119,7 @@ class BaseResponsesAPIAgentConfig(BaseServerConfig):
 
 class BaseResponsesAPIAgent(SimpleServer):
     config: BaseResponsesAPIAgentConfig
+    validation_status: ClassVar[int] = NEMO_GYM_VALIDATION_STATUS
 
 
 @dataclass

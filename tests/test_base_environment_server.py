@@ -157,7 +157,7 @@ async def test_identity_mismatch_is_an_error_and_aggregate_route() -> None:
     metrics = await post(server, {"verify_responses": [{"reward": 1}, {"reward": 0}]}, "/aggregate_metrics")
     assert metrics.json()["agent_metrics"] == {"n": 2}
     bad = await post(server, {"episode_id": {"rollout_id": "bad/id"}, "task": {}})
-    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    assert bad.status_code == 422 and bad.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_config_rules() -> None:
