@@ -721,11 +721,12 @@ def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
     tally = lines[-1] if lines else ""
     if proc.returncode == 0:
         return Result(env, "ok", "tests", "", {"tally": tally}, seconds=seconds)
-    # The first "E   " line is the first failure's error; fall back to the tally line.
-    errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
-    # A plugin or conftest that fails while pytest configures itself leaves no "E " line: its
-    # exception is the last line of pytest's INTERNALERROR traceback.
-    internal = [ln.removeprefix("INTERNALERROR>").strip() for ln in lines if ln.startswith("INTERNALERROR>")]
+    # The first "E   " line is the first failure's error; fall back to the tally line. A conftest
+    # that fails to load, or a plugin that fails while pytest configures itself, reports on
+    # stderr, the latter as pytest's INTERNALERROR traceback (its exception is the last line).
+    both = lines + [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln[1:].strip() for ln in both if ln.startswith("E ")]
+    internal = [ln.removeprefix("INTERNALERROR>").strip() for ln in both if ln.startswith("INTERNALERROR>")]
     errors += [ln for ln in internal if _EXCEPTION_LINE.match(ln)][-1:]
     short = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
     unresolved = set(lookups.read_text().split()) if lookups.exists() else set()
