@@ -400,6 +400,14 @@ class ServerClient:
         return self._config_dict
 
     @classmethod
+    def load_head_server_config(cls) -> Any:
+        """The head server's address (`host`, `port`) as this process finds it: the environment
+        variable, the running config, the command line, else the defaults."""
+        from nemo_gym.server.base import BaseServerConfig  # the server package imports this module
+
+        return BaseServerConfig.model_validate(_local_head_server_config())
+
+    @classmethod
     def load_from_global_config(cls, head_server_config: Any = None) -> ServerClient:
         """Fetch the running config from the head server (address from env / CLI / env.yaml / defaults)."""
         if head_server_config is None:
