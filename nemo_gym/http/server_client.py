@@ -341,6 +341,13 @@ def instance_urls(global_config: Mapping[str, Any]) -> dict[str, str]:
     return urls
 
 
+class HeadServerAddress(BaseModel):
+    """Where the head server listens (NeMo Gym hands out its `BaseServerConfig`; callers read these)."""
+
+    host: str
+    port: int
+
+
 class ServerClient:
     """Addresses server instances by their config name.
 
@@ -400,12 +407,10 @@ class ServerClient:
         return self._config_dict
 
     @classmethod
-    def load_head_server_config(cls) -> Any:
-        """The head server's address (`host`, `port`) as this process finds it: the environment
-        variable, the running config, the command line, else the defaults."""
-        from nemo_gym.server.base import BaseServerConfig  # the server package imports this module
-
-        return BaseServerConfig.model_validate(_local_head_server_config())
+    def load_head_server_config(cls) -> HeadServerAddress:
+        """The head server's address as this process finds it: the environment variable, the
+        running config, the command line, else the defaults."""
+        return HeadServerAddress.model_validate(_local_head_server_config())
 
     @classmethod
     def load_from_global_config(cls, head_server_config: Any = None) -> ServerClient:
