@@ -30,7 +30,7 @@ from pydantic import PositiveFloat, PositiveInt, PrivateAttr, model_validator
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.episode_types import BaseEpisodeRequest, BaseEpisodeResponse, EpisodeFailure, EpisodeId
 from nemo_gym.rollout_correlation import rollout_context
-from nemo_gym.server.base import BaseServerConfig, SimpleServer
+from nemo_gym.server.base import NEMO_GYM_VALIDATION_STATUS, BaseServerConfig, SimpleServer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ EpisodeResponseT = TypeVar("EpisodeResponseT", bound=BaseEpisodeResponse[Any])
 CleanupCallback = Callable[[], Awaitable[None]]
 # Failure reasons are stored and shown; keep them within EpisodeFailure's limit.
 _MAX_REASON = 2000
+# NeMo Gym's reasons for the two failures the base class itself decides (collectors match them).
+ADMISSION_TIMED_OUT = "Episode admission timed out"
+EPISODE_TIMED_OUT = "Episode timed out"
 
 
 class BaseEnvironmentServerConfig(BaseServerConfig):
@@ -130,6 +133,7 @@ class HandledEpisodeError(Exception):
 
 class BaseEnvironmentServer(SimpleServer, Generic[EpisodeRequestT, EpisodeResponseT]):
     config: BaseEnvironmentServerConfig
+    validation_status: ClassVar[int] = NEMO_GYM_VALIDATION_STATUS
     request_model: ClassVar[type[BaseEpisodeRequest[Any]]]
     response_model: ClassVar[type[BaseEpisodeResponse[Any]]]
     _admission: asyncio.Semaphore | None = PrivateAttr(default=None)
@@ -162,16 +166,17 @@ class BaseEnvironmentServer(SimpleServer, Generic[EpisodeRequestT, EpisodeRespon
             try:
                 await asyncio.wait_for(self._admission.acquire(), timeout=self.config.queue_timeout_seconds)
             except TimeoutError:
+                # The reason is NeMo Gym's fixed text (collectors and its tests match it); the limits
+                # that caused it go to the log.
+                LOGGER.warning(
+                    "episode %s not admitted within queue_timeout_seconds=%s (max_concurrent_episodes=%s)",
+                    request.episode_id.capture_key,
+                    self.config.queue_timeout_seconds,
+                    self.config.max_concurrent_episodes,
+                )
                 return self.failure_response(
                     request,
-                    EpisodeFailure(
-                        failure_reason=(
-                            f"episode not admitted within queue_timeout_seconds={self.config.queue_timeout_seconds} "
-                            f"(max_concurrent_episodes={self.config.max_concurrent_episodes} are running)"
-                        ),
-                        terminal=False,
-                        stage="admission",
-                    ),
+                    EpisodeFailure(failure_reason=ADMISSION_TIMED_OUT, terminal=False, stage="admission"),
                 )
             admitted = True
 
@@ -186,15 +191,13 @@ class BaseEnvironmentServer(SimpleServer, Generic[EpisodeRequestT, EpisodeRespon
                         response = await self.run(request, cleanup)
                 except TimeoutError as error:
                     if deadline.expired():
+                        LOGGER.warning(
+                            "episode %s timed out after default_episode_timeout_seconds=%s",
+                            request.episode_id.capture_key,
+                            self.config.default_episode_timeout_seconds,
+                        )
                         response = self.failure_response(
-                            request,
-                            EpisodeFailure(
-                                failure_reason=(
-                                    "episode timed out after default_episode_timeout_seconds="
-                                    f"{self.config.default_episode_timeout_seconds}"
-                                ),
-                                terminal=False,
-                            ),
+                            request, EpisodeFailure(failure_reason=EPISODE_TIMED_OUT, terminal=False)
                         )
                     else:
                         response = self._unhandled_failure_response(request, error)

@@ -24,7 +24,7 @@ from nemo_gym.failure_kinds import FailureKind
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.rollout_correlation import RolloutContextMiddleware
-from nemo_gym.server.base import BaseServerConfig, SimpleServer
+from nemo_gym.server.base import NEMO_GYM_VALIDATION_STATUS, BaseServerConfig, SimpleServer
 
 try:
     from nemo_gym.sandbox.access import SandboxAccess
@@ -67,6 +67,7 @@ class BaseResourcesServerConfig(BaseServerConfig):
 
 class BaseResourcesServer(SimpleServer):
     config: BaseResourcesServerConfig
+    validation_status: ClassVar[int] = NEMO_GYM_VALIDATION_STATUS
 
 
 class BaseRunRequest(BaseModel):

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Body, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
@@ -36,12 +36,16 @@ from nemo_gym.config_types import (
 )
 from nemo_gym.episode_types import EpisodeId, TaskId
 from nemo_gym.exceptions import APIError
-from nemo_gym.global_config import OBSERVABILITY_ENABLED_KEY_NAME, TOKEN_ID_CAPTURE_BLOCK
+from nemo_gym.global_config import (
+    OBSERVABILITY_ENABLED_KEY_NAME,
+    TOKEN_ID_CAPTURE_BLOCK,
+    get_first_server_config_dict,
+)
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.reward_profile import AggregateMetricsMixin
 from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body
 from nemo_gym.rollout_observability import AgentObservationBundle
-from nemo_gym.server.base import BaseServerConfig, SimpleServer
+from nemo_gym.server.base import NEMO_GYM_VALIDATION_STATUS, BaseServerConfig, SimpleServer
 from nemo_gym.server_utils import apply_rollout_prefix, rollout_path_prefix
 from nemo_gym.tool_access import ToolAccess
 
@@ -115,6 +119,7 @@ class BaseResponsesAPIAgentConfig(BaseServerConfig):
 
 class BaseResponsesAPIAgent(SimpleServer):
     config: BaseResponsesAPIAgentConfig
+    validation_status: ClassVar[int] = NEMO_GYM_VALIDATION_STATUS
 
 
 @dataclass
@@ -141,6 +146,10 @@ class _AgentSessionRecord:
     episode_id: EpisodeId | None = None
     close_response: AgentCloseSessionResponse | None = None
     expires_at: float = float("inf")
+
+
+class SessionsNeedOneWorker(APIError, ValueError):
+    """A 400 answer, and the ValueError NeMo Gym raises there (its agents' tests expect that type)."""
 
 
 class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
@@ -213,7 +222,13 @@ class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
 
     def resolve_model_base_url(self, model_server_name: str, rollout_id: str | None = None) -> str:
         """The OpenAI-style base URL (ending in /v1) of a model server, under a rollout's prefix."""
-        base = self.server_client.url_for(model_server_name)
+        # Through the running config and `_build_server_base_url`, as NeMo Gym resolves it: its
+        # agents' tests hand in a client that has only those two.
+        config = self.server_client.global_config_dict
+        if model_server_name not in config:
+            raise KeyError(f"no server instance named {model_server_name!r} in the running config")
+        block = get_first_server_config_dict(config, model_server_name)
+        base = self.server_client._build_server_base_url(block)
         return f"{apply_rollout_prefix(base, rollout_id, token_capture=self._token_id_capture_enabled())}/v1"
 
     # ---- episode sessions ----------------------------------------------------------------
@@ -271,7 +286,11 @@ class SimpleResponsesAPIAgent(AggregateMetricsMixin, BaseResponsesAPIAgent):
         if not self._supports_sessions():
             raise APIError(501, f"{type(self).__name__} does not implement episode sessions")
         if self.config.process_count != 1:
-            raise APIError(400, "agent sessions need a single process (workers: 1); this agent runs several")
+            raise SessionsNeedOneWorker(
+                400,
+                f"agent sessions require num_workers=1 (one process holds them); this agent runs "
+                f"{self.config.process_count}",
+            )
         current = self._agent_session_id_from_request(request)
         if current is not None and current != body.agent_session_id:
             raise HTTPException(409, "agent_session_id does not match the session cookie")

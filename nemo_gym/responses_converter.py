@@ -14,7 +14,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, TypeAdapter
 
-from nemo_gym.conversion.chat_to_responses import chat_to_response
+from nemo_gym.conversion.chat_to_responses import OutputIds, chat_to_response
 from nemo_gym.conversion.responses_to_chat import ConversionOptions, responses_to_chat
 from nemo_gym.conversion.think import split_think, wrap_think
 from nemo_gym.openai_utils import (
@@ -126,8 +126,16 @@ class ResponsesConverter(BaseModel):
         token_info = _token_information(message) if self.return_token_id_information else None
         refusal = message.get("refusal")
         chat = {"choices": [{"message": message, "finish_reason": "stop"}]}
+        # The item ids are drawn here, with this module's uuid4, as NeMo Gym draws them (its
+        # environments' tests patch `nemo_gym.responses_converter.uuid4` for fixed ids).
+        ids = OutputIds(response="", reasoning=f"rs_{uuid4().hex}", message=f"msg_{uuid4().hex}")
         output = chat_to_response(
-            chat, {}, model="", uses_reasoning_parser=self.uses_reasoning_parser, token_info=token_info
+            chat,
+            {},
+            model="",
+            uses_reasoning_parser=self.uses_reasoning_parser,
+            token_info=token_info,
+            ids=ids,
         )["output"]
         if refusal:
             _add_refusal(output, str(refusal))

@@ -94,3 +94,30 @@ def test_raise_for_status_goes_by_ok() -> None:
     failing = MagicMock(ok=False, status=500, read=read, reason="Internal Server Error")
     with pytest.raises(ServerResponseError):
         asyncio.run(raise_for_status(failing))
+
+
+def test_model_base_url_resolves_through_the_config_and_build_server_base_url() -> None:
+    """NeMo Gym agents' tests give the agent a client with only `global_config_dict` and
+    `_build_server_base_url`; a wildcard host is reached on loopback."""
+    from functools import partial
+    from unittest.mock import MagicMock
+
+    import pytest
+    from omegaconf import OmegaConf
+
+    client = MagicMock(spec=ServerClient)
+    client.global_config_dict = OmegaConf.create(
+        {"policy_model": {"responses_api_models": {"vllm_model": {"host": "model-host", "port": 9000}}}}
+    )
+    client._build_server_base_url = partial(ServerClient._build_server_base_url, client)
+    agent = SimpleResponsesAPIAgent.model_construct(
+        config=BaseResponsesAPIAgentConfig(), server_client=client
+    )
+    assert agent.resolve_model_base_url("policy_model") == "http://model-host:9000/v1"
+    client.url_for.assert_not_called()
+
+    wildcard = ServerClient({"policy_model": {"responses_api_models": {"m": {"host": "0.0.0.0", "port": 7}}}})
+    agent = SimpleResponsesAPIAgent(config=BaseResponsesAPIAgentConfig(), server_client=wildcard)
+    assert agent.resolve_model_base_url("policy_model", "r1") == "http://127.0.0.1:7/ng-rollout/r1/v1"
+    with pytest.raises(KeyError, match="no server instance named 'judge'"):
+        agent.resolve_model_base_url("judge")

@@ -462,3 +462,16 @@ def test_session_conformance_catches_a_revived_session() -> None:
     check_resources_session_contract(app, seed, keeps_state=False)
     with pytest.raises(AssertionError, match="a seed after the close brought session 's-1' back"):
         check_resources_session_contract(app, seed, keeps_state=True)
+
+
+def test_converter_draws_item_ids_with_its_own_uuid4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NeMo Gym's environments' tests fix the ids by patching `nemo_gym.responses_converter.uuid4`."""
+    from types import SimpleNamespace
+
+    import nemo_gym.responses_converter as converter_module
+
+    monkeypatch.setattr(converter_module, "uuid4", lambda: SimpleNamespace(hex="fixed"))
+    items = ResponsesConverter(return_token_id_information=False).postprocess_assistant_message_dict(
+        {"role": "assistant", "content": "<think>hmm</think>Hello"}
+    )
+    assert [(item.type, item.id) for item in items] == [("reasoning", "rs_fixed"), ("message", "msg_fixed")]

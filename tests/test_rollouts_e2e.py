@@ -116,7 +116,7 @@ def test_bad_rows_go_to_failures_and_the_run_continues(
     assert sorted(failures) == [1, 2, 3]
     assert failures[1].startswith(f"{source}:2: invalid JSON")
     assert failures[2] == f"{source}:3: row has no 'responses_create_params' object"
-    assert "returned HTTP 400: Invalid 'responses_create_params.input" in failures[3]
+    assert "returned HTTP 422: Invalid 'responses_create_params.input" in failures[3]
     assert json.loads((tmp_path / "o_aggregate_metrics.json").read_text())["num_failed"] == 3
 
 

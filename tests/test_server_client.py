@@ -104,3 +104,9 @@ def test_head_server_address_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("NEMO_GYM_HEAD_SERVER", f"127.0.0.1:{port}")
     with pytest.raises(HeadServerUnreachable, match=f"http://127.0.0.1:{port}"):
         ServerClient.load_from_global_config()
+
+
+def test_head_server_config_is_the_address_this_process_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEMO_GYM_HEAD_SERVER", "10.1.2.3:11555")
+    head = ServerClient.load_head_server_config()
+    assert (head.host, head.port) == ("10.1.2.3", 11555)

@@ -9,6 +9,8 @@ from every agent step.
 from __future__ import annotations
 
 import asyncio
+import copy
+import inspect
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -88,15 +90,20 @@ class ServerResponseError(ServerCallError, aiohttp.ClientResponseError):
     """
 
     def __init__(self, response: aiohttp.ClientResponse | None, content: bytes, **fields: Any) -> None:
-        status = response.status if response is not None else fields["status"]
-        method = response.method if response is not None else fields["method"]
-        url = str(response.url) if response is not None else fields["url"]
-        super().__init__(
-            response.request_info if response is not None else _request_info(method, url),
-            (),
-            status=status,
-            message=(response.reason or "") if response is not None else fields.get("message", ""),
-        )
+        if response is None:
+            status, method, url = fields["status"], fields["method"], fields["url"]
+            request_info, message = _request_info(method, url), fields.get("message", "")
+        else:
+            # Environments' tests answer with stand-ins that have a status and a request_info
+            # (as aiohttp's own error needs) but not every attribute of a ClientResponse.
+            request_info = getattr(response, "request_info", None)
+            status = response.status
+            method = getattr(response, "method", None) or getattr(request_info, "method", "")
+            url = str(getattr(response, "url", None) or getattr(request_info, "url", ""))
+            message = getattr(response, "reason", None) or ""
+            if request_info is None:
+                request_info = _request_info(method, url)
+        super().__init__(request_info, (), status=status, message=message)
         self.response_content = content
         self.status_code = status
         self.url = url
@@ -109,6 +116,11 @@ class ServerResponseError(ServerCallError, aiohttp.ClientResponseError):
     def __str__(self) -> str:
         body = self.response_content[:2000].decode(errors="replace")
         return f"{self.method} {self.url} returned {self.status}: {body}"
+
+
+class ClientResponseError(ServerResponseError):
+    """What `raise_for_status` raises. Named as aiohttp's error, which NeMo Gym's raises there:
+    environments record `type(error).__name__` in their rows and their tests expect that name."""
 
 
 def _rebuild(cls: type[ServerResponseError], content: bytes, fields: dict[str, Any]) -> ServerResponseError:
@@ -161,7 +173,7 @@ def message_from_body(content: bytes, limit: int = 1000) -> str:
 
 
 async def raise_for_status(response: aiohttp.ClientResponse, content: bytes | None = None) -> None:
-    """Raise `ServerResponseError` (an `aiohttp.ClientResponseError`) on a non-2xx answer.
+    """Raise `ClientResponseError` (a `ServerResponseError`, and aiohttp's error) on a non-2xx answer.
 
     Decided by `response.ok`, as NeMo Gym decides it: environments' tests hand in mocks that
     set only what they read, and a mock's `ok` is truthy while its `status` does not compare."""
@@ -170,9 +182,31 @@ async def raise_for_status(response: aiohttp.ClientResponse, content: bytes | No
         ok = response.status < 400
     if ok:
         return
+    if isinstance(response, aiohttp.ClientResponse):
+        raise ClientResponseError(response, await response.read() if content is None else content)
+    # A stand-in (environments' tests build them) is checked as NeMo Gym checks it: its body
+    # from `content.read()`, then its own `raise_for_status()`, whose error is raised as it is
+    # (with the body attached, as NeMo Gym attaches it).
     if content is None:
-        content = await response.read()
-    raise ServerResponseError(response, content)
+        content = await _stand_in_body(response)
+    own_check = getattr(response, "raise_for_status", None)
+    if callable(own_check):
+        try:
+            outcome = own_check()
+            if inspect.isawaitable(outcome):
+                await outcome
+        except aiohttp.ClientResponseError as error:
+            error.response_content = content  # type: ignore[attr-defined]
+            raise
+    raise ClientResponseError(response, content)
+
+
+async def _stand_in_body(response: Any) -> bytes:
+    reader = getattr(getattr(response, "content", None), "read", None)
+    body = reader() if callable(reader) else None
+    if not inspect.isawaitable(body):
+        body = response.read()
+    return await body
 
 
 async def get_response_json(response: aiohttp.ClientResponse) -> Any:
@@ -307,6 +341,13 @@ def instance_urls(global_config: Mapping[str, Any]) -> dict[str, str]:
     return urls
 
 
+class HeadServerAddress(BaseModel):
+    """Where the head server listens (NeMo Gym hands out its `BaseServerConfig`; callers read these)."""
+
+    host: str
+    port: int
+
+
 class ServerClient:
     """Addresses server instances by their config name.
 
@@ -346,6 +387,12 @@ class ServerClient:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
         for name, value in fields.items():
             setattr(self, name, value)
+        # A mutable class-level default is each instance's own copy, as pydantic makes it: two
+        # clients of one test module must not append to one shared `calls` list.
+        for name in declared - set(fields):
+            default = getattr(type(self), name, None)
+            if isinstance(default, (list, dict, set)):
+                setattr(self, name, copy.deepcopy(default))
 
     @classmethod
     def model_construct(cls, **values: Any) -> ServerClient:
@@ -358,6 +405,12 @@ class ServerClient:
         if self._config_dict is None:
             self._config_dict = OmegaConf.create(self.global_config)
         return self._config_dict
+
+    @classmethod
+    def load_head_server_config(cls) -> HeadServerAddress:
+        """The head server's address as this process finds it: the environment variable, the
+        running config, the command line, else the defaults."""
+        return HeadServerAddress.model_validate(_local_head_server_config())
 
     @classmethod
     def load_from_global_config(cls, head_server_config: Any = None) -> ServerClient:
@@ -395,7 +448,10 @@ class ServerClient:
             host, port = server_config_dict.get("host"), server_config_dict.get("port")
         else:
             host, port = getattr(server_config_dict, "host", None), getattr(server_config_dict, "port", None)
-        return f"http://{host}:{port}"
+        # A wildcard is where a server listens, never where to reach it (as `url_for` decides).
+        config = getattr(self, "global_config", None)  # NeMo Gym agents' tests call this on a mock
+        default_host = config.get("default_host") if isinstance(config, Mapping) else None
+        return f"http://{advertised_host(host, default_host)}:{port}"
 
     def _resolve_base_url(self, server_name: str) -> str:
         """`http://host:port` of an instance (NeMo Gym's private name, which its servers call)."""

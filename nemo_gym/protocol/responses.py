@@ -7,7 +7,14 @@ from typing import Any, Literal
 from openai.types.responses import Response
 from openai.types.responses import response_create_params as sdk_params
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails, ResponseUsage
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from nemo_gym.protocol.items import NeMoGymResponseInput, NeMoGymResponseOutputItem
 
@@ -76,10 +83,24 @@ class NeMoGymResponseCreateParamsNonStreaming(BaseModel):
 # ---------------------------------------------------------------------------------------
 
 
+# Counts that newer SDKs added to the input details; unknown (None), they are left out of the
+# dump, which then reads as NeMo Gym's (its pinned SDK has only `cached_tokens`).
+_NEWER_INPUT_DETAILS = ("cache_write_tokens", "cache_write_tokens_details")
+
+
 class NeMoGymResponseInputTokensDetails(InputTokensDetails):
     cached_tokens: int | None
     # Newer SDKs require this; NeMo Gym code builds details from `cached_tokens` alone.
     cache_write_tokens: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unknown_newer_counts(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in _NEWER_INPUT_DETAILS:
+                if key in data and data[key] is None:
+                    del data[key]
+        return data
 
 
 class NeMoGymResponseOutputTokensDetails(OutputTokensDetails):

@@ -63,8 +63,9 @@ def restricted_network_policy(provider_name: str, urls: list[str]) -> dict[str, 
     policy, so any other provider is refused rather than left silently open."""
     if provider_name != "opensandbox":
         raise ValueError(
-            f"restricted network access needs a provider that enforces egress policies (opensandbox), not "
-            f"{provider_name!r}; the isolated provider with network: none blocks all egress instead"
+            "restricted network access needs a provider that enforces egress policies "
+            f"(OpenSandbox: `opensandbox`), not {provider_name!r}; the isolated provider with "
+            "network: none blocks all egress instead"
         )
     hosts = sorted({_reachable_host(url) for url in urls})
     return {"defaultAction": "deny", "egress": [{"action": "allow", "target": host} for host in hosts]}

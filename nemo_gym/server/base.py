@@ -42,6 +42,9 @@ from nemo_gym.server.worker_app import server_class_reference
 
 logger = logging.getLogger("nemo_gym.server")
 _HEALTH_BODY = b'{"status":"ok"}'
+# Where NeMo Gym's resources servers, agents and environment servers answer a body that fails
+# validation (FastAPI's default), which their tests expect.
+NEMO_GYM_VALIDATION_STATUS = 422
 
 
 class ServerApp(FastAPI):
@@ -123,6 +126,9 @@ class SimpleServer(BaseServer):
     server_client: Any = None
     # NeMo Gym servers say whether they need Ray; None means "decide from the code".
     ray_enabled: ClassVar[bool | None] = None
+    # The status of a request body that fails validation (always with an OpenAI-style body):
+    # OpenAI's 400 here and on model servers; NEMO_GYM_VALIDATION_STATUS on the others.
+    validation_status: ClassVar[int] = 400
 
     # ---- hooks for subclasses -------------------------------------------------------
     def fast_routes(self) -> dict[str, FastHandler]:
@@ -206,7 +212,7 @@ class SimpleServer(BaseServer):
 
     def _install_shared(self, app: FastAPI) -> None:
         """What every server's app behaves the same on."""
-        install_error_handlers(app)
+        install_error_handlers(app, self.validation_status)
         self.setup_session_middleware(app)
         self.setup_liveness(app)
         self._install_lifespan(app)

@@ -86,7 +86,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"Invalid {where}: {msg}{more}", param
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, validation_status: int = 400) -> None:
+    """OpenAI-style bodies for every error; a body that fails validation answers
+    `validation_status` (400 as OpenAI answers; NeMo Gym's resources servers and agents answer 422)."""
+
     async def on_nemo_gym_error(request: Request, exc: NemoGymError) -> Response:
         error = api_error_for(exc)
         if isinstance(error, InternalError):
@@ -95,7 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:
         message, param = _validation_message(exc)
-        return error_response(message, 400, param=param)
+        return error_response(message, validation_status, param=param)
 
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, APIError):  # FastAPI wraps errors raised while reading the body

@@ -225,3 +225,25 @@ def test_a_status_that_is_not_a_string_makes_a_message_an_easy_one() -> None:
     }
     params = NeMoGymResponseCreateParamsNonStreaming.model_validate({"input": [item]})
     assert type(params.input[0]).__name__ == "NeMoGymEasyInputMessage"
+
+
+def test_usage_dumps_as_nemo_gyms_without_unknown_newer_counts() -> None:
+    """NeMo Gym's pinned SDK has only `cached_tokens` in the input details; newer SDKs' counts
+    are dumped only when known, so a usage built from NeMo Gym's fields dumps as its does."""
+    from nemo_gym.openai_utils import NeMoGymResponseUsage
+
+    def usage(**input_details: int) -> NeMoGymResponseUsage:
+        return NeMoGymResponseUsage(
+            input_tokens=1,
+            input_tokens_details=input_details,
+            output_tokens=2,
+            output_tokens_details={"reasoning_tokens": 0},
+            total_tokens=3,
+        )
+
+    assert usage(cached_tokens=0).model_dump()["input_tokens_details"] == {"cached_tokens": 0}
+    assert usage(cached_tokens=0).model_dump_json().count("cache_write") == 0
+    assert usage(cached_tokens=0, cache_write_tokens=4).model_dump()["input_tokens_details"] == {
+        "cache_write_tokens": 4,
+        "cached_tokens": 0,
+    }

@@ -263,37 +263,35 @@ def start_watchdog(seconds: float, wheel_root: Path) -> None:
     timer.start()
 
 
-def main() -> None:
+def set_stage(stage: str) -> None:
     global STAGE
-    kind, name, wheel_root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    os.environ["NG_COMPAT_WHEEL_ROOT"] = str(wheel_root)
-    env_dir = wheel_root / kind / name
-    start_watchdog(float(os.environ.get("NG_COMPAT_BUILD_WATCHDOG", "80")), wheel_root)
-    record_failed_lookups()
+    STAGE = stage
 
-    STAGE = "core_import"
+
+def base_class(kind: str) -> type:
+    set_stage("core_import")
     if kind == "resources_servers":
         from nemo_gym.base_resources_server import SimpleResourcesServer as Base
     elif kind == "environment_servers":
         from nemo_gym.base_environment_server import BaseEnvironmentServer as Base
     else:
         from nemo_gym.base_responses_api_agent import SimpleResponsesAPIAgent as Base
-    from nemo_gym.server_utils import ServerClient
 
-    STAGE = "config"
-    candidates = config_candidates(kind, name, env_dir, wheel_root)
-    if not candidates:
-        raise LookupError(f"no configs/*.yaml has a '<instance>: {{{kind}: {{{name}: ...}}}}' block")
-    path, instance = candidates[0]
-    block, full = load_block(path, instance, kind, name, env_dir)
+    return Base
+
+
+def entrypoint_of(block: dict) -> str:
     entrypoint = block.get("entrypoint")
     if not isinstance(entrypoint, str) or not entrypoint or entrypoint == "???":
         # A template config leaves the entrypoint to the user ("???"): the package's app.py.
         DETAIL["entrypoint_note"] = f"config's entrypoint is {entrypoint!r}; app.py tried"
         entrypoint = "app.py"
     DETAIL["entrypoint"] = entrypoint
+    return entrypoint
 
-    STAGE = "import"
+
+def import_entrypoint(kind: str, name: str, entrypoint: str, env_dir: Path, wheel_root: Path) -> Any:
+    set_stage("import")
     # `python app.py` (how ng_run starts a server) puts the app's own directory first on sys.path;
     # environments rely on it for sibling modules (`from utils import …`).
     sys.path[0] = str(env_dir)
@@ -302,14 +300,18 @@ def main() -> None:
     DETAIL["module_file"] = getattr(module, "__file__", None)
     if DETAIL["module_file"] and not str(DETAIL["module_file"]).startswith(str(wheel_root)):
         raise RuntimeError(f"{module_name} resolved to {DETAIL['module_file']}, not the wheel's copy")
+    return module
 
-    STAGE = "find_class"
+
+def server_class(module: Any, base: type, entrypoint: str) -> type:
+    """The module's most derived server class of `base`."""
+    set_stage("find_class")
     classes = [
         obj
         for obj in vars(module).values()
         if inspect.isclass(obj)
-        and issubclass(obj, Base)
-        and obj is not Base
+        and issubclass(obj, base)
+        and obj is not base
         and obj.__module__ == module.__name__
     ]
     leaves = [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
@@ -319,10 +321,12 @@ def main() -> None:
             for obj in vars(module).values()
             if inspect.isclass(obj) and any(c.__name__.startswith("Simple") for c in obj.__mro__[1:])
         )
-        raise LookupError(f"{entrypoint} defines no subclass of {Base.__name__}")
-    cls = leaves[0]
-    DETAIL["class"] = cls.__name__
+        raise LookupError(f"{entrypoint} defines no subclass of {base.__name__}")
+    DETAIL["class"] = leaves[0].__name__
+    return leaves[0]
 
+
+def config_class(cls: type) -> Any:
     fields = getattr(cls, "model_fields", {})
     config_cls = (
         fields["config"].annotation if "config" in fields else inspect.get_annotations(cls).get("config")
@@ -332,11 +336,17 @@ def main() -> None:
 
         config_cls = typing.get_type_hints(cls).get("config")
     DETAIL["config_class"] = getattr(config_cls, "__name__", str(config_cls))
+    return config_cls
 
-    STAGE = "config_validate"
-    port = free_port()
+
+def validated_config(
+    config_cls: Any, candidates: list[tuple[Path, str]], first: tuple[dict, dict], entrypoint: str, port: int
+) -> tuple[Any, dict, dict, str]:
+    """(config, block, full config, instance) of the first candidate whose block validates; the server's own
+    config is tried first, its error reported if none does."""
+    set_stage("config_validate")
+    kind, name, env_dir, wheel_root = SERVER
     first_error: BaseException | None = None
-    config = None
     for index, (path, instance) in enumerate(candidates):
         if index:
             try:
@@ -345,9 +355,10 @@ def main() -> None:
                 continue
             if block.get("entrypoint") not in (entrypoint, None, "???"):
                 continue
+        else:
+            block, full = first
         try:
-            values = {**block, "name": instance, "host": "127.0.0.1", "port": port}
-            config = config_cls.model_validate(values)
+            config = config_cls.model_validate({**block, "name": instance, "host": "127.0.0.1", "port": port})
         except Exception as exc:  # noqa: BLE001 - the own config's error is the one reported
             first_error = first_error or exc
             continue
@@ -356,13 +367,16 @@ def main() -> None:
             DETAIL["config_note"] = (
                 f"{own} did not validate ({error_line(first_error)}); built from a config that uses it"
             )
-        break
-    if config is None:
-        assert first_error is not None
-        raise first_error
-    DETAIL["config"] = f"{path.relative_to(wheel_root)}:{instance}"
+        DETAIL["config"] = f"{path.relative_to(wheel_root)}:{instance}"
+        return config, block, full, instance
+    assert first_error is not None
+    raise first_error
 
-    STAGE = "construct"
+
+def construct(cls: type, config: Any, block: dict, full: dict, instance: str, port: int) -> Any:
+    set_stage("construct")
+    from nemo_gym.server_utils import ServerClient
+
     block.update(host="127.0.0.1", port=port)
     supply_sandbox_provider(block, full)
     # ng_run always runs a policy model, and servers may read its block from the global config.
@@ -377,9 +391,11 @@ def main() -> None:
         client = ServerClient(
             head_server_config=full["head_server"], global_config_dict=OmegaConf.create(full)
         )
-    server = cls(config=config, server_client=client)
+    return cls(config=config, server_client=client)
 
-    STAGE = "setup_webserver"
+
+def check_routes(server: Any, kind: str) -> None:
+    set_stage("setup_webserver")
     app = server.setup_webserver()
     from fastapi import FastAPI
 
@@ -388,15 +404,43 @@ def main() -> None:
     routes = sorted({getattr(r, "path", "") for r in app.routes} - {""})
     DETAIL["routes"] = routes
     # Gymnasium-style resources servers are driven through /reset and /step instead of /verify.
-    if kind == "resources_servers":
-        needs = [["/verify"], ["/reset", "/step"]]
-    else:
-        needs = [["/run"]]
+    needs = [["/verify"], ["/reset", "/step"]] if kind == "resources_servers" else [["/run"]]
     if not any(all(r in routes for r in group) for group in needs):
-        STAGE = "routes"
+        set_stage("routes")
         wanted = " or ".join(" + ".join(group) for group in needs)
         raise LookupError(f"app has no {wanted} route (routes: {', '.join(routes)})")
-    STAGE = "done"
+
+
+# (kind, name, env_dir, wheel_root) of the server this process builds.
+SERVER: tuple[str, str, Path, Path]
+
+
+def main() -> None:
+    global SERVER
+    kind, name, wheel_root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    os.environ["NG_COMPAT_WHEEL_ROOT"] = str(wheel_root)
+    env_dir = wheel_root / kind / name
+    SERVER = (kind, name, env_dir, wheel_root)
+    start_watchdog(float(os.environ.get("NG_COMPAT_BUILD_WATCHDOG", "80")), wheel_root)
+    record_failed_lookups()
+    base = base_class(kind)
+
+    set_stage("config")
+    candidates = config_candidates(kind, name, env_dir, wheel_root)
+    if not candidates:
+        raise LookupError(f"no configs/*.yaml has a '<instance>: {{{kind}: {{{name}: ...}}}}' block")
+    path, instance = candidates[0]
+    first = load_block(path, instance, kind, name, env_dir)
+    entrypoint = entrypoint_of(first[0])
+
+    module = import_entrypoint(kind, name, entrypoint, env_dir, wheel_root)
+    cls = server_class(module, base, entrypoint)
+    config_cls = config_class(cls)
+    port = free_port()
+    config, block, full, instance = validated_config(config_cls, candidates, first, entrypoint, port)
+    server = construct(cls, config, block, full, instance, port)
+    check_routes(server, kind)
+    set_stage("done")
     emit("ok")
 
 

@@ -38,6 +38,14 @@ VENV = CACHE / "venv"
 REPORT = CACHE / "report.json"
 HERE = Path(__file__).resolve().parent
 JOBS = int(os.environ.get("NG_COMPAT_JOBS", "2"))
+# Issue 21's floors, below which a stage (and `make test-compat`) fails: shares of the servers
+# (or bundles) in scope, and a number of environments run end to end.
+FLOORS = {
+    "build": float(os.environ.get("NG_COMPAT_THRESHOLD", "0.9")),
+    "bundles": float(os.environ.get("NG_COMPAT_BUNDLES_THRESHOLD", "0.9")),
+    "own_tests": float(os.environ.get("NG_COMPAT_TESTS_THRESHOLD", "0.8")),
+}
+E2E_FLOOR = int(os.environ.get("NG_COMPAT_E2E_MIN", "25"))
 # Every server NeMo Gym ships is counted: the denominator is all of these folders.
 SERVER_KINDS = ("resources_servers", "responses_api_agents", "environment_servers")
 KIND_LABELS = {
@@ -634,6 +642,7 @@ def _build_process(env: str, timeout: float) -> Result:
 def run_build_stage(envs: list[str] | None = None) -> list[Result]:
     """Build every server's app (requirements come from `prepare`)."""
     root = ensure_wheel()
+    subset = bool(envs)
     envs = envs or servers(root)
     ensure_venv()
     report = CACHE / "install_report.json"
@@ -646,7 +655,7 @@ def run_build_stage(envs: list[str] | None = None) -> list[Result]:
         if result.status != "ok":
             verdict = scope.classify(result.error, result.detail, result.install, root / result.env)
             result.out_of_scope = f"{verdict[0]}: {verdict[1]}" if verdict else ""
-    write_report("build", results)
+    write_report("build", results, merge=subset)
     return results
 
 
@@ -660,7 +669,7 @@ def run_bundles_stage(names: list[str] | None = None) -> list[Result]:
             continue
         name, status, error, detail, seconds = bundles.timed(root, name, config)
         results.append(Result(name, status, "bundle", error, detail, seconds=seconds))
-    write_report("bundles", results)
+    write_report("bundles", results, merge=bool(names))
     return results
 
 
@@ -683,6 +692,8 @@ def servers_with_tests(root: Path) -> list[str]:
     return [env for env in servers(root) if any((root / env / "tests").glob("test_*.py"))]
 
 
+_NODE_LOOKUP = re.compile(r"getaddrinfo ENOTFOUND ([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_EXCEPTION_LINE = re.compile(r"^[\w.]+(?:Error|Exception|Exit)\b")
 OWN_TESTS_TIMEOUT = float(os.environ.get("NG_COMPAT_TESTS_TIMEOUT", "180"))
 
 
@@ -710,10 +721,17 @@ def own_tests_one(env: str, timeout: float = OWN_TESTS_TIMEOUT) -> Result:
     tally = lines[-1] if lines else ""
     if proc.returncode == 0:
         return Result(env, "ok", "tests", "", {"tally": tally}, seconds=seconds)
-    # The first "E   " line is the first failure's error; fall back to the tally line.
-    errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+    # The first "E   " line is the first failure's error; fall back to the tally line. A conftest
+    # that fails to load, or a plugin that fails while pytest configures itself, reports on
+    # stderr, the latter as pytest's INTERNALERROR traceback (its exception is the last line).
+    both = lines + [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln[1:].strip() for ln in both if ln.startswith("E ")]
+    internal = [ln.removeprefix("INTERNALERROR>").strip() for ln in both if ln.startswith("INTERNALERROR>")]
+    errors += [ln for ln in internal if _EXCEPTION_LINE.match(ln)][-1:]
     short = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
-    unresolved = sorted(set(lookups.read_text().split())) if lookups.exists() else []
+    unresolved = set(lookups.read_text().split()) if lookups.exists() else set()
+    # Lookups that fail in a child process (node's `getaddrinfo ENOTFOUND host`) are printed.
+    unresolved = sorted(unresolved | set(_NODE_LOOKUP.findall(proc.stdout + proc.stderr)))
     detail = {
         "tally": tally,
         "first_failed": short[:3],
@@ -752,6 +770,7 @@ def classify_own_tests(result: Result, install: dict, root: Path) -> str:
 
 def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
     root = ensure_wheel()
+    subset = bool(envs)
     envs = envs or servers_with_tests(root)
     log(f"running {len(envs)} environments' own tests, {JOBS} at a time")
     with ThreadPoolExecutor(JOBS) as pool:
@@ -766,7 +785,7 @@ def run_own_tests_stage(envs: list[str] | None = None) -> list[Result]:
             result.out_of_scope = classify_own_tests(result, result.install, root) or builds.get(
                 result.env, ""
             )
-    write_report("own_tests", results)
+    write_report("own_tests", results, merge=subset)
     return results
 
 
@@ -828,26 +847,47 @@ def first_line(text: str) -> str:
     return ""
 
 
-def write_report(stage: str, results: list[Result]) -> dict:
+def write_report(stage: str, results: list[Result], merge: bool = False) -> dict:
+    """Save a stage's results; with `merge` (a re-run of some servers) they replace those servers'
+    earlier entries and the others stay."""
     CACHE.mkdir(parents=True, exist_ok=True)
     report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    ok = sum(r.status == "ok" for r in results)
+    entries = [asdict(r) for r in results]
+    if merge:
+        rerun = {r.env for r in results}
+        kept = [e for e in report.get(stage, {}).get("results", []) if e["env"] not in rerun]
+        entries = sorted(kept + entries, key=lambda e: _order(e["env"]))
     report[stage] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wheel_version": WHEEL_VERSION,
-        "passed": ok,
-        "total": len(results),
-        "results": [asdict(r) for r in results],
+        "passed": sum(e["status"] == "ok" for e in entries),
+        "total": len(entries),
+        "results": entries,
     }
     REPORT.write_text(json.dumps(report, indent=1))
     return report[stage]
+
+
+def _order(env: str) -> tuple[int, str]:
+    kind = env.split("/")[0]
+    return (SERVER_KINDS.index(kind) if kind in SERVER_KINDS else len(SERVER_KINDS), env)
+
+
+def stage_results(stage: str) -> list[Result]:
+    """A stage's results as the report holds them (all runs merged)."""
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    return [Result(**entry) for entry in report.get(stage, {}).get("results", [])]
 
 
 def append_e2e_record(record: dict) -> None:
     """Stage (b) results accumulate in report.json["e2e"] as each environment's test finishes."""
     CACHE.mkdir(parents=True, exist_ok=True)
     report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    entries = [e for e in report.get("e2e", {}).get("results", []) if e.get("env") != record["env"]]
+    current = {case.id for case in e2e.CASES}
+    # Records of cases that are no longer defined are dropped with the first new record.
+    entries = [
+        e for e in report.get("e2e", {}).get("results", []) if e.get("env") in current - {record["env"]}
+    ]
     entries.append(record)
     report["e2e"] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -925,24 +965,47 @@ def _cause(r: Result) -> str:
     return f"{r.stage}: {text}"[:220]
 
 
+def e2e_results() -> list[Result]:
+    """The latest record of every current e2e case, as the report holds them (all runs merged)."""
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    records = {e["env"]: e for e in report.get("e2e", {}).get("results", [])}
+    return [
+        Result(case.id, records[case.id]["status"], "e2e", records[case.id].get("error", ""))
+        for case in e2e.CASES
+        if case.id in records
+    ]
+
+
+def meets_floor(stage: str, results: list[Result]) -> bool:
+    """Whether a stage's results reach issue 21's floor (e2e: a number of environments; the
+    others: a share of the servers or bundles in scope)."""
+    if stage == "e2e":
+        return sum(r.status == "ok" for r in results) >= E2E_FLOOR
+    passed, counted = in_scope_rate(results)
+    return passed >= FLOORS[stage] * counted
+
+
+_STAGES = {
+    "build": run_build_stage,
+    "bundles": run_bundles_stage,
+    "e2e": run_e2e_stage,
+    "own_tests": run_own_tests_stage,
+}
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "prepare":
         prepare()
         return 0
-    if not argv or argv[0] not in ("build", "bundles", "own_tests", "e2e"):
+    if not argv or argv[0] not in _STAGES:
         print(__doc__)
         return 2
-    if argv[0] == "build":
-        results = run_build_stage(argv[1:] or None)
-    elif argv[0] == "bundles":
-        results = run_bundles_stage(argv[1:] or None)
-    elif argv[0] == "e2e":
-        results = run_e2e_stage(argv[1:] or None)
-    else:
-        results = run_own_tests_stage(argv[1:] or None)
-    print(e2e_summary(results) if argv[0] == "e2e" else summary(results, argv[0]))
-    built, counted = in_scope_rate(results)
-    return 0 if built >= 0.9 * counted else 1
+    stage, names = argv[0], argv[1:]
+    results = _STAGES[stage](names or None)
+    if names:  # a re-run of some: judge the stage on the report, where they replaced their entries
+        results = e2e_results() if stage == "e2e" else stage_results(stage)
+    print(e2e_summary(results) if stage == "e2e" else summary(results, stage))
+    return 0 if meets_floor(stage, results) else 1
 
 
 if __name__ == "__main__":

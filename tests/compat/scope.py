@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -158,6 +159,130 @@ def _missing_module_requirement(module: str, skipped: list[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """One failure as the rules read it."""
+
+    error: str
+    detail: dict
+    install: dict
+    env_dir: Path
+    resolves: Callable[[str], bool]
+    npm_has: Callable[[str], bool | None]
+
+    @property
+    def entrypoint(self) -> str:
+        return str(self.detail.get("entrypoint") or "app.py")
+
+    @property
+    def kind_of_error(self) -> str:
+        return _exception_type(self.error)
+
+    @property
+    def tail(self) -> str:
+        return "\n".join(self.detail.get("traceback_tail") or [])
+
+    @property
+    def missing(self) -> re.Match[str] | None:
+        return _NO_MODULE.search(self.error)
+
+
+Verdict = tuple[str, str] | None
+
+
+def _abstract(f: _Failure) -> Verdict:
+    kind, name = f.env_dir.parent.name, f.env_dir.name
+    module = f"{kind}.{name}.{Path(f.entrypoint).with_suffix('').as_posix().replace('/', '.')}"
+    if f"No module named '{module}'" in f.error and not (f.env_dir / f.entrypoint).exists():
+        return ABSTRACT, f"has no {f.entrypoint}: a base that other environments build on"
+    if f.error.startswith("LookupError: ") and "defines no subclass of" in f.error:
+        if f.detail.get("server_like_classes") == []:
+            return ABSTRACT, f"{f.entrypoint} defines no server class: a library other environments import"
+    abstract = _ABSTRACT.search(f.error)
+    if abstract and f.kind_of_error == "TypeError":
+        return ABSTRACT, f"{abstract.group(1)} leaves abstract methods to subclasses: {abstract.group(2)}"
+    return None
+
+
+def _missing_requirement(f: _Failure) -> Verdict:
+    missing = f.missing
+    if not missing or missing.group(1).startswith(_OUR_PACKAGES):
+        return None
+    module, skipped = missing.group(1), f.install.get("skipped") or []
+    spec = _missing_module_requirement(module, skipped)
+    if spec:
+        return NOT_ON_REGISTRY, f"'{module}' comes from {spec}, which is not on PyPI"
+    newer = _needs_newer_python(module, f.install)
+    if newer:
+        return NOT_ON_REGISTRY, f"'{module}' comes from {newer}, which has no release for this Python"
+    heavy = _heavy_requirement(module, skipped)
+    if heavy:
+        return HEAVY, f"'{module}' comes with {heavy}, skipped as heavy (NG_COMPAT_HEAVY=1 installs it)"
+    return None
+
+
+def _npm_or_tool(f: _Failure) -> Verdict:
+    npm = _NPM_INSTALL.search(f.error)
+    if npm and f.kind_of_error == "CalledProcessError" and f.npm_has(npm.group(1)) is False:
+        return NOT_ON_REGISTRY, f"npm has no {npm.group(1)}"
+    tool = _TOOL.search(f.error)
+    if tool:
+        return TOOL, f"{tool.group(1)} is not on PATH (it is not a dependency of NeMo Gym either)"
+    return None
+
+
+def _broken_requirement(f: _Failure) -> Verdict:
+    if f.kind_of_error != "ImportError" or f.missing:
+        return None
+    frames = _FRAME.findall(f.tail)
+    if frames and "site-packages" in frames[-1] and f"/{_OUR_PACKAGES[0]}/" not in frames[-1]:
+        package = frames[-1].split("site-packages/", 1)[1].split("/", 1)[0]
+        return BROKEN_REQUIREMENT, f"{package} raises on import: {f.error.split(':', 1)[1].strip()[:160]}"
+    return None
+
+
+def _failed_setup_script(f: _Failure) -> Verdict:
+    """A setup script the server runs failed: what it downloads from is the evidence."""
+    text = f"{f.error}\n{f.tail}"
+    script = _SCRIPT.search(text) if ("Command failed" in text or "assertion_error" in text) else None
+    if not (script and Path(script.group(1)).is_file()):
+        return None
+    source = Path(script.group(1)).read_text(errors="replace")
+    hosts = [h for h in _mentioned_hosts(source) if not f.resolves(h)]
+    if hosts:
+        return (
+            NETWORK,
+            f"{Path(script.group(1)).name} downloads from {', '.join(hosts[:3])} (does not resolve here)",
+        )
+    return None
+
+
+def _network(f: _Failure) -> Verdict:
+    if f.kind_of_error == "FileNotFoundError" and "on the Hugging Face Hub" in f.error:
+        # `datasets` looked for a dataset locally, then on the Hub: the lookup that failed is the cause.
+        hub = [h for h in f.detail.get("unresolved_hosts") or [] if h.endswith("huggingface.co")]
+        if hub:
+            return NETWORK, f"{hub[0]} (does not resolve here)"
+    if f.kind_of_error in NETWORK_ERRORS:
+        unresolved = list(f.detail.get("unresolved_hosts") or [])
+        named = [h for h in _mentioned_hosts(f"{f.error}\n{f.tail}") if not f.resolves(h)]
+        hosts = [h for h in named if h in unresolved] or named or unresolved
+        if hosts:
+            return NETWORK, ", ".join(hosts[:3]) + " (does not resolve here)"
+    return None
+
+
+# In order: the first rule with a verdict decides.
+_RULES: tuple[Callable[[_Failure], Verdict], ...] = (
+    _abstract,
+    _missing_requirement,
+    _npm_or_tool,
+    _broken_requirement,
+    _failed_setup_script,
+    _network,
+)
+
+
 def classify(
     error: str,
     detail: dict,
@@ -168,73 +293,9 @@ def classify(
     npm_has: Callable[[str], bool | None] = npm_package_exists,
 ) -> tuple[str, str] | None:
     """(class, reason) when the failure proves a cause outside our code; None keeps it in scope."""
-    kind, name = env_dir.parent.name, env_dir.name
-    entrypoint = str(detail.get("entrypoint") or "app.py")
-    kind_of_error = _exception_type(error)
-    tail = "\n".join(detail.get("traceback_tail") or [])
-
-    module = f"{kind}.{name}.{Path(entrypoint).with_suffix('').as_posix().replace('/', '.')}"
-    if f"No module named '{module}'" in error and not (env_dir / entrypoint).exists():
-        return ABSTRACT, f"has no {entrypoint}: a base that other environments build on"
-    if error.startswith("LookupError: ") and "defines no subclass of" in error:
-        if detail.get("server_like_classes") == []:
-            return ABSTRACT, f"{entrypoint} defines no server class: a library other environments import"
-    abstract = _ABSTRACT.search(error)
-    if abstract and kind_of_error == "TypeError":
-        return ABSTRACT, f"{abstract.group(1)} leaves abstract methods to subclasses: {abstract.group(2)}"
-
-    missing = _NO_MODULE.search(error)
-    if missing and not missing.group(1).startswith(_OUR_PACKAGES):
-        spec = _missing_module_requirement(missing.group(1), install.get("skipped") or [])
-        if spec:
-            return NOT_ON_REGISTRY, f"'{missing.group(1)}' comes from {spec}, which is not on PyPI"
-        newer = _needs_newer_python(missing.group(1), install)
-        if newer:
-            return (
-                NOT_ON_REGISTRY,
-                f"'{missing.group(1)}' comes from {newer}, which has no release for this Python",
-            )
-        heavy = _heavy_requirement(missing.group(1), install.get("skipped") or [])
-        if heavy:
-            return (
-                HEAVY,
-                f"'{missing.group(1)}' comes with {heavy}, skipped as heavy (NG_COMPAT_HEAVY=1 installs it)",
-            )
-
-    npm = _NPM_INSTALL.search(error)
-    if npm and kind_of_error == "CalledProcessError" and npm_has(npm.group(1)) is False:
-        return NOT_ON_REGISTRY, f"npm has no {npm.group(1)}"
-
-    tool = _TOOL.search(error)
-    if tool:
-        return TOOL, f"{tool.group(1)} is not on PATH (it is not a dependency of NeMo Gym either)"
-
-    if kind_of_error == "ImportError" and not missing:
-        frames = _FRAME.findall(tail)
-        if frames and "site-packages" in frames[-1] and f"/{_OUR_PACKAGES[0]}/" not in frames[-1]:
-            package = frames[-1].split("site-packages/", 1)[1].split("/", 1)[0]
-            return BROKEN_REQUIREMENT, f"{package} raises on import: {error.split(':', 1)[1].strip()[:160]}"
-
-    text = f"{error}\n{tail}"
-    script = _SCRIPT.search(text) if ("Command failed" in text or "assertion_error" in text) else None
-    if script and Path(script.group(1)).is_file():
-        # A setup script the server runs failed: what it downloads from is the evidence.
-        source = Path(script.group(1)).read_text(errors="replace")
-        hosts = [h for h in _mentioned_hosts(source) if not resolves(h)]
-        if hosts:
-            name = Path(script.group(1)).name
-            return NETWORK, f"{name} downloads from {', '.join(hosts[:3])} (does not resolve here)"
-
-    if kind_of_error == "FileNotFoundError" and "on the Hugging Face Hub" in error:
-        # `datasets` looked for a dataset locally, then on the Hub: the lookup that failed is the cause.
-        hub = [h for h in detail.get("unresolved_hosts") or [] if h.endswith("huggingface.co")]
-        if hub:
-            return NETWORK, f"{hub[0]} (does not resolve here)"
-
-    if kind_of_error in NETWORK_ERRORS:
-        unresolved = list(detail.get("unresolved_hosts") or [])
-        named = [h for h in _mentioned_hosts(f"{error}\n{tail}") if not resolves(h)]
-        hosts = [h for h in named if h in unresolved] or named or unresolved
-        if hosts:
-            return NETWORK, ", ".join(hosts[:3]) + " (does not resolve here)"
+    failure = _Failure(error, detail, install, env_dir, resolves, npm_has)
+    for rule in _RULES:
+        verdict = rule(failure)
+        if verdict:
+            return verdict
     return None

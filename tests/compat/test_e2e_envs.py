@@ -27,3 +27,12 @@ def test_environment_end_to_end(wheel_root: Path, tmp_path: Path, case: e2e.Case
     assert record["status"] == "ok", (
         json.dumps(record, indent=1) + "\nng_run log tail:\n" + outcome["ng_run_log_tail"]
     )
+
+
+def test_enough_environments_end_to_end(wheel_root: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 21's floor, over the latest record of every case (this run's replace earlier ones)."""
+    results = harness.e2e_results()
+    text = harness.e2e_summary(results)
+    with capsys.disabled():
+        print("\n" + text + f"\n(report: {harness.REPORT})")
+    assert harness.meets_floor("e2e", results), text

@@ -31,7 +31,11 @@ def test_restricted_network_policy() -> None:
         "defaultAction": "deny",
         "egress": [{"action": "allow", "target": "10.0.0.7"}, {"action": "allow", "target": "model.example"}],
     }
-    with pytest.raises(ValueError, match="needs a provider that enforces egress policies"):
+    with pytest.raises(ValueError) as refused:
         agent_tools.restricted_network_policy("docker", ["http://10.0.0.7"])
+    assert str(refused.value) == (
+        "restricted network access needs a provider that enforces egress policies (OpenSandbox: "
+        "`opensandbox`), not 'docker'; the isolated provider with network: none blocks all egress instead"
+    )
     with pytest.raises(ValueError, match="only reachable from this host"):
         agent_tools.restricted_network_policy("opensandbox", ["http://localhost:8000"])

@@ -138,7 +138,7 @@ def test_verl_keys_and_a_failure_that_pickles_with_its_status(
         head = BaseServerConfig(host="127.0.0.1", port=head_port)
         rch = RolloutCollectionHelper()
         bad = rows(2)
-        bad[1]["responses_create_params"]["input"] = 42  # the agent answers 400 for this row
+        bad[1]["responses_create_params"]["input"] = 42  # the agent answers 422 for this row
 
         async def run(**kw: Any) -> list:
             try:
@@ -149,15 +149,15 @@ def test_verl_keys_and_a_failure_that_pickles_with_its_status(
         with pytest.raises(RolloutRunError) as info:
             asyncio.run(run())
         error = pickle.loads(pickle.dumps(info.value))
-        assert (type(error), error.status) == (RolloutRunError, 400)
+        assert (type(error), error.status) == (RolloutRunError, 422)
         assert str(error) == str(info.value)
-        assert f"agent '{AGENT}' /run returned HTTP 400: " in str(error) and "_rowidx=1" in str(error)
+        assert f"agent '{AGENT}' /run returned HTTP 422: " in str(error) and "_rowidx=1" in str(error)
 
         routed = asyncio.run(run(route_failures_to_sidecar=True))
         failures = {row["_rowidx"]: result for row, result in routed}
         assert failures[0]["reward"] == 1.0
         assert failures[1]["_ng_failure_class"] == "agent_run_error"
-        assert failures[1]["_ng_failure_http_status"] == 400
+        assert failures[1]["_ng_failure_http_status"] == 422
         assert "_ng_failure_message" in failures[1] and "reward" not in failures[1]
     finally:
         helper.shutdown()

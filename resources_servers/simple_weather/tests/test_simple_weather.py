@@ -42,10 +42,10 @@ async def test_endpoints() -> None:
         assert verified["responses_create_params"]["input"] == "x"
         assert verified["response"]["output"][0]["content"][0]["text"] == "Cold."
         incomplete = await client.post("/verify", json={**request, "response": {"output": []}})
-        assert incomplete.status_code == 400
+        assert incomplete.status_code == 422  # as NeMo Gym's resources servers answer
         assert incomplete.json()["error"]["param"] == "response.id"
         bad = await client.post("/get_weather", json={"town": "Oslo"})
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "city"
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "city"
 
 
 def test_dataset_shape() -> None:

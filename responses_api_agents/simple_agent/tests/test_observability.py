@@ -474,3 +474,28 @@ async def test_a_subclass_overriding_run_gets_a_typed_result(
         typed.model_extra is not None and typed.model_extra["ng_trajectory"]["turns"][-1]["resolved"] is False
     )
     assert answer["reward"] == 1.0 and answer["ng_trajectory"]["rollout_id"] == "4-1"
+
+
+async def test_sessions_need_one_worker(servers: tuple[ScriptedServer, ScriptedServer]) -> None:
+    """A 400 over HTTP; the ValueError NeMo Gym raises when called directly."""
+    from nemo_gym.base_responses_api_agent import AgentSeedSessionRequest, SessionsNeedOneWorker
+
+    message = "agent sessions require num_workers=1 (one process holds them); this agent runs 2"
+    async with agent(servers, num_workers=2) as client:
+        refused = await client.post("/v1/agent_sessions", json=seed_body())
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == message
+
+    server = SimpleAgent(
+        config=SimpleAgentConfig(
+            resources_server={"type": "resources_servers", "name": "weather"},
+            model_server=MODEL_REF,
+            num_workers=2,
+        ),
+        server_client=ServerClient({}),
+    )
+    with pytest.raises(ValueError, match="sessions require num_workers=1") as caught:
+        await server.seed_agent_session(
+            Request({"type": "http", "headers": []}), AgentSeedSessionRequest(**seed_body())
+        )
+    assert isinstance(caught.value, SessionsNeedOneWorker)
