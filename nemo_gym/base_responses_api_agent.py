@@ -25,7 +25,7 @@ from time import monotonic
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyResponse, SandboxAccess
 from nemo_gym.config_types import (
@@ -34,7 +34,7 @@ from nemo_gym.config_types import (
     AggregateMetrics,
     AggregateMetricsRequest,
 )
-from nemo_gym.episode_types import EpisodeId, TaskId
+from nemo_gym.episode_types import ClosedModel, EpisodeId, TaskId
 from nemo_gym.exceptions import APIError
 from nemo_gym.global_config import OBSERVABILITY_ENABLED_KEY_NAME, TOKEN_ID_CAPTURE_BLOCK
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
@@ -57,10 +57,8 @@ def _unique_names(tool_accesses: list[ToolAccess], what: str) -> list[ToolAccess
     return tool_accesses
 
 
-class AgentSeedSessionRequest(BaseModel):
+class AgentSeedSessionRequest(ClosedModel):
     """Create the agent session `agent_session_id` for one episode, with the episode's grants."""
-
-    model_config = ConfigDict(extra="forbid")
 
     agent_session_id: str = Field(min_length=1)
     episode_id: EpisodeId
@@ -74,23 +72,17 @@ class AgentSeedSessionRequest(BaseModel):
         return _unique_names(tool_accesses, "an agent session's")
 
 
-class AgentSeedSessionResponse(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AgentSeedSessionResponse(ClosedModel):
     agent_session_id: str
 
 
-class AgentCloseSessionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AgentCloseSessionRequest(ClosedModel):
     agent_session_id: str
     episode_id: EpisodeId
 
 
-class AgentCloseSessionResponse(BaseModel):
+class AgentCloseSessionResponse(ClosedModel):
     """The closed session, what the agent observed in it, and the resources cookies it ended with."""
-
-    model_config = ConfigDict(extra="forbid")
 
     agent_session_id: str
     agent_observations: AgentObservationBundle | None = None
