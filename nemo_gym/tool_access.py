@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field
+from pydantic import AfterValidator, AnyHttpUrl, Field
 
 from nemo_gym.episode_types import ClosedModel
 
@@ -52,4 +52,23 @@ class MCPToolAccess(_ToolGrant):
 
 ToolAccess = Annotated[DirectHTTPToolAccess | MCPToolAccess, Field(discriminator="kind")]
 
-__all__ = ["DirectHTTPToolAccess", "MCPStreamableHTTPConnection", "MCPToolAccess", "ToolAccess"]
+
+def _unique_names(grants: list[ToolAccess]) -> list[ToolAccess]:
+    names = [grant.name for grant in grants]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"tool access names must be unique; repeated: {', '.join(repeated)}")
+    return grants
+
+
+# The grants of an agent's config or of one session: a name is given once, since a session's
+# grants replace the configured ones by name.
+ToolAccessList = Annotated[list[ToolAccess], AfterValidator(_unique_names)]
+
+__all__ = [
+    "DirectHTTPToolAccess",
+    "MCPStreamableHTTPConnection",
+    "MCPToolAccess",
+    "ToolAccess",
+    "ToolAccessList",
+]

@@ -116,7 +116,8 @@ def _is_instance(value: Any) -> bool:
 
 
 def validate_keys(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
-    """The command's keys as a typed model; a wrong type is a config error naming the key."""
+    """The command's keys as a typed model; a wrong type or a missing required key is a config error
+    naming the key."""
     names = set(key_names(model)) | set(model.model_fields)
     mine = {k: v for k, v in values.items() if k in names}
     try:
@@ -124,5 +125,7 @@ def validate_keys(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "missing":
+            raise ConfigError(f"is required (+{key}=...)", key=key, source=COMMAND_LINE) from None
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{message} (got {first.get('input')!r})", key=key, source=COMMAND_LINE) from None

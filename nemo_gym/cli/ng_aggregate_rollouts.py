@@ -30,11 +30,9 @@ SUMMARY = "merge rollout shards and compute their aggregate metrics (resources s
 class AggregateRolloutsKeys(ConfigCommandKeys):
     """ng_aggregate_rollouts' keys (NeMo Gym's names)."""
 
-    input_glob: str | None = Field(
-        None, description="Glob, or comma-separated globs, of the shards. Required."
-    )
-    output_jsonl_fpath: str | None = Field(
-        None, description="Merged rollouts; the metrics go to <stem>_aggregate_metrics.json. Required."
+    input_glob: str = Field(description="Glob, or comma-separated globs, of the shards.")
+    output_jsonl_fpath: str = Field(
+        description="Merged rollouts; the metrics go to <stem>_aggregate_metrics.json."
     )
     merge_shards: bool = Field(True, description="Write the merged rollouts (false: only the metrics).")
 
@@ -63,11 +61,8 @@ def main(args: list[str]) -> int:
     overrides = check_command_line(COMMAND, AggregateRolloutsKeys, args)
     keys = validate_keys(AggregateRolloutsKeys, overrides)
     assert isinstance(keys, AggregateRolloutsKeys)
-    for key in ("input_glob", "output_jsonl_fpath"):
-        if not getattr(keys, key):
-            raise ConfigError(f"is required (+{key}=...)", key=key, source="command line")
-    output = Path(str(keys.output_jsonl_fpath))
-    shards = [p for p in expand_globs(str(keys.input_glob)) if p.resolve() != output.resolve()]
+    output = Path(keys.output_jsonl_fpath)
+    shards = [p for p in expand_globs(keys.input_glob) if p.resolve() != output.resolve()]
     if not shards:
         raise ConfigError(
             f"matches no rollout file ({keys.input_glob!r})", key="input_glob", source="command line"
