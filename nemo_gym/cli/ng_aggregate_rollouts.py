@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import ConfigCommandKeys, read_keys
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.http.server_client import HeadServerUnreachable, ServerClient, close_shared_client
 from nemo_gym.rollouts.keys import aggregate_metrics_path_for, failures_path_for
@@ -58,9 +58,7 @@ def _servers_answer(args: list[str], rows: list[dict[str, Any]]) -> dict[str, An
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, AggregateRolloutsKeys, args)
-    keys = validate_keys(AggregateRolloutsKeys, overrides)
-    assert isinstance(keys, AggregateRolloutsKeys)
+    keys = read_keys(COMMAND, AggregateRolloutsKeys, args)
     output = Path(keys.output_jsonl_fpath)
     shards = [p for p in expand_globs(keys.input_glob) if p.resolve() != output.resolve()]
     if not shards:

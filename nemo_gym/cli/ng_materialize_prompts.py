@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 from nemo_gym.config import ConfigError
 from nemo_gym.prompt import PromptConfigError, materialize_prompts
 
@@ -32,9 +32,7 @@ KEYS = MaterializePromptsKeys
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, MaterializePromptsKeys, args, config_names=False)
-    keys = validate_keys(MaterializePromptsKeys, overrides)
-    assert isinstance(keys, MaterializePromptsKeys)
+    keys = read_keys(COMMAND, MaterializePromptsKeys, args, config_names=False)
     if not Path(keys.input_jsonl_fpath).is_file():
         raise ConfigError(f"file {keys.input_jsonl_fpath} does not exist", key="input_jsonl_fpath")
     try:

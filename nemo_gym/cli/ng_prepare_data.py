@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import ConfigCommandKeys, read_keys
 from nemo_gym.cli.ng_validate import MODEL_STAND_INS
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.datasets.collate import TYPES_BY_MODE, collate, declared_datasets
@@ -42,9 +42,7 @@ KEYS = PrepareDataKeys
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, PrepareDataKeys, args)
-    keys = validate_keys(PrepareDataKeys, overrides)
-    assert isinstance(keys, PrepareDataKeys)
+    keys = read_keys(COMMAND, PrepareDataKeys, args)
     loaded = load_config(args, initial=MODEL_STAND_INS)
     config = OmegaConf.to_container(loaded.config, resolve=True)
     assert isinstance(config, dict)

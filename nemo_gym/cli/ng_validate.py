@@ -21,7 +21,7 @@ from pydantic import Field
 from nemo_gym import catalog
 from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.gym_options import merge_config_paths
-from nemo_gym.cli.keys import check_command_line, closest, validate_keys
+from nemo_gym.cli.keys import closest, read_keys
 from nemo_gym.cli.ng_run import RunKeys
 from nemo_gym.config import ConfigError, discover_instances, load_config
 from nemo_gym.config.instances import ServerInstance
@@ -101,9 +101,7 @@ def _manifest_summary(manifest: EnvironmentManifest, path: Path) -> dict[str, An
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, ValidateKeys, args)
-    keys = validate_keys(ValidateKeys, overrides)
-    assert isinstance(keys, ValidateKeys)
+    keys = read_keys(COMMAND, ValidateKeys, args)
     if keys.environment and keys.manifest_path:
         raise ConfigError("give an environment name or +manifest_path, not both", key="manifest_path")
     own = ("environment", "manifest_path", "strict", "json")
