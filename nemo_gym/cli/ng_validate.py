@@ -43,15 +43,9 @@ STAND_IN_MODEL_SERVER = {"responses_api_models": {"vllm_model": {"entrypoint": "
 class ValidateKeys(RunKeys):
     """ng_run's keys (a config is checked as ng_run would load it) and what to validate."""
 
-    environment: str | None = Field(
-        None, description="An environment bundle (environments/NAME) to validate."
-    )
-    manifest_path: str | None = Field(
-        None, description="A manifest.yaml to validate, with the config it names."
-    )
-    strict: bool = Field(
-        False, description="Fail instead of warning when the model endpoint values are unset."
-    )
+    environment: str | None = Field(None, description="An environment bundle (environments/NAME) to check.")
+    manifest_path: str | None = Field(None, description="A manifest.yaml to check, with the config it names.")
+    strict: bool = Field(False, description="Fail instead of warning when model endpoint values are unset.")
     json_format: bool = Field(False, alias="json", description="Print one JSON object.")
 
 
