@@ -23,11 +23,13 @@ def unavailable(name: str, needs: str) -> SandboxProviderUnavailableError:
 
 
 class Backend(NamedTuple):
+    """A placeholder's backend: what it needs to run, and NeMo Gym's config keys for it (None: any)."""
+
     needs: str
     keys: tuple[str, ...] | None = None
 
 
-# What each backend needs, and the config keys NeMo Gym's provider of that name takes (None: any).
+# The placeholder backends by provider name.
 BACKENDS: dict[str, Backend] = {
     "apptainer": Backend(
         "the Apptainer runtime (the `apptainer` binary and SIF images, usually on an HPC node)",

@@ -479,13 +479,8 @@ class DockerProvider:
     ) -> SandboxExecResult:
         """`<shell> -c command` in the container; a failing command is a result, not an error."""
         container: DockerContainer = handle.raw
-        cwd, env, user, stdin = (
-            options.get("cwd"),
-            options.get("env"),
-            options.get("user"),
-            options.get("stdin"),
-        )
-        timeout_s = options.get("timeout_s")
+        cwd, env, user = options.get("cwd"), options.get("env"), options.get("user")
+        stdin, timeout_s = options.get("stdin"), options.get("timeout_s")
         marker = uuid.uuid4().hex
         variables = {**container.env, **{str(k): str(v) for k, v in (env or {}).items()}, EXEC_MARKER: marker}
         args = ["exec"]
