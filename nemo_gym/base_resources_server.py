@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
-from nemo_gym.episode_types import EpisodeId, TaskId
+from nemo_gym.episode_types import ClosedModel, EpisodeId, TaskId
 from nemo_gym.failure_kinds import FailureKind
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.reward_profile import AggregateMetricsMixin
@@ -114,14 +114,12 @@ class MCPServerMetadata(BaseModel):
     headers: dict[str, str]
 
 
-class ResourcesSeedSessionRequest(BaseModel):
+class ResourcesSeedSessionRequest(ClosedModel):
     """An environment server's seed: create (idempotently) the session it names.
 
     Seeding the same id for the same episode again returns the same session; a session closed
     before its seed arrives must not be created by that late seed.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     resources_session_id: str = Field(min_length=1)
     episode_id: EpisodeId
@@ -129,10 +127,8 @@ class ResourcesSeedSessionRequest(BaseModel):
     task_data: dict[str, JsonValue]
 
 
-class ResourcesSeedSessionResponse(BaseModel):
+class ResourcesSeedSessionResponse(ClosedModel):
     """The seeded session, and optional tool or sandbox access for the agent."""
-
-    model_config = ConfigDict(extra="forbid")
 
     resources_session_id: str
     resources_tools: MCPServerMetadata | None = None
@@ -142,26 +138,20 @@ class ResourcesSeedSessionResponse(BaseModel):
 VerificationInputT = TypeVar("VerificationInputT")
 
 
-class ResourcesVerifyRequest(BaseModel, Generic[VerificationInputT]):
+class ResourcesVerifyRequest(ClosedModel, Generic[VerificationInputT]):
     """An environment's typed output, sent to a resources server for scoring."""
-
-    model_config = ConfigDict(extra="forbid")
 
     episode_id: EpisodeId
     task_id: TaskId
     verification_input: VerificationInputT
 
 
-class ResourcesCloseSessionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ResourcesCloseSessionRequest(ClosedModel):
     resources_session_id: str
     episode_id: EpisodeId
 
 
-class ResourcesCloseSessionResponse(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ResourcesCloseSessionResponse(ClosedModel):
     resources_session_id: str
 
 

@@ -25,7 +25,7 @@ from time import monotonic
 from typing import Any, ClassVar
 
 from fastapi import Body, FastAPI, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr
 
 from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyResponse, SandboxAccess
 from nemo_gym.config_types import (
@@ -34,7 +34,7 @@ from nemo_gym.config_types import (
     AggregateMetrics,
     AggregateMetricsRequest,
 )
-from nemo_gym.episode_types import EpisodeId, TaskId
+from nemo_gym.episode_types import ClosedModel, EpisodeId, TaskId
 from nemo_gym.exceptions import APIError
 from nemo_gym.global_config import (
     OBSERVABILITY_ENABLED_KEY_NAME,
@@ -47,54 +47,33 @@ from nemo_gym.rollout_correlation import maybe_rollout_id_from_run_body
 from nemo_gym.rollout_observability import AgentObservationBundle
 from nemo_gym.server.base import NEMO_GYM_VALIDATION_STATUS, BaseServerConfig, SimpleServer
 from nemo_gym.server_utils import apply_rollout_prefix, rollout_path_prefix
-from nemo_gym.tool_access import ToolAccess
+from nemo_gym.tool_access import ToolAccess, ToolAccessList
 
 # The key of `request.session` that binds a caller's cookie to one agent session.
 AGENT_SESSION_COOKIE_KEY = "agent_session_id"
 
 
-def _unique_names(tool_accesses: list[ToolAccess], what: str) -> list[ToolAccess]:
-    names = [access.name for access in tool_accesses]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{what} tool access names must be unique; repeated: {', '.join(duplicates)}")
-    return tool_accesses
-
-
-class AgentSeedSessionRequest(BaseModel):
+class AgentSeedSessionRequest(ClosedModel):
     """Create the agent session `agent_session_id` for one episode, with the episode's grants."""
-
-    model_config = ConfigDict(extra="forbid")
 
     agent_session_id: str = Field(min_length=1)
     episode_id: EpisodeId
     task_id: TaskId
-    tool_accesses: list[ToolAccess] = Field(default_factory=list)
+    tool_accesses: ToolAccessList = Field(default_factory=list)
     sandbox_access: SandboxAccess | None = None
 
-    @field_validator("tool_accesses")
-    @classmethod
-    def _unique(cls, tool_accesses: list[ToolAccess]) -> list[ToolAccess]:
-        return _unique_names(tool_accesses, "an agent session's")
 
-
-class AgentSeedSessionResponse(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AgentSeedSessionResponse(ClosedModel):
     agent_session_id: str
 
 
-class AgentCloseSessionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AgentCloseSessionRequest(ClosedModel):
     agent_session_id: str
     episode_id: EpisodeId
 
 
-class AgentCloseSessionResponse(BaseModel):
+class AgentCloseSessionResponse(ClosedModel):
     """The closed session, what the agent observed in it, and the resources cookies it ended with."""
-
-    model_config = ConfigDict(extra="forbid")
 
     agent_session_id: str
     agent_observations: AgentObservationBundle | None = None
@@ -109,12 +88,7 @@ class BaseResponsesAPIAgentConfig(BaseServerConfig):
     # Whether this agent's rollouts take part in training token capture (NeMo Gym's key).
     token_id_capture: bool = False
     # Tool grants every session starts with; a session's own grants replace these by name.
-    tool_accesses: list[ToolAccess] = Field(default_factory=list)
-
-    @field_validator("tool_accesses")
-    @classmethod
-    def _unique(cls, tool_accesses: list[ToolAccess]) -> list[ToolAccess]:
-        return _unique_names(tool_accesses, "configured")
+    tool_accesses: ToolAccessList = Field(default_factory=list)
 
 
 class BaseResponsesAPIAgent(SimpleServer):

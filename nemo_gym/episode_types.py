@@ -25,6 +25,14 @@ from pydantic import (
 
 from nemo_gym.failure_kinds import FailureKind, FailureStage
 
+
+class ClosedModel(BaseModel):
+    """A wire body that rejects keys it does not define: a client's misspelt key is a 422 naming it,
+    not a field silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 _ATTEMPT_SUFFIX = re.compile(r"-a[1-9][0-9]*$")
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -69,11 +77,9 @@ def is_materialized_task_row(row: Mapping[str, object]) -> bool:
     return isinstance(row.get("task_id"), Mapping) and "task_input" in row
 
 
-class EpisodeFailure(BaseModel):
+class EpisodeFailure(ClosedModel):
     """A failure as it travels and as it is stored: why (`failure_reason`), whether collection
     may try the episode again (`terminal`), and optionally its kind and stage."""
-
-    model_config = ConfigDict(extra="forbid")
 
     failure_reason: str = Field(max_length=2000)
     terminal: bool
@@ -94,28 +100,22 @@ TaskInputT = TypeVar("TaskInputT", bound=BaseModel)
 EpisodeResultT = TypeVar("EpisodeResultT")
 
 
-class MaterializedTask(BaseModel, Generic[TaskInputT]):
+class MaterializedTask(ClosedModel, Generic[TaskInputT]):
     """A task's durable identity and its input in the protocol's own shape."""
-
-    model_config = ConfigDict(extra="forbid")
 
     task_id: TaskId
     task_input: TaskInputT
 
 
-class BaseEpisodeRequest(BaseModel, Generic[TaskInputT]):
+class BaseEpisodeRequest(ClosedModel, Generic[TaskInputT]):
     """What an environment server's `/run` receives."""
-
-    model_config = ConfigDict(extra="forbid")
 
     episode_id: EpisodeId
     task: MaterializedTask[TaskInputT]
 
 
-class BaseEpisodeResponse(BaseModel, Generic[EpisodeResultT]):
+class BaseEpisodeResponse(ClosedModel, Generic[EpisodeResultT]):
     """What an environment server's `/run` answers: exactly one of `result` and `failure`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     episode_id: EpisodeId
     task_id: TaskId

@@ -212,31 +212,31 @@ class GlobalConfigDictParser(BaseModel):
         return config
 
 
-def _load_running_config() -> DictConfig:
+def _handed_over_config() -> DictConfig | None:
+    """The config `ng_run` handed this process (its context file, or the inline env var); else None."""
     from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR, context_from_file
 
     path = os.environ.get(CONFIG_FILE_VAR)
     name = os.environ.get(INSTANCE_VAR)
     if path and name:
         return OmegaConf.create(context_from_file(path, name).global_config)
-    return GlobalConfigDictParser().parse()
+    inline = os.environ.get(NEMO_GYM_CONFIG_DICT_ENV_VAR_NAME)
+    return OmegaConf.create(inline) if inline else None
+
+
+def _cached(config: DictConfig) -> DictConfig:
+    global _GLOBAL_CONFIG_DICT
+    _GLOBAL_CONFIG_DICT = config
+    _apply_verbosity(config)
+    return config
 
 
 def maybe_get_global_config_dict() -> DictConfig | None:
     """The config when this process already has one (cached, or handed over by ``ng_run``); else None."""
-    global _GLOBAL_CONFIG_DICT
     if _GLOBAL_CONFIG_DICT is not None:
         return _GLOBAL_CONFIG_DICT
-    from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR
-
-    if os.environ.get(CONFIG_FILE_VAR) and os.environ.get(INSTANCE_VAR):
-        return get_global_config_dict()
-    inline = os.environ.get(NEMO_GYM_CONFIG_DICT_ENV_VAR_NAME)
-    if inline:
-        _GLOBAL_CONFIG_DICT = OmegaConf.create(inline)
-        _apply_verbosity(_GLOBAL_CONFIG_DICT)
-        return _GLOBAL_CONFIG_DICT
-    return None
+    config = _handed_over_config()
+    return None if config is None else _cached(config)
 
 
 def get_global_config_dict(
@@ -244,20 +244,12 @@ def get_global_config_dict(
     global_config_dict_parser_cls: type[GlobalConfigDictParser] = GlobalConfigDictParser,
 ) -> DictConfig:
     """The running global config (loaded once per process, then cached)."""
-    global _GLOBAL_CONFIG_DICT
     if _GLOBAL_CONFIG_DICT is not None:
         return _GLOBAL_CONFIG_DICT
-    from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR
-
-    if os.environ.get(CONFIG_FILE_VAR) and os.environ.get(INSTANCE_VAR):
-        config = _load_running_config()
-    elif os.environ.get(NEMO_GYM_CONFIG_DICT_ENV_VAR_NAME):
-        config = OmegaConf.create(os.environ[NEMO_GYM_CONFIG_DICT_ENV_VAR_NAME])
-    else:
+    config = _handed_over_config()
+    if config is None:
         config = global_config_dict_parser_cls().parse(global_config_dict_parser_config)
-    _GLOBAL_CONFIG_DICT = config
-    _apply_verbosity(config)
-    return config
+    return _cached(config)
 
 
 def set_global_config_dict(

@@ -93,16 +93,3 @@ def resolve_under_cwd_or_install(
         if accept(candidate):
             return candidate
     return roots[0] / path
-
-
-__all__ = [
-    "CACHE_DIR",
-    "NEMO_GYM_EXTRA_ROOTS_ENV_VAR_NAME",
-    "PARENT_DIR",
-    "RESULTS_DIR",
-    "ROOT_DIR",
-    "WORKING_DIR",
-    "component_search_roots",
-    "extra_roots",
-    "resolve_under_cwd_or_install",
-]

@@ -235,7 +235,6 @@ __all__ = [
     "RolloutCollectionConfig",
     "RolloutCollectionHelper",
     "RolloutRunError",
-    "NG_TERMINAL_KEY",
     "SharedRolloutCollectionConfig",
     "get_max_rollout_attempts",
     "is_terminal_failure",

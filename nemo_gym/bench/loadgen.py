@@ -108,29 +108,18 @@ class _Connection(asyncio.Protocol):
         return self.waiter
 
 
+@dataclass(slots=True)
 class _Tally:
     """What the workers did: requests sent, and those that started and ended in the measured window."""
 
-    __slots__ = (
-        "errors",
-        "first_bytes",
-        "last_end",
-        "latencies",
-        "measure_from",
-        "requests",
-        "sent",
-        "stop_at",
-    )
-
-    def __init__(self, measure_from: float, stop_at: float) -> None:
-        self.measure_from = measure_from
-        self.stop_at = stop_at
-        self.sent = 0
-        self.requests = 0
-        self.errors = 0
-        self.last_end = 0.0
-        self.latencies: list[float] = []
-        self.first_bytes: list[float] = []
+    measure_from: float
+    stop_at: float
+    sent: int = 0
+    requests: int = 0
+    errors: int = 0
+    last_end: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    first_bytes: list[float] = field(default_factory=list)
 
     def record(self, t0: float, t1: float, ok: bool, first_byte: float) -> None:
         if t0 >= self.measure_from and t1 <= self.stop_at:

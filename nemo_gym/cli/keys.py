@@ -10,7 +10,7 @@ import difflib
 import types
 import typing
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
@@ -27,6 +27,7 @@ from nemo_gym.config.loader import COMMAND_LINE, config_defined_names
 from nemo_gym.config.overrides import parse_overrides
 
 HELP_FLAGS = ("-h", "--help")
+KeysT = TypeVar("KeysT", bound=BaseModel)
 __all__ = ["CommandKeys", "ConfigCommandKeys", "HeadServerKeys", "check_top_level_keys", "key_names"]
 
 
@@ -115,8 +116,9 @@ def _is_instance(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SERVER_TYPES
 
 
-def validate_keys(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
-    """The command's keys as a typed model; a wrong type is a config error naming the key."""
+def validate_keys(model: type[KeysT], values: dict[str, Any]) -> KeysT:
+    """The command's keys as a typed model; a wrong type or a missing required key is a config error
+    naming the key."""
     names = set(key_names(model)) | set(model.model_fields)
     mine = {k: v for k, v in values.items() if k in names}
     try:
@@ -124,5 +126,13 @@ def validate_keys(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "missing":
+            raise ConfigError(f"is required (+{key}=...)", key=key, source=COMMAND_LINE) from None
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{message} (got {first.get('input')!r})", key=key, source=COMMAND_LINE) from None
+
+
+def read_keys(command: str, model: type[KeysT], args: list[str], *, config_names: bool = True) -> KeysT:
+    """A command's keys from its command line: unknown names refused (see `check_command_line`),
+    then validated into `model`."""
+    return validate_keys(model, check_command_line(command, model, args, config_names=config_names))

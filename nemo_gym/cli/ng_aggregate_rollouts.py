@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import ConfigCommandKeys, read_keys
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.http.server_client import HeadServerUnreachable, ServerClient, close_shared_client
 from nemo_gym.rollouts.keys import aggregate_metrics_path_for, failures_path_for
@@ -30,11 +30,9 @@ SUMMARY = "merge rollout shards and compute their aggregate metrics (resources s
 class AggregateRolloutsKeys(ConfigCommandKeys):
     """ng_aggregate_rollouts' keys (NeMo Gym's names)."""
 
-    input_glob: str | None = Field(
-        None, description="Glob, or comma-separated globs, of the shards. Required."
-    )
-    output_jsonl_fpath: str | None = Field(
-        None, description="Merged rollouts; the metrics go to <stem>_aggregate_metrics.json. Required."
+    input_glob: str = Field(description="Glob, or comma-separated globs, of the shards.")
+    output_jsonl_fpath: str = Field(
+        description="Merged rollouts; the metrics go to <stem>_aggregate_metrics.json."
     )
     merge_shards: bool = Field(True, description="Write the merged rollouts (false: only the metrics).")
 
@@ -60,14 +58,9 @@ def _servers_answer(args: list[str], rows: list[dict[str, Any]]) -> dict[str, An
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, AggregateRolloutsKeys, args)
-    keys = validate_keys(AggregateRolloutsKeys, overrides)
-    assert isinstance(keys, AggregateRolloutsKeys)
-    for key in ("input_glob", "output_jsonl_fpath"):
-        if not getattr(keys, key):
-            raise ConfigError(f"is required (+{key}=...)", key=key, source="command line")
-    output = Path(str(keys.output_jsonl_fpath))
-    shards = [p for p in expand_globs(str(keys.input_glob)) if p.resolve() != output.resolve()]
+    keys = read_keys(COMMAND, AggregateRolloutsKeys, args)
+    output = Path(keys.output_jsonl_fpath)
+    shards = [p for p in expand_globs(keys.input_glob) if p.resolve() != output.resolve()]
     if not shards:
         raise ConfigError(
             f"matches no rollout file ({keys.input_glob!r})", key="input_glob", source="command line"

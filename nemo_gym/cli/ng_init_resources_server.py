@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 
 COMMAND = "ng_init_resources_server"
@@ -219,9 +219,7 @@ KEYS = InitResourcesServerConfig  # the command's keys (`gym` renders --help fro
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, InitResourcesServerConfig, args, config_names=False)
-    keys = validate_keys(InitResourcesServerConfig, overrides)
-    assert isinstance(keys, InitResourcesServerConfig)
+    keys = read_keys(COMMAND, InitResourcesServerConfig, args, config_names=False)
     entry = (keys.entrypoint or "").strip("/")
     parts = Path(entry).parts
     if len(parts) != 2 or parts[0] != "resources_servers":

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from nemo_gym import catalog
 from nemo_gym.cli.common import command_entry, format_table
-from nemo_gym.cli.keys import CommandKeys, check_command_line, closest, validate_keys
+from nemo_gym.cli.keys import CommandKeys, closest, read_keys
 from nemo_gym.config import ConfigError
 
 COMMAND = "ng_list"
@@ -51,9 +51,7 @@ def _describe(component: catalog.Component) -> str:
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, ListKeys, args, config_names=False)
-    keys = validate_keys(ListKeys, overrides)
-    assert isinstance(keys, ListKeys)
+    keys = read_keys(COMMAND, ListKeys, args, config_names=False)
     found = catalog.discover(keys.component_type)
     noun = keys.component_type.replace("_", " ")
     if keys.component_name is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 from nemo_gym.config import ConfigError
 from nemo_gym.prompt import PromptConfigError, materialize_prompts
 
@@ -23,31 +23,20 @@ SUMMARY = "fill a prompt config's templates from raw rows into responses_create_
 class MaterializePromptsKeys(CommandKeys):
     """ng_materialize_prompts' keys (NeMo Gym's names)."""
 
-    input_jsonl_fpath: str | None = Field(
-        None, description="Raw rows, without responses_create_params.input. Required."
-    )
-    prompt_config: str | None = Field(
-        None, description="The prompt YAML (`user`, optional `system`). Required."
-    )
-    output_jsonl_fpath: str | None = Field(None, description="Where the rendered rows go. Required.")
+    input_jsonl_fpath: str = Field(description="Raw rows, without responses_create_params.input.")
+    prompt_config: str = Field(description="The prompt YAML (`user`, optional `system`).")
+    output_jsonl_fpath: str = Field(description="Where the rendered rows go.")
 
 
 KEYS = MaterializePromptsKeys
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, MaterializePromptsKeys, args, config_names=False)
-    keys = validate_keys(MaterializePromptsKeys, overrides)
-    assert isinstance(keys, MaterializePromptsKeys)
-    for key in ("input_jsonl_fpath", "prompt_config", "output_jsonl_fpath"):
-        if not getattr(keys, key):
-            raise ConfigError(f"is required (+{key}=...)", key=key, source="command line")
-    if not Path(str(keys.input_jsonl_fpath)).is_file():
+    keys = read_keys(COMMAND, MaterializePromptsKeys, args, config_names=False)
+    if not Path(keys.input_jsonl_fpath).is_file():
         raise ConfigError(f"file {keys.input_jsonl_fpath} does not exist", key="input_jsonl_fpath")
     try:
-        materialize_prompts(
-            str(keys.input_jsonl_fpath), str(keys.prompt_config), str(keys.output_jsonl_fpath)
-        )
+        materialize_prompts(keys.input_jsonl_fpath, keys.prompt_config, keys.output_jsonl_fpath)
     except PromptConfigError as exc:
         raise ConfigError(str(exc), key="prompt_config") from None
     except (ValueError, KeyError) as exc:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 
 COMMAND = "ng_pip_list"
 SUMMARY = "list the Python packages installed where the servers run (one environment for all)."
@@ -33,9 +33,7 @@ KEYS = PipListConfig  # the command's keys (`gym` renders --help from them)
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, PipListConfig, args, config_names=False)
-    keys = validate_keys(PipListConfig, overrides)
-    assert isinstance(keys, PipListConfig)
+    keys = read_keys(COMMAND, PipListConfig, args, config_names=False)
     command = [sys.executable, "-m", "pip", "list"]
     if keys.format:
         command.append(f"--format={keys.format}")

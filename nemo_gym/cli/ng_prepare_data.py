@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import ConfigCommandKeys, read_keys
 from nemo_gym.cli.ng_validate import MODEL_STAND_INS
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.datasets.collate import TYPES_BY_MODE, collate, declared_datasets
@@ -28,13 +28,10 @@ SUMMARY = "check the datasets a config declares and collate them per type, with 
 class PrepareDataKeys(ConfigCommandKeys):
     """ng_prepare_data's keys (NeMo Gym's names)."""
 
-    output_dirpath: str | None = Field(
-        None, description="Where <type>.jsonl and <type>_metrics.json go. Required."
-    )
-    mode: Literal["train_preparation", "example_validation"] | None = Field(
-        None,
+    output_dirpath: str = Field(description="Where <type>.jsonl and <type>_metrics.json go.")
+    mode: Literal["train_preparation", "example_validation"] = Field(
         description="example_validation: the example datasets; train_preparation: train, validation and "
-        "benchmark. Required.",
+        "benchmark."
     )
     should_download: bool = Field(
         False, description="Download missing datasets from a hub: not supported here (an error says so)."
@@ -45,16 +42,11 @@ KEYS = PrepareDataKeys
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, PrepareDataKeys, args)
-    keys = validate_keys(PrepareDataKeys, overrides)
-    assert isinstance(keys, PrepareDataKeys)
-    for key in ("output_dirpath", "mode"):
-        if getattr(keys, key) is None:
-            raise ConfigError(f"is required (+{key}=...)", key=key, source="command line")
+    keys = read_keys(COMMAND, PrepareDataKeys, args)
     loaded = load_config(args, initial=MODEL_STAND_INS)
     config = OmegaConf.to_container(loaded.config, resolve=True)
     assert isinstance(config, dict)
-    types = TYPES_BY_MODE[str(keys.mode)]
+    types = TYPES_BY_MODE[keys.mode]
     declared = declared_datasets(config, types, loaded.source_of)
     if not declared:
         raise ConfigError(

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import ConfigCommandKeys, read_keys
 from nemo_gym.config import ConfigError, load_config
 from nemo_gym.http.server_client import HeadServerUnreachable, ServerClient, close_shared_client
 from nemo_gym.rollouts.jsonl import JsonlAppender, read_complete_rows
@@ -89,9 +89,7 @@ def _pairs(keys: ReverifyKeys, rollouts: list[dict[str, Any]]) -> list[tuple[dic
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, ReverifyKeys, args)
-    keys = validate_keys(ReverifyKeys, overrides)
-    assert isinstance(keys, ReverifyKeys)
+    keys = read_keys(COMMAND, ReverifyKeys, args)
     rollouts_path = _file(keys.rollouts_jsonl_fpath, "rollouts_jsonl_fpath")
     output = _file(keys.output_jsonl_fpath, "output_jsonl_fpath", must_exist=False)
     if output.exists() and not keys.overwrite:

@@ -19,7 +19,7 @@ import orjson
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 from nemo_gym.config import ConfigError
 from nemo_gym.reward_profile import RewardProfiler
 from nemo_gym.rollouts.jsonl import read_complete_rows
@@ -93,9 +93,7 @@ def write_profile(
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, RewardProfileKeys, args, config_names=False)
-    keys = validate_keys(RewardProfileKeys, overrides)
-    assert isinstance(keys, RewardProfileKeys)
+    keys = read_keys(COMMAND, RewardProfileKeys, args, config_names=False)
     rollouts_path = _existing(keys.rollouts_jsonl_fpath, "rollouts_jsonl_fpath")
     results = list(read_complete_rows(rollouts_path))
     inputs = None

@@ -10,7 +10,7 @@ import httpx
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry, format_table
-from nemo_gym.cli.keys import ConfigCommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import ConfigCommandKeys, read_keys
 from nemo_gym.config import load_config
 
 COMMAND = "ng_status"
@@ -27,8 +27,7 @@ KEYS = StatusKeys  # the command's keys (`gym` renders --help from them)
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, StatusKeys, args)
-    as_json = bool(validate_keys(StatusKeys, overrides).json_format)  # type: ignore[attr-defined]
+    as_json = read_keys(COMMAND, StatusKeys, args).json_format
     head = load_config(args).config.head_server
     base = f"http://{head.host}:{head.port}"
     try:

@@ -8,7 +8,7 @@ import sys
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 from nemo_gym.config import PROJECT_ROOT, ConfigError
 
 COMMAND = "ng_test"
@@ -31,8 +31,7 @@ KEYS = NgTestKeys  # the command's keys (`gym` renders --help from them)
 
 def main(args: list[str]) -> int:
     plain = [a for a in args if not a.startswith("-")]
-    overrides = check_command_line(COMMAND, NgTestKeys, plain, config_names=False)
-    entry = validate_keys(NgTestKeys, overrides).entrypoint  # type: ignore[attr-defined]
+    entry = read_keys(COMMAND, NgTestKeys, plain, config_names=False).entrypoint
     if not entry:
         raise ConfigError(
             "is required, e.g. +entrypoint=responses_api_models/vllm_model",

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from nemo_gym.cli.common import command_entry, format_table
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 from nemo_gym.config import PROJECT_ROOT, SERVER_TYPES
 
 COMMAND = "ng_test_all"
@@ -47,9 +47,7 @@ KEYS = TestAllConfig  # the command's keys (`gym` renders --help from them)
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, TestAllConfig, args, config_names=False)
-    keys = validate_keys(TestAllConfig, overrides)
-    assert isinstance(keys, TestAllConfig)
+    keys = read_keys(COMMAND, TestAllConfig, args, config_names=False)
     every = implementations()
     mine = every[keys.shard_index :: keys.num_shards]
     rows, failed, untested = [], 0, []

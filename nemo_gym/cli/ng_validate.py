@@ -21,7 +21,7 @@ from pydantic import Field
 from nemo_gym import catalog
 from nemo_gym.cli.common import command_entry
 from nemo_gym.cli.gym_options import merge_config_paths
-from nemo_gym.cli.keys import check_command_line, closest, validate_keys
+from nemo_gym.cli.keys import closest, read_keys
 from nemo_gym.cli.ng_run import RunKeys
 from nemo_gym.config import ConfigError, discover_instances, load_config
 from nemo_gym.config.instances import ServerInstance
@@ -43,15 +43,9 @@ STAND_IN_MODEL_SERVER = {"responses_api_models": {"vllm_model": {"entrypoint": "
 class ValidateKeys(RunKeys):
     """ng_run's keys (a config is checked as ng_run would load it) and what to validate."""
 
-    environment: str | None = Field(
-        None, description="An environment bundle (environments/NAME) to validate."
-    )
-    manifest_path: str | None = Field(
-        None, description="A manifest.yaml to validate, with the config it names."
-    )
-    strict: bool = Field(
-        False, description="Fail instead of warning when the model endpoint values are unset."
-    )
+    environment: str | None = Field(None, description="An environment bundle (environments/NAME) to check.")
+    manifest_path: str | None = Field(None, description="A manifest.yaml to check, with the config it names.")
+    strict: bool = Field(False, description="Fail instead of warning when model endpoint values are unset.")
     json_format: bool = Field(False, alias="json", description="Print one JSON object.")
 
 
@@ -101,9 +95,7 @@ def _manifest_summary(manifest: EnvironmentManifest, path: Path) -> dict[str, An
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, ValidateKeys, args)
-    keys = validate_keys(ValidateKeys, overrides)
-    assert isinstance(keys, ValidateKeys)
+    keys = read_keys(COMMAND, ValidateKeys, args)
     if keys.environment and keys.manifest_path:
         raise ConfigError("give an environment name or +manifest_path, not both", key="manifest_path")
     own = ("environment", "manifest_path", "strict", "json")

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from nemo_gym.cli.common import command_entry
-from nemo_gym.cli.keys import CommandKeys, check_command_line, validate_keys
+from nemo_gym.cli.keys import CommandKeys, read_keys
 from nemo_gym.config import PROJECT_ROOT
 
 COMMAND = "ng_version"
@@ -93,8 +93,7 @@ KEYS = VersionKeys  # the command's keys (`gym` renders --help from them)
 
 
 def main(args: list[str]) -> int:
-    overrides = check_command_line(COMMAND, VersionKeys, args, config_names=False)
-    keys = validate_keys(VersionKeys, overrides)
+    keys = read_keys(COMMAND, VersionKeys, args, config_names=False)
     info = version_info()
     print(json.dumps(info) if keys.json_format else render(info))  # type: ignore[attr-defined]
     return 0

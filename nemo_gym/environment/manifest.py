@@ -42,51 +42,30 @@ GitRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, p
 PythonCallable = Annotated[str, StringConstraints(strip_whitespace=True, pattern=_CALLABLE)]
 
 
-class EnvironmentKind(StrEnum):
-    ENVIRONMENT = "environment"
-    BENCHMARK = "benchmark"
-
-
-class IntegrationProfile(StrEnum):
-    CUSTOM_GYM_VERIFIER = "custom-gym-verifier"
-    CUSTOM_GYM_AGENT_LOOP = "custom-gym-agent-loop"
-    EXTERNAL_AGENT_LOOP = "external-agent-loop"
-    EXTERNAL_ROLLOUT_DRIVER = "external-rollout-driver"
-
-
-class Determinism(StrEnum):
-    SEEDED = "seeded"
-    STOCHASTIC = "stochastic"
-    UNKNOWN = "unknown"
-
-
-class SessionModel(StrEnum):
-    EPISODE = "episode"
-    STEP = "step"
-
-
-class EnvironmentState(StrEnum):
-    NONE = "none"
-    PER_SESSION = "per_session"
-
-
-class Lifecycle(StrEnum):
-    ACTIVE = "active"
-    DEPRECATED = "deprecated"
-
-
-class DatasetKind(StrEnum):
-    TRAIN = "train"
-    VALIDATION = "validation"
-    EXAMPLE = "example"
-    BENCHMARK = "benchmark"
-
-
-class PromptSource(StrEnum):
-    TEMPLATE = "template"
-    PREPARED = "prepared"
-    AGENT = "agent"
-
+# The manifest's closed vocabularies; each value is the spelling manifests use.
+EnvironmentKind = StrEnum("EnvironmentKind", [("ENVIRONMENT", "environment"), ("BENCHMARK", "benchmark")])
+IntegrationProfile = StrEnum(
+    "IntegrationProfile",
+    [
+        ("CUSTOM_GYM_VERIFIER", "custom-gym-verifier"),
+        ("CUSTOM_GYM_AGENT_LOOP", "custom-gym-agent-loop"),
+        ("EXTERNAL_AGENT_LOOP", "external-agent-loop"),
+        ("EXTERNAL_ROLLOUT_DRIVER", "external-rollout-driver"),
+    ],
+)
+Determinism = StrEnum(
+    "Determinism", [("SEEDED", "seeded"), ("STOCHASTIC", "stochastic"), ("UNKNOWN", "unknown")]
+)
+SessionModel = StrEnum("SessionModel", [("EPISODE", "episode"), ("STEP", "step")])
+EnvironmentState = StrEnum("EnvironmentState", [("NONE", "none"), ("PER_SESSION", "per_session")])
+Lifecycle = StrEnum("Lifecycle", [("ACTIVE", "active"), ("DEPRECATED", "deprecated")])
+DatasetKind = StrEnum(
+    "DatasetKind",
+    [("TRAIN", "train"), ("VALIDATION", "validation"), ("EXAMPLE", "example"), ("BENCHMARK", "benchmark")],
+)
+PromptSource = StrEnum(
+    "PromptSource", [("TEMPLATE", "template"), ("PREPARED", "prepared"), ("AGENT", "agent")]
+)
 
 # What each integration profile must name.
 _REQUIRED_BY_PROFILE: dict[IntegrationProfile, tuple[str, ...]] = {

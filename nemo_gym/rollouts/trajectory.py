@@ -540,26 +540,3 @@ def _attach_ng_perf(
         return
     if perf is not None:
         result[NG_PERF_KEY] = perf
-
-
-__all__ = [
-    "AGENT_REQUEST_FAILED_FAILURE_CLASS",
-    "AGENT_RUN_ERROR_FAILURE_CLASS",
-    "ENVIRONMENT_SERVER_FAILURE_CLASS",
-    "NG_AGENT_OBSERVATIONS_KEY",
-    "NG_DISPATCH_DRAINED_KEY",
-    "NG_FAILURE_CLASS_KEY",
-    "NG_MODEL_CALL_CAPTURE_KEY",
-    "NG_NO_PERSIST_KEY",
-    "NG_PERF_KEY",
-    "NG_TASK_ID_KEY",
-    "NG_TERMINAL_KEY",
-    "NG_TRAJECTORY_KEY",
-    "_attach_ng_perf",
-    "_attach_trajectory_record",
-    "_build_ng_perf",
-    "_build_trajectory_record",
-    "_episode_record",
-    "_trajectory_identity",
-    "is_terminal_failure",
-]

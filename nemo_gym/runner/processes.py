@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -19,29 +20,24 @@ from nemo_gym.server.listen_socket import LISTEN_FD_VAR
 from nemo_gym.server.parent_watch import PARENT_PID_VAR
 
 
+@dataclass(eq=False)
 class ChildProcess:
-    def __init__(
-        self,
-        instance: ServerInstance,
-        config_file: Path,
-        log_dir: Path | None = None,
-        out: TextIO | None = None,
-        extra_env: dict[str, str] | None = None,
-        listener: socket.socket | None = None,
-    ) -> None:
-        self.instance = instance
-        # The bound socket the child will serve on; it is the child's once the child exists.
-        self.listener = listener
-        self.extra_env = dict(extra_env or {})
-        self.config_file = config_file
-        self.log_dir = log_dir
-        self.out = out or sys.stdout
-        self.tail: deque[str] = deque(maxlen=40)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.status = "not started"
-        self.log_path: Path | None = None
-        self._pump: threading.Thread | None = None
-        self._log_file: TextIO | None = None
+    """One server of a run as a child process: how it is started, where its output goes, its state."""
+
+    instance: ServerInstance
+    config_file: Path
+    log_dir: Path | None = None
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    # Set in the child's environment unless the parent's environment already sets them.
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # The bound socket the child will serve on; it is the child's once the child exists.
+    listener: socket.socket | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40), init=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    status: str = field(default="not started", init=False)
+    log_path: Path | None = field(default=None, init=False)
+    _pump: threading.Thread | None = field(default=None, init=False, repr=False)
+    _log_file: TextIO | None = field(default=None, init=False, repr=False)
 
     @property
     def name(self) -> str:

@@ -12,24 +12,25 @@ import asyncio
 import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "RawServer"], Awaitable[None]]
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "WS_PROXY", "WSS_PROXY")
 
 
+@dataclass(eq=False)
 class RawServer:
     """A raw TCP server whose handler decides what bytes go back; records what came in."""
 
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.open_now = 0
-        self.max_open = 0
-        self.requests: list[bytes] = []
-        self.disconnects = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
+    handler: Handler
+    connections: int = 0
+    open_now: int = 0
+    max_open: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    disconnects: int = 0
+    port: int = 0
+    _server: asyncio.Server | None = field(default=None, init=False, repr=False)
 
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)

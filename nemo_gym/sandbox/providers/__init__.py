@@ -2,6 +2,7 @@
 
 from nemo_gym.sandbox.providers.base import (
     ConnectableProvider,
+    ExecOptions,
     ExecResult,
     SandboxCreateError,
     SandboxCreateVerificationError,
@@ -35,6 +36,7 @@ from nemo_gym.sandbox.providers.registry import (
 
 __all__ = [
     "ConnectableProvider",
+    "ExecOptions",
     "ExecResult",
     "SandboxCreateError",
     "SandboxCreateVerificationError",

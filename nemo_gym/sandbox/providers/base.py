@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 from urllib.parse import urlsplit
 
 from nemo_gym.exceptions import NemoGymError
@@ -195,6 +195,19 @@ class SandboxProviderUnavailableError(SandboxCreateError):
     """The configured provider cannot run here; the message names what it needs."""
 
 
+class ExecOptions(TypedDict, total=False):
+    """The keyword options of `SandboxProvider.exec`, named once for the protocol and every provider.
+
+    Unset (or None) means the provider's default: its working directory, its environment, its
+    timeout, its user.
+    """
+
+    cwd: str | None
+    env: dict[str, str] | None
+    timeout_s: int | float | None
+    user: str | int | None
+
+
 class SandboxProvider(Protocol):
     """What `AsyncSandbox` needs from a backend. `create` returns only once commands and file
     transfers work; `exec` reports a failing command in its result rather than raising."""
@@ -204,14 +217,7 @@ class SandboxProvider(Protocol):
     async def create(self, spec: SandboxSpec) -> SandboxHandle: ...
 
     async def exec(
-        self,
-        handle: SandboxHandle,
-        command: str,
-        *,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout_s: int | float | None = None,
-        user: str | int | None = None,
+        self, handle: SandboxHandle, command: str, **options: Unpack[ExecOptions]
     ) -> SandboxExecResult: ...
 
     async def upload_file(self, handle: SandboxHandle, source_path: Path, target_path: str) -> None: ...

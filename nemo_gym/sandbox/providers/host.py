@@ -30,11 +30,12 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from nemo_gym.sandbox.providers import _process
 from nemo_gym.sandbox.providers.base import (
     SANDBOX_RUNTIME_RETURN_CODE,
+    ExecOptions,
     SandboxCreateError,
     SandboxExecResult,
     SandboxHandle,
@@ -298,19 +299,20 @@ class HostProvider(ABC):
             )
 
     async def exec(
-        self,
-        handle: SandboxHandle,
-        command: str,
-        *,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout_s: int | float | None = None,
-        user: str | int | None = None,
+        self, handle: SandboxHandle, command: str, **options: Unpack[ExecOptions]
     ) -> SandboxExecResult:
         """Run `command` with the provider's shell; a timeout kills the command's process group."""
         box: HostSandbox = handle.raw
-        timeout = timeout_s if timeout_s is not None else self._default_timeout_s
-        done = await self._run(box, command, cwd=cwd, env=env, timeout_s=timeout, user=user)
+        timeout = options.get("timeout_s")
+        timeout = timeout if timeout is not None else self._default_timeout_s
+        done = await self._run(
+            box,
+            command,
+            cwd=options.get("cwd"),
+            env=options.get("env"),
+            timeout_s=timeout,
+            user=options.get("user"),
+        )
         stdout = done.stdout.decode(errors="replace")
         stderr = done.stderr.decode(errors="replace")
         if done.dropped_bytes:

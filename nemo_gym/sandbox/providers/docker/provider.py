@@ -28,10 +28,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 from nemo_gym.sandbox.providers.base import (
     SANDBOX_RUNTIME_RETURN_CODE,
+    ExecOptions,
     SandboxCreateError,
     SandboxCreateVerificationError,
     SandboxEndpoint,
@@ -183,6 +184,12 @@ def resource_flags(resources: SandboxResources) -> list[str]:
     if resources.memory_mib is not None:
         flags += ["--memory", f"{resources.memory_mib}m", "--memory-swap", f"{resources.memory_mib}m"]
     return flags
+
+
+class DockerExecOptions(ExecOptions, total=False):
+    """`exec`'s options on Docker, which can also feed the command's standard input."""
+
+    stdin: bytes | None
 
 
 class DockerProvider:
@@ -468,18 +475,12 @@ class DockerProvider:
     # -- commands and files --------------------------------------------------------------------
 
     async def exec(
-        self,
-        handle: SandboxHandle,
-        command: str,
-        *,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout_s: int | float | None = None,
-        user: str | int | None = None,
-        stdin: bytes | None = None,
+        self, handle: SandboxHandle, command: str, **options: Unpack[DockerExecOptions]
     ) -> SandboxExecResult:
         """`<shell> -c command` in the container; a failing command is a result, not an error."""
         container: DockerContainer = handle.raw
+        cwd, env, user = options.get("cwd"), options.get("env"), options.get("user")
+        stdin, timeout_s = options.get("stdin"), options.get("timeout_s")
         marker = uuid.uuid4().hex
         variables = {**container.env, **{str(k): str(v) for k, v in (env or {}).items()}, EXEC_MARKER: marker}
         args = ["exec"]
