@@ -26,6 +26,13 @@ def counter_family(
     return family
 
 
+def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    """A gauge with no labels, read at scrape time."""
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
+
+
 # Generation calls run from milliseconds to minutes; verify/run calls sit in between.
 LATENCY_BUCKETS = (
     0.001,
@@ -92,18 +99,15 @@ class RequestMetrics(Collector):
             ["route", "status"],
             (([route, str(status)], count) for (route, status), count in list(self._requests.items())),
         )
-        cancelled = counter_family(
+        yield info
+        yield requests
+        yield gauge("nemo_gym_requests_in_flight", "Requests being handled now.", self.in_flight)
+        yield counter_family(
             "nemo_gym_requests_cancelled",
             "Requests whose caller went away before the answer: the handler and its upstream calls were cancelled.",
             ["route"],
             (([route], count) for route, count in list(self._cancelled.items())),
         )
-        in_flight = GaugeMetricFamily("nemo_gym_requests_in_flight", "Requests being handled now.")
-        in_flight.add_metric([], self.in_flight)
-        yield info
-        yield requests
-        yield cancelled
-        yield in_flight
         yield from self._latency.collect()
 
     def render(self) -> bytes:

@@ -136,20 +136,13 @@ class _Exchange:
         return suppress
 
 
+@dataclass(slots=True)
 class RequestPath:
-    def __init__(
-        self,
-        app: Any,
-        signer: SessionSigner,
-        routes: dict[str, FastHandler],
-        max_body_bytes: int,
-        metrics: RequestMetrics | None,
-    ) -> None:
-        self.app = app
-        self.signer = signer
-        self.routes = routes
-        self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
+    app: Any
+    signer: SessionSigner
+    routes: dict[str, FastHandler]
+    max_body_bytes: int
+    metrics: RequestMetrics | None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 SESSION_ID_KEY = "session_id"
@@ -109,10 +110,10 @@ class SessionSigner:
         return session_id, self.set_cookie_header(self.sign(session_id))
 
 
+@dataclass(slots=True)
 class SessionCookieMiddleware:
-    def __init__(self, app: Any, signer: SessionSigner) -> None:
-        self.app = app
-        self.signer = signer
+    app: Any
+    signer: SessionSigner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

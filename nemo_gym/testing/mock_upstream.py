@@ -36,10 +36,6 @@ class MockRoute:
     def call_count(self) -> int:
         return len(self.calls)
 
-    @property
-    def called(self) -> bool:
-        return bool(self.calls)
-
     def respond(self, status: int = 200, **body: Any) -> MockRoute:
         """Answer with this (`json=`, `text=`, `content=`, `headers=`, `stream=`: `MockResponse`'s)."""
         self._response = MockResponse(status, **body)

@@ -12,7 +12,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from nemo_gym.server.metrics import LATENCY_BUCKETS, counter_family
+from nemo_gym.server.metrics import LATENCY_BUCKETS, counter_family, gauge
 from nemo_gym.upstream.pool import UpstreamPool
 
 
@@ -48,16 +48,13 @@ class PoolCollector(Collector):
         for upstream in pool.upstreams:
             in_flight.add_metric([upstream.base_url], upstream.in_flight)
             routed.add_metric([upstream.base_url], 0 if upstream.index in pool.router.down else 1)
-        retries = counter_family(
+        yield in_flight
+        yield routed
+        yield counter_family(
             "nemo_gym_upstream_retries",
             "Requests sent again, by the reason for the retry.",
             ["reason"],
             (([reason], count) for reason, count in sorted(pool.retries.items())),
         )
-        sessions = GaugeMetricFamily("nemo_gym_sessions_tracked", "Sessions pinned to an upstream now.")
-        sessions.add_metric([], len(pool.router))
-        yield in_flight
-        yield routed
-        yield retries
-        yield sessions
+        yield gauge("nemo_gym_sessions_tracked", "Sessions pinned to an upstream now.", len(pool.router))
         yield from self.latency.collect()

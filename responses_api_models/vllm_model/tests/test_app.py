@@ -111,7 +111,7 @@ async def test_token_mode_inline_ids(upstream: MockUpstreams, flag: bool) -> Non
     ) as client:
         r = await client.post("/v1/responses", json={"input": "Hello"})
     assert r.status_code == 200, r.text
-    assert sent(chat)["return_token_ids"] is True and not tokenize.called
+    assert sent(chat)["return_token_ids"] is True and tokenize.calls == []
     last = r.json()["output"][-1]
     assert last["prompt_token_ids"] == captured["prompt_token_ids"]
     assert last["generation_token_ids"] == ids and last["generation_log_probs"] == [-1.0] * len(ids)
