@@ -15,30 +15,13 @@ from environment_servers.single_agent_turn.app import (
 )
 from nemo_gym.http.server_client import ServerClient, close_shared_client
 from nemo_gym.server.context import RuntimeContext
+from nemo_gym.testing.payloads import assistant_response
 from nemo_gym.testing.scripted_server import Answer, ScriptedServer
 
 EPISODE = {"rollout_id": "3-0", "attempt": 1}
 TASK_ID = {"taskset": "weather", "task_id": "3"}
 PARAMS = {"input": "Weather in Oslo?"}
-RESPONSE = {
-    "id": "resp_1",
-    "object": "response",
-    "created_at": 1.0,
-    "model": "m",
-    "status": "completed",
-    "output": [
-        {
-            "type": "message",
-            "id": "msg_1",
-            "role": "assistant",
-            "status": "completed",
-            "content": [{"type": "output_text", "text": "Cold.", "annotations": []}],
-        }
-    ],
-    "parallel_tool_calls": True,
-    "tool_choice": "auto",
-    "tools": [],
-}
+RESPONSE = assistant_response("Cold.")
 OBSERVATIONS = {
     "source": "simple_agent",
     "records": [{"kind": "agent_invocation", "invocation_id": "root"}],

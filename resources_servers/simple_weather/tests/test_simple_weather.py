@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from nemo_gym.testing.payloads import assistant_response
 from resources_servers.simple_weather.app import SimpleWeather, SimpleWeatherConfig
 
 
@@ -18,24 +19,7 @@ async def test_endpoints() -> None:
             "weather_description": "The weather in Oslo is cold.",
         }
         assert (await client.post("/seed_session", json={"responses_create_params": {}})).json() == {}
-        response = {
-            "id": "resp_1",
-            "object": "response",
-            "created_at": 1.0,
-            "model": "m",
-            "output": [
-                {
-                    "type": "message",
-                    "id": "msg_1",
-                    "role": "assistant",
-                    "status": "completed",
-                    "content": [{"type": "output_text", "text": "Cold.", "annotations": []}],
-                }
-            ],
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-        }
+        response = assistant_response("Cold.")
         request = {"responses_create_params": {"input": "x"}, "response": response, "row_id": 3}
         verified = (await client.post("/verify", json=request)).json()
         assert verified["reward"] == 1.0 and verified["row_id"] == 3
