@@ -243,12 +243,35 @@ def test_the_hook_leaves_the_answer_to_uvicorn_when_it_cannot_write_at_once(stat
 
     from nemo_gym.server.http_protocol import RequestHook
 
+    class Cycle:  # what the hook reads of uvicorn's RequestResponseCycle
+        response_started = state == "response_started"
+        disconnected = state == "disconnected"
+        flow = SimpleNamespace(write_paused=state == "write_paused")
+
     fake = FakeTransport()
-    cycle = SimpleNamespace(
-        response_started=state == "response_started",
-        disconnected=state == "disconnected",
-        flow=SimpleNamespace(write_paused=state == "write_paused"),
-        transport=_HeadHoldingTransport(fake),  # type: ignore[arg-type]
-    )
+    cycle = Cycle()
+    cycle.transport = _HeadHoldingTransport(fake)  # type: ignore[attr-defined,arg-type]
     assert RequestHook(cycle).answer(200, [], b"{}") is False  # type: ignore[arg-type]
     assert fake.writes == []
+
+
+def test_the_hook_and_its_request_are_freed_without_the_cyclic_gc() -> None:
+    """The scope holds the hook; were the hook to hold the request's cycle strongly, every request
+    would be garbage only the (rarely run) cyclic collector frees, and memory would grow."""
+    import gc
+    import weakref
+
+    from nemo_gym.server.http_protocol import RequestHook
+
+    class Cycle:
+        scope: dict[str, Any]
+
+    cycle = Cycle()
+    cycle.scope = {REQUEST_HOOK: RequestHook(cycle)}  # type: ignore[arg-type]
+    gone = weakref.ref(cycle)
+    gc.disable()
+    try:
+        del cycle
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from omegaconf import OmegaConf
 
 from nemo_gym.bench import rollouts as e2e
 from nemo_gym.bench import token_context, trainer_api
+from nemo_gym.bench.adapter_process import adapter_launch
 from nemo_gym.bench.loadgen import run, run_load
 from nemo_gym.bench.scenarios import (
     ADAPTER_SCENARIOS,
@@ -39,8 +39,6 @@ from nemo_gym.bench.scenarios import (
     RESPONSES_BODY,
 )
 from nemo_gym.config import PROJECT_ROOT, free_port
-from nemo_gym.config.loader import LoadedConfig
-from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR, write_runtime_file
 from nemo_gym.testing.processes import stop_process, wait_healthy
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -64,34 +62,12 @@ class Adapter:
 
 
 def start_adapter(name: str, upstream: str, overrides: dict[str, Any], workers: int = 1) -> Adapter:
-    port = free_port()
-    impl = {
-        "entrypoint": "app.py",
-        "host": "127.0.0.1",
-        "port": port,
-        "base_url": upstream,
-        "api_key": "EMPTY",
-        "model": "bench-model",
-        **overrides,
-    }
-    if workers > 1:
-        impl["workers"] = workers
-    loaded = LoadedConfig(
-        config=OmegaConf.create({name: {"responses_api_models": {"vllm_model": impl}}}), origins={}
-    )
-    config_file = write_runtime_file(loaded, "bench-secret")
-    env = dict(
-        os.environ, **{CONFIG_FILE_VAR: str(config_file), INSTANCE_VAR: name}, PYTHONPATH=str(PROJECT_ROOT)
-    )
+    launch = adapter_launch(name, upstream, overrides, workers)
     proc = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "responses_api_models" / "vllm_model" / "app.py")],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=PROJECT_ROOT,
+        launch.command, env=launch.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=launch.cwd
     )
-    wait_healthy(f"http://127.0.0.1:{port}/health", proc=proc)
-    return Adapter(name, port, proc)
+    wait_healthy(f"{launch.url}/health", proc=proc)
+    return Adapter(name, launch.port, proc)
 
 
 def tree_cpu(pid: int) -> float:

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from omegaconf import OmegaConf
-
+from nemo_gym.bench.adapter_process import adapter_launch
 from nemo_gym.bench.scenarios import ADAPTER_SCENARIOS
 from nemo_gym.config import PROJECT_ROOT, free_port
-from nemo_gym.config.loader import LoadedConfig
-from nemo_gym.server.context import CONFIG_FILE_VAR, INSTANCE_VAR, write_runtime_file
 from nemo_gym.testing.processes import stop_process, wait_healthy
 
 DEFAULT_SCENARIOS = (
@@ -98,39 +93,21 @@ class SequentialCaller:
 def count(checkout: Path, scenario: str, upstream: str, requests: int, warmup: int, workdir: Path) -> Count:
     """Start `checkout`'s adapter under callgrind for `scenario`, and count `requests` requests."""
     _key, overrides, path, body = ADAPTER_SCENARIOS[scenario]
-    port = free_port()
-    impl: dict[str, Any] = {
-        "entrypoint": "app.py",
-        "host": "127.0.0.1",
-        "port": port,
-        "base_url": upstream,
-        "api_key": "EMPTY",
-        "model": "bench-model",
-        **overrides,
-    }
-    name = f"instructions_{scenario}"
-    loaded = LoadedConfig(
-        config=OmegaConf.create({name: {"responses_api_models": {"vllm_model": impl}}}), origins={}
-    )
-    config_file = write_runtime_file(loaded, "bench-secret")
+    launch = adapter_launch(f"instructions_{scenario}", upstream, overrides, checkout=checkout)
     dump = workdir / f"{scenario}.callgrind"
-    env = dict(
-        os.environ, **{CONFIG_FILE_VAR: str(config_file), INSTANCE_VAR: name}, PYTHONPATH=str(checkout)
-    )
     command = [
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",
         f"--callgrind-out-file={dump}",
-        sys.executable,
-        str(checkout / "responses_api_models" / "vllm_model" / "app.py"),
+        *launch.command,
     ]
     proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=checkout
+        command, env=launch.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=launch.cwd
     )
-    caller = SequentialCaller(port, path, body)
+    caller = SequentialCaller(launch.port, path, body)
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", timeout=STARTUP_TIMEOUT_S, proc=proc)
+        wait_healthy(f"{launch.url}/health", timeout=STARTUP_TIMEOUT_S, proc=proc)
         for _ in range(warmup):
             caller.call()
         subprocess.run(["callgrind_control", "--instr=on", str(proc.pid)], check=True, capture_output=True)
