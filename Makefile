@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench test-real-vllm test-compat clean
+.PHONY: test lint demo bench bench-instructions test-real-vllm test-compat clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,13 @@ demo: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m nemo_gym.bench $(BENCH_ARGS)
+
+# The adapter's own instructions per request under valgrind's callgrind (needs valgrind; several minutes):
+# the same on every run, so one run per side compares two checkouts, e.g.
+# make bench-instructions INSTRUCTIONS_ARGS="--checkout ../base --checkout ."
+INSTRUCTIONS_ARGS ?=
+bench-instructions: $(STAMP)
+	$(BIN)/python -m nemo_gym.bench.instructions $(INSTRUCTIONS_ARGS)
 
 # Opt-in tier against a real `vllm serve` (CPU, tiny models; first run builds a ~6 GB venv). Not part of `make test`.
 # First the tiny ChatML model on two servers, then each model family of $(REAL_VLLM_DIR)/families (Qwen3,

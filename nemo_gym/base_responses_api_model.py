@@ -355,11 +355,13 @@ class ModelCallRecord(ResponseMetadataFields):
     call_index: int
     started_at: float | None = None
     completed_at: float | None = None
-    # None means unknown, never zero.
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    tokens_reasoning: int | None = None
-    tokens_total: int | None = None
+    # Latencies and counts: None means unknown, never zero.
+    latency_total_ms: float | None = Field(default=None, ge=0)
+    latency_ttft_ms: float | None = Field(default=None, ge=0)
+    tokens_in: int | None = Field(default=None, ge=0)
+    tokens_out: int | None = Field(default=None, ge=0)
+    tokens_reasoning: int | None = Field(default=None, ge=0)
+    tokens_total: int | None = Field(default=None, ge=0)
     request: dict[str, Any] | None = None
     response: dict[str, Any] | None = None
     request_raw: str | None = None
@@ -367,10 +369,8 @@ class ModelCallRecord(ResponseMetadataFields):
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     reasoning_content: str | None = None
     cache_hit: bool | None = None
-    cached_tokens: int | None = None
-    cache_creation_tokens: int | None = None
-    latency_total_ms: float | None = None
-    latency_ttft_ms: float | None = None
+    cached_tokens: int | None = Field(default=None, ge=0)
+    cache_creation_tokens: int | None = Field(default=None, ge=0)
 
 
 def build_model_call_record(exchange: dict[str, Any], *, call_index: int) -> ModelCallRecord:

@@ -64,12 +64,13 @@ class ResponseMetadataFields(BaseModel):
     model_ref: ModelServerRef | None = None
     model: str | None = None
     dialect: str | None = None
-    status_code: int | None = None
+    # The HTTP status the caller got.
+    status_code: int | None = Field(default=None, ge=100, le=599)
     response_status: str | None = None
     finish_reason: str | None = None
     upstream_attempted: bool | None = None
     response_source: Literal["upstream", "local"] | None = None
-    upstream_status_code: int | None = None
+    upstream_status_code: int | None = Field(default=None, ge=100, le=599)
     local_response_reason: str | None = None
     error_category: str | None = None
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from nemo_gym.server.http_protocol import PROTOCOL_PATH, _HeadHoldingTransport
+from nemo_gym.server.http_protocol import PROTOCOL_PATH, REQUEST_HOOK, _HeadHoldingTransport
 
 
 class FakeTransport:
@@ -78,6 +78,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
         return
     reply = b"echo:" + body
+    if scope["path"] == "/direct":
+        hook = scope[REQUEST_HOOK]
+        answered = hook.answer(200, [(b"content-type", b"text/plain")], reply)
+        # once started, only uvicorn's own send may go on (which refuses a second answer)
+        assert (answered, hook.answer(200, [], b"again")) == (True, False)
+        return
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(reply)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": reply})
@@ -176,3 +182,96 @@ def test_installed_uvicorn_is_a_tested_release() -> None:
     from nemo_gym.server.http_protocol import TESTED_UVICORN
 
     assert uvicorn.__version__.startswith(TESTED_UVICORN), uvicorn.__version__
+
+
+def without_date(head: bytes) -> list[bytes]:
+    return [line for line in head.split(b"\r\n") if not line.startswith(b"date: ")]
+
+
+async def test_the_hooks_one_write_answer_is_uvicorns_answer_byte_for_byte(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    heads = []
+    for path in (b"/x", b"/direct", b"/x"):  # keep-alive holds across both kinds of answer
+        writer.write(b"POST %b HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi" % path)
+        head, body = await read_response(reader)
+        assert body == b"echo:hi"
+        heads.append(without_date(head))
+    assert heads[0] == heads[1] == heads[2]
+    assert heads[1] == [
+        b"HTTP/1.1 200 OK",
+        b"server: uvicorn",
+        b"content-type: text/plain",
+        b"content-length: 7",
+        b"",
+        b"",
+    ]
+    writer.close()
+
+
+async def test_the_hooks_answer_to_http_1_0_says_close_and_closes(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"POST /direct HTTP/1.0\r\ncontent-length: 2\r\n\r\nhi")
+    answer = await asyncio.wait_for(reader.read(), 2)  # read() returns at EOF: the server closed
+    assert without_date(answer) == [
+        b"HTTP/1.1 200 OK",
+        b"server: uvicorn",
+        b"content-type: text/plain",
+        b"content-length: 7",
+        b"connection: close",
+        b"",
+        b"echo:hi",
+    ]
+    writer.close()
+
+
+async def test_the_hooks_answer_is_access_logged_as_uvicorn_logs(
+    server: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="uvicorn.access")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    for path in (b"/x?q=1", b"/direct?q=1"):
+        writer.write(b"POST %b HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi" % path)
+        await read_response(reader)
+    writer.close()
+    lines = [r.getMessage().split(" - ", 1)[1] for r in caplog.records if r.name == "uvicorn.access"]
+    assert lines == ['"POST /x?q=1 HTTP/1.1" 200', '"POST /direct?q=1 HTTP/1.1" 200']
+
+
+@pytest.mark.parametrize("state", ["response_started", "disconnected", "write_paused"])
+def test_the_hook_leaves_the_answer_to_uvicorn_when_it_cannot_write_at_once(state: str) -> None:
+    from types import SimpleNamespace
+
+    from nemo_gym.server.http_protocol import RequestHook
+
+    class Cycle:  # what the hook reads of uvicorn's RequestResponseCycle
+        response_started = state == "response_started"
+        disconnected = state == "disconnected"
+        flow = SimpleNamespace(write_paused=state == "write_paused")
+
+    fake = FakeTransport()
+    cycle = Cycle()
+    cycle.transport = _HeadHoldingTransport(fake)  # type: ignore[attr-defined,arg-type]
+    assert RequestHook(cycle).answer(200, [], b"{}") is False  # type: ignore[arg-type]
+    assert fake.writes == []
+
+
+def test_the_hook_and_its_request_are_freed_without_the_cyclic_gc() -> None:
+    """The scope holds the hook; were the hook to hold the request's cycle strongly, every request
+    would be garbage only the (rarely run) cyclic collector frees, and memory would grow."""
+    import gc
+    import weakref
+
+    from nemo_gym.server.http_protocol import RequestHook
+
+    class Cycle:
+        scope: dict[str, Any]
+
+    cycle = Cycle()
+    cycle.scope = {REQUEST_HOOK: RequestHook(cycle)}  # type: ignore[arg-type]
+    gone = weakref.ref(cycle)
+    gc.disable()
+    try:
+        del cycle
+        assert gone() is None
+    finally:
+        gc.enable()

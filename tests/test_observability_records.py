@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nemo_gym.base_responses_api_model import ModelCallRecord
+from nemo_gym.base_responses_api_model import ModelCallRecord, build_model_call_record
 from nemo_gym.episode_types import (
     BaseEpisodeResponse,
     EpisodeFailure,
@@ -359,3 +359,20 @@ def test_episode_records_and_terminal_failures() -> None:
     )
     assert is_terminal_failure({NG_FAILURE_CLASS_KEY: "skipped"}, retry_terminal_timeouts=True)
     assert not is_terminal_failure({NG_FAILURE_CLASS_KEY: "skipped"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("tokens_in", -1), ("cached_tokens", -3), ("latency_ttft_ms", -0.5), ("status_code", 42)],
+)
+def test_captured_call_refuses_impossible_counts_latencies_and_statuses(field: str, value: float) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ModelCallRecord(call_index=0, **{field: value})
+    assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_captured_call_from_usage_with_a_negative_count_reads_it_as_unknown() -> None:
+    record = build_model_call_record(
+        {"response": {"usage": {"input_tokens": -4, "output_tokens": 7}}, "status_code": 200}, call_index=3
+    )
+    assert (record.tokens_in, record.tokens_out, record.status_code, record.call_index) == (None, 7, 200, 3)

@@ -13,11 +13,12 @@ import pytest
 
 from nemo_gym.exceptions import ConnectError
 from nemo_gym.testing.raw_server import answer_each, echo
+from nemo_gym.upstream.config import Timeouts
 from nemo_gym.upstream.transport import LeanTransport
 
 
 async def new_client(**kwargs: object) -> LeanTransport:
-    args: dict = {"max_connections": 64, "connect_timeout": 2.0, "read_timeout": None, **kwargs}
+    args: dict = {"max_connections": 64, "timeouts": Timeouts(connect=2.0, pool=None), **kwargs}
     client = LeanTransport(**args)
     await client.start()
     return client

@@ -18,13 +18,14 @@ from nemo_gym.exceptions import (
     UpstreamError,
 )
 from nemo_gym.upstream import UpstreamConfig, UpstreamPool
+from nemo_gym.upstream.config import Timeouts
 from nemo_gym.upstream.transport import LeanTransport, MockRequest, MockResponse, MockTransport
 
 URL = "http://up1:8000/v1/chat/completions"
 
 
 async def lean(mock: MockTransport, **kwargs: object) -> LeanTransport:
-    args: dict = {"max_connections": 8, "connect_timeout": 1.0, "read_timeout": None, **kwargs}
+    args: dict = {"max_connections": 8, "timeouts": Timeouts(connect=1.0, pool=None), **kwargs}
     transport = LeanTransport(**args, headers={"authorization": "Bearer sk-mock"}, network=mock)
     await transport.start()
     return transport
@@ -157,7 +158,7 @@ async def test_a_client_that_gives_up_cancels_the_handler() -> None:
         return MockResponse(200)
 
     mock = MockTransport(slow)
-    transport = await lean(mock, read_timeout=0.1)
+    transport = await lean(mock, timeouts=Timeouts(connect=1.0, read=0.1, pool=None))
     with pytest.raises(ReadTimeout):
         await transport.post(URL, b"{}")
     started.clear()

@@ -131,17 +131,20 @@ class EnvironmentManifest(_Strict):
     determinism: Determinism = Determinism.UNKNOWN
     # The bundle's config, relative to the manifest.
     config_path: NonEmpty = "config.yaml"
-    dataset_owner: NonEmpty | None = None
+    # What the bundle composes.
     resources_server: NonEmpty | None
     agent_server: NonEmpty
-    datasets: list[ManifestDataset] = Field(min_length=1)
     model_server: NonEmpty | None = None
     rollout_driver: PythonCallable | None = None
+    sandbox: NonEmpty | None = None
+    # Its data.
+    datasets: list[ManifestDataset] = Field(min_length=1)
+    dataset_owner: NonEmpty | None = None
+    canonical_split: NonEmpty | None = None
+    # How it runs and grades.
     grading_mode: NonEmpty | None = None
     session_model: SessionModel | None = None
     state: EnvironmentState | None = None
-    sandbox: NonEmpty | None = None
-    canonical_split: NonEmpty | None = None
     prompt_source: PromptSource = PromptSource.TEMPLATE
     standard_prompt_config: NonEmpty | None = None
     adopted_from: AdoptedFrom | None = None

@@ -299,6 +299,9 @@ class SimpleServer(BaseServer):
             # reuses a connection we are closing at that moment (uvicorn's default is 5 s).
             "timeout_keep_alive": 30,
             "backlog": 4096,
+            # uvicorn's X-Forwarded-* middleware wraps every request in one more coroutine; these
+            # servers are reached directly, so the peer is the caller.
+            "proxy_headers": False,
         }
 
     def serve(self, app: Any) -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 PROTOCOL_PATH = "nemo_gym.server.http_protocol:CoalescingHttpToolsProtocol"
 # uvicorn minor releases whose HttpToolsProtocol this subclass is tested against (tests/test_http_protocol.py).
@@ -62,6 +64,14 @@ class _HeadHoldingTransport:
         else:
             self._transport.write(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """A whole response at once: nothing to hold back."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
     def flush(self) -> None:
         if self._held is not None:
             held, self._held = self._held, None
@@ -81,14 +91,26 @@ class _HeadHoldingTransport:
         return getattr(self._transport, name)
 
 
-class DisconnectHook:
-    """Put in each request's scope (under DISCONNECT_HOOK); the request path arms it with what to
-    cancel. Firing it from `connection_lost` costs nothing per request, where the portable way —
-    a task per request waiting for `http.disconnect` — costs a task and two loop turns."""
+class RequestHook:
+    """Put in each request's scope (under REQUEST_HOOK) by our protocol, for the request path.
 
-    __slots__ = ("on_disconnect",)
+    `on_disconnect`: armed with what to cancel. Firing it from `connection_lost` costs nothing
+    per request, where the portable way, a task per request waiting for `http.disconnect`,
+    costs a task and two loop turns.
 
-    def __init__(self) -> None:
+    `answer()`: a whole answer in one write, for the request path's hot routes. uvicorn's `send`
+    takes two awaited messages and checks every header against two regular expressions; the
+    request path's headers are its own constants and its signed cookie, so that work was a
+    fixed share of each request's CPU (docs/performance.md). The bytes are the ones uvicorn
+    writes: its status line, its default headers, then ours.
+    """
+
+    __slots__ = ("_cycle", "on_disconnect")
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        # Weak: the cycle's scope holds this hook, and a strong reference back would make every
+        # request a reference cycle, left to the (tuned, rare) cyclic GC: memory grew per request.
+        self._cycle = weakref.ref(cycle)
         self.on_disconnect: Any = None
 
     def fire(self) -> None:
@@ -96,8 +118,42 @@ class DisconnectHook:
         if callback is not None:
             callback()
 
+    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Send head and body, or return False when uvicorn's own `send` must (the answer
+        started already, the caller is gone, or writes are paused)."""
+        cycle = self._cycle()
+        if cycle is None or cycle.response_started or cycle.disconnected or cycle.flow.write_paused:
+            return False
+        if cycle.access_log:
+            scope = cycle.scope
+            cycle.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                status,
+            )
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        parts = [STATUS_LINE[status]]
+        for name, value in (*cycle.default_headers, *headers):
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"content-length: ", b"%d" % len(body), b"\r\n")
+        if not cycle.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        transport = cycle.transport
+        transport.write_whole(b"".join(parts))  # type: ignore[attr-defined]
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            transport.close()
+        cycle.on_response()
+        return True
 
-DISCONNECT_HOOK = "nemo_gym.disconnect_hook"
+
+REQUEST_HOOK = "nemo_gym.request_hook"
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
@@ -108,13 +164,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None:  # its task is created, not yet started: the hook is there when it runs
-            cycle.scope[DISCONNECT_HOOK] = DisconnectHook()  # type: ignore[index]
+            cycle.scope[REQUEST_HOOK] = RequestHook(cycle)  # type: ignore[index]
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
-            hook = cycle.scope.get(DISCONNECT_HOOK)  # type: ignore[union-attr]
+            hook = cycle.scope.get(REQUEST_HOOK)  # type: ignore[union-attr]
             if hook is not None:
                 hook.fire()
 

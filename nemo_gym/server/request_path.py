@@ -27,7 +27,7 @@ import orjson
 from nemo_gym.exceptions import APIError, InternalError, api_error_for
 from nemo_gym.rollout_correlation import ROLLOUT_PATH_START, rollout_context, split_rollout_path
 from nemo_gym.server.errors import api_error_payload
-from nemo_gym.server.http_protocol import DISCONNECT_HOOK
+from nemo_gym.server.http_protocol import REQUEST_HOOK
 from nemo_gym.server.metrics import CONTENT_TYPE, RequestMetrics
 from nemo_gym.server.sessions import SessionSigner
 
@@ -80,7 +80,7 @@ class _Exchange:
         self.gone: asyncio.Event | None = None  # set on disconnect, for the app's own receive()
         self.route = "other"
         self.status = 500
-        self.hook = scope.get(DISCONNECT_HOOK)
+        self.hook = scope.get(REQUEST_HOOK)
         self.watcher: asyncio.Future[None] | None = None
         if self.hook is not None:  # our uvicorn protocol tells us directly
             self.hook.on_disconnect = self.caller_gone
@@ -197,7 +197,9 @@ class RequestPath:
             await self._stream(send, result, headers, exchange, scope)
             return
         exchange.answered(status)
-        await self._send(send, status, payload, headers)
+        hook = exchange.hook
+        if hook is None or not hook.answer(status, headers, payload):
+            await self._send(send, status, payload, headers)
 
     def _session(self, scope: dict[str, Any]) -> tuple[str, list[tuple[bytes, bytes]]]:
         """The caller's session id, and the answer's headers: every answer carries the cookie."""

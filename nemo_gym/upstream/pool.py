@@ -106,10 +106,8 @@ def transport_for(
     limits = config.limits
     return LeanTransport(
         config.max_connections,
-        config.timeouts.connect,
-        config.timeouts.read,
+        config.timeouts,
         headers=headers,
-        pool_timeout=config.timeouts.pool,
         limits=Limits(limits.max_header_bytes, limits.max_body_bytes, limits.max_decompressed_bytes),
         network=network,
     )

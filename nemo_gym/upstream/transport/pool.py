@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 from nemo_gym.exceptions import ClientClosed, ConnectError, ConnectTimeout, PoolTimeout, ReadTimeout
+from nemo_gym.upstream.config import Timeouts
 from nemo_gym.upstream.transport.base import (
     KEEPALIVE,
     Answer,
@@ -55,23 +56,20 @@ class SocketNetwork:
 
 class LeanTransport:
     """The `UpstreamTransport` of plain-HTTP upstreams: further requests wait for a connection
-    to free up (at most `pool_timeout` seconds)."""
+    to free up (at most `timeouts.pool` seconds)."""
 
     def __init__(
         self,
         max_connections: int,
-        connect_timeout: float,
-        read_timeout: float | None,
+        timeouts: Timeouts,
         keepalive: float = KEEPALIVE,
         headers: dict[str, str] | None = None,
-        pool_timeout: float | None = None,
         limits: Limits | None = None,
         network: Network | None = None,
     ) -> None:
         self.max_connections = max_connections
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.pool_timeout = pool_timeout
+        self.timeouts = timeouts
+        self.read_timeout = timeouts.read  # read by every connection on every request
         self.keepalive = keepalive
         self.limits = limits or Limits()
         self.network: Network = network or SocketNetwork()
@@ -139,7 +137,8 @@ class LeanTransport:
     async def _open(self, origin: Origin) -> Connection:
         if self._closed:
             raise ClientClosed("client is closed")
-        deadline = None if self.pool_timeout is None else self.loop.time() + self.pool_timeout
+        pool_timeout = self.timeouts.pool
+        deadline = None if pool_timeout is None else self.loop.time() + pool_timeout
         while len(self._all) + self._opening >= self.max_connections:
             if self._evict_idle():
                 break
@@ -167,7 +166,7 @@ class LeanTransport:
         except TimeoutError:
             if waiter.done() and not waiter.cancelled():
                 self._wake_one()
-            raise PoolTimeout(busy_message(self.pool_timeout, self.max_connections)) from None
+            raise PoolTimeout(busy_message(self.timeouts.pool, self.max_connections)) from None
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._wake_one()  # we were handed a free slot: pass it on
@@ -184,7 +183,7 @@ class LeanTransport:
             ssl_context = self._ssl
         error: Exception | None = None
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(self.timeouts.connect):
                 for family, address in await self._resolve(host, port):
                     try:
                         dial = Dial(family, address, ssl_context, host if ssl_context else None)
@@ -193,7 +192,7 @@ class LeanTransport:
                         error = exc
         except TimeoutError:
             self._wake_one()
-            raise ConnectTimeout(f"no connection to {host}:{port} within {self.connect_timeout}s") from None
+            raise ConnectTimeout(f"no connection to {host}:{port} within {self.timeouts.connect}s") from None
         except OSError as exc:
             error = exc
         except BaseException:
