@@ -179,6 +179,9 @@ def test_ctrl_c_leaves_only_whole_rows(tmp_path: Path) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
+                # A shell's background job (`make test &`) starts with SIGINT ignored, and a child
+                # inherits that: this test is about what Ctrl-C does, so the child gets the default.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
             wait_for_lines(out, 3, 60, proc)
             proc.send_signal(signal.SIGINT)
